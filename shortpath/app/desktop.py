@@ -1,0 +1,88 @@
+"""Example application: echo plus a synthetic "desktop".
+
+The client's first reliable message picks the mode:
+
+* ``b"echo"`` -- the host echoes every reliable message and every datagram.
+* ``b"desktop <seconds> <fps>"`` -- the host streams frame-sized updates
+  (20-60 KB, like screen regions) at ``fps`` for ``seconds`` on the reliable
+  channel, while echoing the client's small input events (64-byte datagrams
+  and reliable messages) so their latency can be measured. It ends with a
+  ``b"done <frames>"`` message.
+
+Frames carry a header ``b"F" + u32 index + u64 sent_us`` and a body whose
+bytes are derived from the index, so the receiver can check integrity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import random
+import struct
+import time
+
+from ..errors import SessionClosed
+from ..session.session import Session
+
+_FRAME_HDR = struct.Struct("!cIQ")
+
+
+def frame_payload(index: int, size: int) -> bytes:
+    seed = hashlib.sha256(index.to_bytes(4, "big")).digest()
+    body = (seed * (size // len(seed) + 1))[: max(0, size - _FRAME_HDR.size)]
+    return _FRAME_HDR.pack(b"F", index, time.time_ns() // 1000) + body
+
+
+def check_frame(data: bytes) -> tuple[int, int]:
+    """Return (index, sent_us); raise ValueError if the body is corrupt."""
+    kind, index, sent_us = _FRAME_HDR.unpack_from(data)
+    if kind != b"F":
+        raise ValueError("not a frame")
+    seed = hashlib.sha256(index.to_bytes(4, "big")).digest()
+    body = data[_FRAME_HDR.size:]
+    if body != (seed * (len(body) // len(seed) + 1))[: len(body)]:
+        raise ValueError(f"frame {index} body corrupt")
+    return index, sent_us
+
+
+async def _echo_datagrams(session: Session) -> None:
+    with contextlib.suppress(SessionClosed):
+        while True:
+            session.send_datagram(await session.recv_datagram())
+
+
+async def host_handler(session: Session) -> None:
+    """Serve one session until the client closes it."""
+    dgrams = asyncio.ensure_future(_echo_datagrams(session))
+    try:
+        first = await session.recv()
+        if first.startswith(b"desktop"):
+            parts = first.split()
+            seconds = float(parts[1]) if len(parts) > 1 else 2.0
+            fps = float(parts[2]) if len(parts) > 2 else 30.0
+            streamer = asyncio.ensure_future(_stream_frames(session, seconds, fps))
+            try:
+                while True:
+                    await session.send(await session.recv())   # echo input events
+            finally:
+                streamer.cancel()
+        else:
+            while True:
+                await session.send(await session.recv())
+    except SessionClosed:
+        pass
+    finally:
+        dgrams.cancel()
+
+
+async def _stream_frames(session: Session, seconds: float, fps: float) -> None:
+    rng = random.Random(7)
+    n = int(seconds * fps)
+    start = time.monotonic()
+    for i in range(n):
+        await session.send(frame_payload(i, rng.randint(20_000, 60_000)))
+        delay = start + (i + 1) / fps - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+    await session.send(b"done %d" % n)

@@ -1,0 +1,1 @@
+"""Identity: signed tokens, certificates and TURN credentials."""

@@ -1,0 +1,242 @@
+"""``shortpath`` command line.
+
+  shortpath demo                         gateway + host + client on loopback, prints the path taken
+  shortpath gateway [--config F]         run the gateway (and its broker)
+  shortpath token user|host ...          mint a signed token with the gateway's key
+  shortpath host --gateway H:P ...       run a session host (dials out only)
+  shortpath connect --gateway H:P ...    launch a resource and exchange echo traffic
+  shortpath admin hosts|sessions|drain|undrain|stats   local admin socket of a running gateway
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import statistics
+import sys
+import time
+
+from . import log
+from .config import DEFAULT_GATEWAY_ID, load_gateway_config, state_path
+from .errors import ShortpathError
+
+
+def _read_token(args) -> str:
+    if getattr(args, "token_file", None):
+        with open(args.token_file) as f:
+            return f.read().strip()
+    if getattr(args, "token", None):
+        return args.token
+    env = os.environ.get("SHORTPATH_TOKEN")
+    if env:
+        return env
+    raise ShortpathError("no token: pass --token-file, --token or set SHORTPATH_TOKEN")
+
+
+def _run_until_signal(coro_factory) -> int:
+    async def runner():
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        return await coro_factory(stop)
+    return asyncio.run(runner())
+
+
+def cmd_demo(args) -> int:
+    from .demo import main as demo_main
+    return demo_main(args.seconds)
+
+
+def cmd_gateway(args) -> int:
+    from .gateway import Gateway
+    listen_host = listen_port = None
+    if args.listen:
+        listen_host, _, port = args.listen.rpartition(":")
+        listen_port = int(port)
+    cfg = load_gateway_config(args.config, state_dir=args.state, listen_host=listen_host or None,
+                              listen_port=listen_port)
+
+    async def run(stop):
+        gw = Gateway(cfg)
+        await gw.start()
+        print(json.dumps({"event": "gateway-ready", "port": gw.port, "cert": gw.cert_path,
+                          "admin": state_path(cfg.state_dir, "admin.sock")}), flush=True)
+        await stop.wait()
+        await gw.stop()
+        return 0
+    return _run_until_signal(run)
+
+
+def cmd_token(args) -> int:
+    from .auth.tokens import TokenSigner
+    cfg = load_gateway_config(args.config, state_dir=args.state)
+    signer = TokenSigner.load_or_create(state_path(cfg.state_dir, "signing.key"))
+    if args.kind == "user":
+        resources = [r for r in (args.resources or "").split(",") if r]
+        tok = signer.mint("user", args.sub, cfg.gateway_id, args.ttl, time.time(), resources=resources)
+    else:
+        tok = signer.mint("host", args.sub, cfg.gateway_id, args.ttl, time.time(), pool=args.pool)
+    print(tok)
+    return 0
+
+
+def cmd_host(args) -> int:
+    from .app.desktop import host_handler
+    from .host import HostAgent
+    token = _read_token(args)
+
+    async def run(stop):
+        agent = HostAgent(args.gateway, token, args.host_id, host_handler, state_dir=args.state, cafile=args.ca)
+        agent.start()
+        reg = asyncio.ensure_future(agent.registered.wait())
+        stopper = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({reg, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if agent.registered.is_set():
+            print(json.dumps({"event": "host-registered", "host_id": args.host_id,
+                              "fingerprint": agent.fingerprint}), flush=True)
+        await stopper
+        reg.cancel()
+        await agent.stop()
+        return 0
+    return _run_until_signal(run)
+
+
+def cmd_connect(args) -> int:
+    from .client import connect, feed
+    token = _read_token(args)
+
+    async def run():
+        if args.feed:
+            print(json.dumps(await feed(args.gateway, token, cafile=args.ca)))
+            return 0
+        t0 = time.monotonic()
+        session = await connect(args.gateway, token, args.resource, cafile=args.ca)
+        setup = (time.monotonic() - t0) * 1000
+        async with session:
+            await session.send(b"echo")
+            rtts = []
+            for i in range(args.count):
+                payload = b"%08d" % i + b"x" * 56
+                t = time.monotonic()
+                await session.send(payload)
+                if await session.recv() != payload:
+                    raise ShortpathError("echo mismatch")
+                rtts.append((time.monotonic() - t) * 1000)
+            info = session.info.to_dict()
+        info.update({"setup_ms": round(setup, 2), "echo_count": len(rtts),
+                     "echo_rtt_p50_ms": round(statistics.median(rtts), 3) if rtts else None})
+        if args.json:
+            print(json.dumps(info))
+        else:
+            print(f"session {info['session_id']} transport={info['transport']} setup={setup:.1f} ms "
+                  f"echo p50={info['echo_rtt_p50_ms']} ms over {len(rtts)} messages")
+        return 0
+    return asyncio.run(run())
+
+
+def cmd_admin(args) -> int:
+    cfg = load_gateway_config(args.config, state_dir=args.state)
+    path = state_path(cfg.state_dir, "admin.sock")
+    req = {"cmd": args.action}
+    if args.action in ("drain", "undrain"):
+        if not args.host:
+            raise ShortpathError(f"admin {args.action} needs a host id")
+        req = {"cmd": "drain", "host": args.host, "on": args.action == "drain"}
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        try:
+            s.connect(path)
+        except OSError as exc:
+            raise ShortpathError(f"cannot reach the gateway admin socket {path}: {exc.strerror}") from None
+        s.sendall((json.dumps(req) + "\n").encode())
+        resp = json.loads(s.makefile().readline())
+    if not resp.get("ok"):
+        raise ShortpathError(resp.get("error", "admin command failed"))
+    if args.json:
+        print(json.dumps(resp))
+    elif "hosts" in resp:
+        print(f"{'HOST':16} {'POOL':12} {'STATUS':12} {'SESSIONS':>8} {'PENDING':>7} {'SEEN':>6}")
+        for h in resp["hosts"]:
+            print(f"{h['host_id']:16} {h['pool']:12} {h['status']:12} {h['sessions']:>8} {h['pending']:>7} "
+                  f"{h['last_seen_s']:>5}s")
+    elif "sessions" in resp:
+        for s_ in resp["sessions"]:
+            print(f"{s_['session_id']} user={s_['user']} host={s_['host_id']} resource={s_['resource']} "
+                  f"age={s_['age_s']}s")
+    else:
+        print(json.dumps({k: v for k, v in resp.items() if k != "ok"}))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="shortpath", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--log", default=os.environ.get("SHORTPATH_LOG", "WARNING"), help="log level")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="run gateway, host and client on loopback and show the path")
+    d.add_argument("--seconds", type=float, default=2.0, help="length of the synthetic desktop stream")
+    d.set_defaults(func=cmd_demo)
+
+    def common(sp, config=True):
+        sp.add_argument("--state", default=None, help="state directory (keys, certs, admin socket)")
+        if config:
+            sp.add_argument("--config", default=None, help="gateway TOML config")
+
+    g = sub.add_parser("gateway", help="run the gateway and broker")
+    common(g)
+    g.add_argument("--listen", default=None, help="host:port (default from config, else 127.0.0.1:4443)")
+    g.set_defaults(func=cmd_gateway)
+
+    t = sub.add_parser("token", help="mint a token with the gateway's signing key")
+    common(t)
+    t.add_argument("kind", choices=["user", "host"])
+    t.add_argument("--sub", required=True, help="user name, or host id for a host token")
+    t.add_argument("--resources", default="", help="user: comma-separated pools the user may launch")
+    t.add_argument("--pool", default="desktop", help="host: the pool it registers into")
+    t.add_argument("--ttl", type=float, default=3600.0, help="lifetime in seconds")
+    t.set_defaults(func=cmd_token)
+
+    h = sub.add_parser("host", help="run a session host (outbound connections only)")
+    h.add_argument("--gateway", required=True)
+    h.add_argument("--host-id", required=True)
+    h.add_argument("--token", default=None)
+    h.add_argument("--token-file", default=None)
+    h.add_argument("--ca", default=None, help="the gateway's certificate (pinned)")
+    h.add_argument("--state", default="./host-state")
+    h.set_defaults(func=cmd_host)
+
+    c = sub.add_parser("connect", help="launch a resource and run an echo exchange")
+    c.add_argument("--gateway", required=True)
+    c.add_argument("--resource", default="desktop")
+    c.add_argument("--token", default=None)
+    c.add_argument("--token-file", default=None)
+    c.add_argument("--ca", default=None)
+    c.add_argument("--count", type=int, default=20)
+    c.add_argument("--feed", action="store_true", help="only list the resources")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_connect)
+
+    a = sub.add_parser("admin", help="talk to a running gateway's local admin socket")
+    common(a)
+    a.add_argument("action", choices=["hosts", "sessions", "drain", "undrain", "stats"])
+    a.add_argument("host", nargs="?")
+    a.add_argument("--json", action="store_true")
+    a.set_defaults(func=cmd_admin)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    log.setup(args.log)
+    try:
+        return args.func(args)
+    except ShortpathError as exc:
+        print(f"shortpath: error [{exc.code}]: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

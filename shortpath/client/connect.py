@@ -1,0 +1,100 @@
+"""Client API.
+
+``session = await connect("gw:443", token, "desktop", cafile=...)`` dials the
+gateway (outbound TLS), presents the user token, launches the resource, and
+once the broker has had the host dial its leg, runs end-to-end TLS to the host
+inside the relay, checking the host certificate's fingerprint the broker
+registered. Errors arrive typed: AuthError subclasses for token problems,
+NoResourcesError (with ``reason``) when no host can take the session,
+FingerprintMismatch when the host is not who the broker said.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from .. import __version__, log
+from ..auth import certs
+from ..config import Timing
+from ..errors import PathError, RemoteError, SessionClosed, from_wire
+from ..framed import FramedConn
+from ..netaddr import parse_hostport
+from ..session.session import Session
+from ..transport.tcp_relay import InnerTls, RelayPath
+from ..wire import control
+from ..wire.frames import MAX_CONTROL_PAYLOAD, MAX_RELAY_PAYLOAD
+
+_log = log.get("client")
+
+
+async def _hello(gateway, token: str, cafile: str | None, timing: Timing) -> FramedConn:
+    host, port = parse_hostport(gateway)
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection(host, port, ssl=certs.client_context(cafile), limit=MAX_RELAY_PAYLOAD * 2),
+        timing.handshake_timeout)
+    conn = FramedConn(reader, writer, MAX_CONTROL_PAYLOAD, timing.relay_high_water)
+    conn.send(control.ClientHello(token=token, version=__version__))
+    await _expect(conn, control.Welcome, timing.handshake_timeout)
+    return conn
+
+
+async def _expect(conn: FramedConn, cls, timeout: float):
+    msg = await asyncio.wait_for(conn.read_control(), timeout)
+    if isinstance(msg, control.Error):
+        raise from_wire(msg.code, msg.message, msg.reason)
+    if not isinstance(msg, cls):
+        raise RemoteError(f"expected {cls.TYPE}, got {msg.TYPE if msg else 'end of connection'}")
+    return msg
+
+
+async def feed(gateway, token: str, *, cafile: str | None = None, timing: Timing | None = None) -> list[dict]:
+    """The resources this user may launch."""
+    timing = timing or Timing()
+    conn = await _hello(gateway, token, cafile, timing)
+    try:
+        conn.send(control.FeedRequest())
+        return list((await _expect(conn, control.Feed, timing.handshake_timeout)).resources)
+    finally:
+        await conn.close()
+
+
+async def connect(gateway, token: str, resource: str, *, cafile: str | None = None,
+                  timing: Timing | None = None) -> Session:
+    """Launch ``resource`` and return a live session (on the tcp-relay)."""
+    timing = timing or Timing()
+    conn = await _hello(gateway, token, cafile, timing)
+    ok = False
+    try:
+        conn.send(control.Launch(resource=resource))
+        launched = await _expect(conn, control.Launched, timing.launch_timeout)
+        conn.max_payload = MAX_RELAY_PAYLOAD
+        tls = InnerTls(conn, certs.pinned_client_context(), server_side=False)
+        await asyncio.wait_for(tls.handshake(expected_fingerprint=launched.host_fingerprint),
+                               timing.handshake_timeout)
+        session = Session(launched.session_id, "client", timing, peer=launched.host_id)
+        session.policy = launched.policy
+        ready = asyncio.get_running_loop().create_future()
+        session.on_signal("hello-ok", lambda m: ready.done() or ready.set_result(m))
+        path = RelayPath(tls, launched.session_id, timing.relay_high_water)
+        session.attach_relay(path)
+        path.start()
+        session.send_signal({"type": "hello", "ticket": launched.ticket})
+        closed = asyncio.ensure_future(session.wait_closed())
+        try:
+            done, _ = await asyncio.wait({ready, closed}, timeout=timing.handshake_timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closed.cancel()
+        if not ready.done():
+            await session.close("setup-failed")
+            if session.close_reason not in (None, "setup-failed"):
+                raise SessionClosed(session.close_reason, session.close_detail)
+            raise PathError("host did not confirm the session in time")
+        _log.info(log.kv("session-up", sid=launched.session_id, host=launched.host_id, transport="tcp-relay"))
+        ok = True
+        return session
+    finally:
+        if not ok:
+            with contextlib.suppress(Exception):
+                await conn.close()

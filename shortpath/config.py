@@ -1,0 +1,167 @@
+"""Configuration: frozen dataclasses, every timing knob in one place.
+
+Timing knobs (defaults and why)
+-------------------------------
+==========================  =======  ==========================================================
+knob                        default  why
+==========================  =======  ==========================================================
+heartbeat_interval          2.0 s    host -> broker liveness; cheap (one small frame)
+heartbeat_misses            3        a host is Unavailable after 3 missed beats (~6 s): long
+                                     enough to ride out a GC pause, short enough that launches
+                                     stop going to a dead host quickly
+handshake_timeout           10.0 s   TLS handshake + first control message on any gateway
+                                     connection; slowloris connections are cut after this
+leg_timeout                 10.0 s   how long the broker waits for the host's data leg
+launch_timeout              20.0 s   client side: launch request to Launched
+reconnect_base / _cap       0.2/10 s host reconnect backoff: exponential with full jitter so a
+                                     restarted gateway is not hit by every host at once
+ack_delay                   0.02 s   session receiver sends a cumulative ACK at most this late
+ack_every                   32       ... or after this many DATA frames, whichever first
+send_window_bytes           4 MiB    unacknowledged bytes a session may have in flight; send()
+                                     waits beyond it (back-pressure; bounds replay memory)
+ping_interval               1.0 s    session RTT probe on the active path
+relay_high_water            256 KiB  gateway/peer transport write buffer above which writers
+                                     pause (relay) or datagrams are dropped (peer)
+==========================  =======  ==========================================================
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+
+from .errors import ConfigError
+
+DEFAULT_GATEWAY_ID = "shortpath-gateway"
+DEFAULT_MANAGED_PORT = 3390
+
+
+@dataclass(frozen=True)
+class Timing:
+    heartbeat_interval: float = 2.0
+    heartbeat_misses: int = 3
+    handshake_timeout: float = 10.0
+    leg_timeout: float = 10.0
+    launch_timeout: float = 20.0
+    reconnect_base: float = 0.2
+    reconnect_cap: float = 10.0
+    ack_delay: float = 0.02
+    ack_every: int = 32
+    send_window_bytes: int = 4 * 1024 * 1024
+    ping_interval: float = 1.0
+    relay_high_water: int = 256 * 1024
+
+
+@dataclass(frozen=True)
+class ShortpathPolicy:
+    """Per-pool UDP upgrade policy (the RDP Shortpath settings)."""
+
+    enabled: bool = True
+    managed: bool = True
+    public_direct: bool = True
+    turn: bool = True
+    managed_port: int = DEFAULT_MANAGED_PORT
+
+    def to_dict(self) -> dict:
+        return {"enabled": self.enabled, "managed": self.managed, "public_direct": self.public_direct,
+                "turn": self.turn, "managed_port": self.managed_port}
+
+
+LOAD_BALANCERS = ("breadth-first", "depth-first", "personal")
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    name: str
+    load_balancer: str = "breadth-first"
+    max_sessions: int = 10
+    #: personal pools: user -> host id
+    assignments: dict = field(default_factory=dict)
+    shortpath: ShortpathPolicy = field(default_factory=ShortpathPolicy)
+
+    def __post_init__(self) -> None:
+        if self.load_balancer not in LOAD_BALANCERS:
+            raise ConfigError(f"pool {self.name}: load_balancer must be one of {', '.join(LOAD_BALANCERS)}")
+        if self.max_sessions < 1:
+            raise ConfigError(f"pool {self.name}: max_sessions must be >= 1")
+
+    @property
+    def kind(self) -> str:
+        return "personal" if self.load_balancer == "personal" else "pooled"
+
+
+@dataclass(frozen=True)
+class TurnConfig:
+    """Where clients and hosts find STUN/TURN, and the coturn REST secret."""
+
+    stun: str = ""            # "host:port"
+    turn: str = ""            # "host:port" (UDP/TCP)
+    turn_tls: str = ""        # "host:port" (TLS)
+    secret: str = ""          # coturn static-auth-secret; never logged
+    credential_ttl: float = 600.0
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 4443
+    gateway_id: str = DEFAULT_GATEWAY_ID
+    state_dir: str = "./state"
+    pools: tuple[PoolConfig, ...] = (PoolConfig("desktop"),)
+    timing: Timing = field(default_factory=Timing)
+    turn: TurnConfig = field(default_factory=TurnConfig)
+    #: caps against abuse (issue: resource limits)
+    max_unauthenticated: int = 2000
+    max_pending_legs: int = 1000
+
+    def pool(self, name: str) -> PoolConfig | None:
+        for p in self.pools:
+            if p.name == name:
+                return p
+        return None
+
+
+def load_gateway_config(path: str | None, **overrides) -> GatewayConfig:
+    """Read a gateway TOML file (see docs/config.md); keyword overrides win."""
+    data: dict = {}
+    if path:
+        try:
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read {path}: {exc}") from None
+    gw = dict(data.get("gateway", {}))
+    pools = []
+    for raw in data.get("pool", []):
+        raw = dict(raw)
+        sp = ShortpathPolicy(**raw.pop("shortpath", {}))
+        try:
+            pools.append(PoolConfig(shortpath=sp, **raw))
+        except TypeError as exc:
+            raise ConfigError(f"pool entry: {exc}") from None
+    kwargs: dict = {}
+    if "listen" in gw:
+        host, _, port = str(gw.pop("listen")).rpartition(":")
+        kwargs["listen_host"], kwargs["listen_port"] = host or "0.0.0.0", int(port)
+    for key in ("gateway_id", "state_dir", "max_unauthenticated", "max_pending_legs"):
+        if key in gw:
+            kwargs[key] = gw.pop(key)
+    if gw:
+        raise ConfigError(f"unknown [gateway] keys: {', '.join(sorted(gw))}")
+    if pools:
+        kwargs["pools"] = tuple(pools)
+    if "timing" in data:
+        kwargs["timing"] = Timing(**data["timing"])
+    if "turn" in data:
+        kwargs["turn"] = TurnConfig(**data["turn"])
+    kwargs.update({k: v for k, v in overrides.items() if v is not None})
+    names = [p.name for p in kwargs.get("pools", GatewayConfig.pools)]
+    if len(set(names)) != len(names):
+        raise ConfigError("pool names must be unique")
+    return GatewayConfig(**kwargs)
+
+
+def state_path(state_dir: str, name: str) -> str:
+    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    return os.path.join(state_dir, name)

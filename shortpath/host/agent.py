@@ -1,0 +1,211 @@
+"""HostAgent: the session host. It only ever dials out.
+
+* Control channel: one TLS connection to the gateway, ``register`` with a
+  host registration token and the host certificate's fingerprint, then a
+  heartbeat every ``heartbeat_interval``. When the channel drops (or the
+  gateway stops answering heartbeats) the agent reconnects with exponential
+  backoff and full jitter, so a restarted gateway is not stampeded.
+* For each ``dial`` order it opens a *new* outbound TLS connection (the data
+  leg) carrying the one-time ``conn_id``, runs the end-to-end TLS server side
+  with its own certificate inside the stitched relay, checks the client's
+  session ticket (signed by the gateway for this very session id), and hands
+  the :class:`Session` to the application's handler.
+
+There is no listening socket anywhere in this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import ssl
+import time
+from typing import Awaitable, Callable
+
+from .. import __version__, log
+from ..auth import certs
+from ..auth.tokens import TokenVerifier
+from ..config import Timing, state_path
+from ..errors import AuthError, RemoteError, ShortpathError, from_wire
+from ..framed import FramedConn
+from ..netaddr import parse_hostport
+from ..session.session import Session
+from ..transport.tcp_relay import InnerTls, RelayPath
+from ..wire import control
+from ..wire.frames import MAX_CONTROL_PAYLOAD, MAX_RELAY_PAYLOAD
+
+_log = log.get("host")
+
+Handler = Callable[[Session], Awaitable[None]]
+
+
+class HostAgent:
+    def __init__(self, gateway: str | tuple, token: str, host_id: str, handler: Handler, *,
+                 state_dir: str = "./state", cafile: str | None = None, timing: Timing | None = None) -> None:
+        self.gateway = parse_hostport(gateway)
+        self.token = token
+        self.host_id = host_id
+        self.handler = handler
+        self.timing = timing or Timing()
+        self.cafile = cafile
+        self.cert_path = state_path(state_dir, f"host-{host_id}.crt")
+        self.key_path = state_path(state_dir, f"host-{host_id}.key")
+        certs.load_or_create(self.cert_path, self.key_path, f"shortpath-host-{host_id}")
+        self.fingerprint = certs.fingerprint_pem_file(self.cert_path)
+        self._gw_ctx = certs.client_context(cafile)
+        self._e2e_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self._e2e_ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        self._e2e_ctx.load_cert_chain(self.cert_path, self.key_path)
+        self.sessions: dict[str, Session] = {}
+        self.registered = asyncio.Event()
+        self.registrations = 0
+        self.last_error: ShortpathError | None = None
+        self._verifier: TokenVerifier | None = None
+        self._gateway_id = ""
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._session_tasks: set[asyncio.Task] = set()
+        self._control: FramedConn | None = None
+
+    # --- lifecycle -------------------------------------------------------------
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self.run(), name=f"host-{self.host_id}")
+
+    async def stop(self, close_sessions: bool = True) -> None:
+        self._stop.set()
+        if self._control is not None:
+            self._control.abort()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+        if close_sessions:
+            await asyncio.gather(*(s.close("host-shutdown") for s in list(self.sessions.values())),
+                                 return_exceptions=True)
+            for t in list(self._session_tasks):
+                t.cancel()
+            await asyncio.gather(*self._session_tasks, return_exceptions=True)
+
+    async def run(self) -> None:
+        attempt = 0
+        while not self._stop.is_set():
+            try:
+                await self._control_channel()
+                attempt = 0
+            except AuthError as exc:
+                self.last_error = exc
+                _log.error(log.kv("registration-refused", host=self.host_id, error=exc.code, why=exc.message))
+            except (OSError, ConnectionError, asyncio.TimeoutError, RemoteError, ssl.SSLError) as exc:
+                _log.info(log.kv("control-channel-lost", host=self.host_id, error=type(exc).__name__))
+            finally:
+                self.registered.clear()
+                self._control = None
+            if self._stop.is_set():
+                break
+            cap = min(self.timing.reconnect_cap, self.timing.reconnect_base * (2 ** attempt))
+            delay = random.uniform(0, cap)   # full jitter
+            attempt += 1
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), delay)
+
+    async def _open(self) -> FramedConn:
+        host, port = self.gateway
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port, ssl=self._gw_ctx, limit=MAX_RELAY_PAYLOAD * 2),
+            self.timing.handshake_timeout)
+        return FramedConn(reader, writer, MAX_CONTROL_PAYLOAD, self.timing.relay_high_water)
+
+    # --- control channel -------------------------------------------------------
+    async def _control_channel(self) -> None:
+        conn = await self._open()
+        self._control = conn
+        hb: asyncio.Task | None = None
+        try:
+            conn.send(control.RegisterHost(token=self.token, host_id=self.host_id,
+                                           fingerprint=self.fingerprint, version=__version__))
+            msg = await asyncio.wait_for(conn.read_control(), self.timing.handshake_timeout)
+            if isinstance(msg, control.Error):
+                raise from_wire(msg.code, msg.message, msg.reason)
+            if not isinstance(msg, control.Registered):
+                raise RemoteError(f"expected 'registered', got {msg.TYPE if msg else 'EOF'}")
+            self._verifier = TokenVerifier.from_hex(msg.signing_key)
+            self._gateway_id = msg.gateway_id
+            interval = msg.heartbeat_interval
+            self.registrations += 1
+            self.last_error = None
+            self.registered.set()
+            _log.info(log.kv("registered", host=self.host_id, gateway=f"{self.gateway[0]}:{self.gateway[1]}"))
+            hb = asyncio.get_running_loop().create_task(self._heartbeats(conn, interval))
+            silence = interval * self.timing.heartbeat_misses
+            while True:
+                msg = await asyncio.wait_for(conn.read_control(), silence)
+                if msg is None:
+                    return
+                if isinstance(msg, control.Dial):
+                    task = asyncio.get_running_loop().create_task(self._serve_dial(conn, msg))
+                    self._session_tasks.add(task)
+                    task.add_done_callback(self._session_tasks.discard)
+                elif isinstance(msg, control.HeartbeatAck):
+                    pass
+                elif isinstance(msg, control.Error):
+                    _log.warning(log.kv("gateway-error", host=self.host_id, error=msg.code, why=msg.message))
+                else:
+                    raise RemoteError(f"unexpected {msg.TYPE} on the control channel")
+        finally:
+            if hb is not None:
+                hb.cancel()
+            await conn.close()
+
+    async def _heartbeats(self, conn: FramedConn, interval: float) -> None:
+        seq = 0
+        while not conn.closing():
+            seq += 1
+            conn.send(control.Heartbeat(seq=seq, sessions=len(self.sessions)))
+            await asyncio.sleep(interval)
+
+    # --- sessions --------------------------------------------------------------
+    async def _serve_dial(self, control_conn: FramedConn, dial: control.Dial) -> None:
+        sid = dial.session_id
+        session: Session | None = None
+        end_reason = "host-app-done"
+        try:
+            leg = await self._open()
+            leg.send(control.LegHello(conn_id=dial.conn_id))
+            reply = await asyncio.wait_for(leg.read_control(), self.timing.leg_timeout)
+            if isinstance(reply, control.Error):
+                raise from_wire(reply.code, reply.message, reply.reason)
+            if not isinstance(reply, control.LegAccepted) or reply.session_id != sid:
+                raise RemoteError("gateway did not accept the data leg")
+            leg.max_payload = MAX_RELAY_PAYLOAD
+            tls = InnerTls(leg, self._e2e_ctx, server_side=True)
+            await asyncio.wait_for(tls.handshake(), self.timing.handshake_timeout)
+            session = Session(sid, "host", self.timing, peer=dial.user)
+            session.policy = dial.policy
+            hello = asyncio.get_running_loop().create_future()
+            session.on_signal("hello", lambda m: hello.done() or hello.set_result(m))
+            path = RelayPath(tls, sid, self.timing.relay_high_water)
+            session.attach_relay(path)
+            path.start()
+            msg = await asyncio.wait_for(hello, self.timing.handshake_timeout)
+            claims = self._verifier.verify(str(msg.get("ticket", "")), typ="session",
+                                           audience=self._gateway_id, now=time.time())
+            if claims.extra.get("sid") != sid or claims.extra.get("host") != self.host_id:
+                raise AuthError("session ticket is for another session or host")
+            session.send_signal({"type": "hello-ok", "host_id": self.host_id})
+            self.sessions[sid] = session
+            _log.info(log.kv("session-start", sid=sid, user=dial.user))
+            await self.handler(session)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            code = exc.code if isinstance(exc, ShortpathError) else type(exc).__name__
+            end_reason = code
+            _log.info(log.kv("session-setup-failed" if sid not in self.sessions else "session-handler-ended",
+                             sid=sid, error=code))
+            if sid not in self.sessions and not control_conn.closing():
+                control_conn.send(control.DialResult(conn_id=dial.conn_id, ok=False, reason=code))
+        finally:
+            self.sessions.pop(sid, None)
+            if session is not None:
+                await session.close(end_reason)

@@ -1,0 +1,56 @@
+"""The interface every path offers to the session layer.
+
+A path moves whole *session frames* (see wire/frames.py): a reliable, ordered
+lane for DATA/ACK/SIGNAL/CLOSE frames and a best-effort lane for DGRAM/PING/
+PONG. It reports each received frame through ``on_frame`` and its end through
+``on_closed(reason)`` exactly once.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Callable
+
+from ..wire.frames import Frame
+
+PATH_KINDS = ("tcp-relay", "udp-managed", "udp-direct", "udp-turn")
+
+
+class Path(abc.ABC):
+    kind: str = ""
+
+    def __init__(self) -> None:
+        self.on_frame: Callable[[Frame], None] = lambda f: None
+        self.on_closed: Callable[[str], None] = lambda reason: None
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.closed_reason: str | None = None
+
+    @abc.abstractmethod
+    def send_reliable(self, frame: bytes) -> None:
+        """Queue one encoded frame on the reliable lane. Raises PathError if the path is closed."""
+
+    @abc.abstractmethod
+    def send_unreliable(self, frame: bytes) -> bool:
+        """Send one encoded frame best-effort; False if it was dropped (never blocks)."""
+
+    @property
+    @abc.abstractmethod
+    def buffered_amount(self) -> int:
+        """Bytes queued locally and not yet handed to the network."""
+
+    @abc.abstractmethod
+    async def drain(self) -> None:
+        """Wait until the local send buffer is below its high-water mark."""
+
+    @abc.abstractmethod
+    async def close(self, reason: str = "closed") -> None:
+        """Close the path; on_closed fires if it had not already."""
+
+    def info(self) -> dict:
+        return {"kind": self.kind, "bytes_sent": self.bytes_sent, "bytes_received": self.bytes_received}
+
+    def _closed(self, reason: str) -> None:
+        if self.closed_reason is None:
+            self.closed_reason = reason
+            self.on_closed(reason)

@@ -1,0 +1,230 @@
+"""Typed control messages carried in CONTROL frames (peer <-> gateway).
+
+Each message is a frozen dataclass with a ``TYPE`` string; on the wire it is a
+JSON object ``{"type": TYPE, ...fields}``. :func:`parse` validates every field's
+type and rejects unknown types and missing fields with a RemoteError, so
+handler code only ever sees well-formed messages.
+
+Conversations (-> is peer to gateway, <- gateway to peer):
+
+host control channel::
+
+    -> RegisterHost(token, host_id, fingerprint, version)
+    <- Registered(host_id, heartbeat_interval, signing_key)    | Error
+    -> Heartbeat(seq, sessions)  <- HeartbeatAck(seq)           (every interval)
+    <- Dial(conn_id, session_id, user)   -> DialResult(conn_id, ok, reason)
+
+client::
+
+    -> ClientHello(token)   <- Welcome(user) | Error
+    -> FeedRequest()        <- Feed(resources)
+    -> Launch(resource)     <- Launched(...) then the connection is a relay leg | Error
+
+host data leg (a new connection per session)::
+
+    -> LegHello(conn_id)    <- LegAccepted(session_id) then relay | Error
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from ..errors import MalformedFrame, UnknownFrame
+from .frames import FrameType, encode
+
+
+@dataclass(frozen=True)
+class Message:
+    TYPE: ClassVar[str] = ""
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["type"] = self.TYPE
+        return d
+
+    def encode(self) -> bytes:
+        return encode(FrameType.CONTROL, json.dumps(self.to_dict(), separators=(",", ":")).encode())
+
+
+_REGISTRY: dict[str, type[Message]] = {}
+
+
+def message(cls):
+    cls = dataclass(frozen=True)(cls)
+    _REGISTRY[cls.TYPE] = cls
+    return cls
+
+
+# --- host control channel ----------------------------------------------------
+
+@message
+class RegisterHost(Message):
+    TYPE: ClassVar[str] = "register"
+    token: str
+    host_id: str
+    fingerprint: str
+    version: str = ""
+
+
+@message
+class Registered(Message):
+    TYPE: ClassVar[str] = "registered"
+    host_id: str
+    heartbeat_interval: float
+    signing_key: str  # gateway's Ed25519 public key (hex), to check session tickets
+    gateway_id: str   # audience of the session tickets the host will be shown
+
+
+@message
+class Heartbeat(Message):
+    TYPE: ClassVar[str] = "heartbeat"
+    seq: int
+    sessions: int
+
+
+@message
+class HeartbeatAck(Message):
+    TYPE: ClassVar[str] = "heartbeat-ack"
+    seq: int
+
+
+@message
+class Dial(Message):
+    TYPE: ClassVar[str] = "dial"
+    conn_id: str
+    session_id: str
+    user: str
+    policy: dict = field(default_factory=dict)
+
+
+@message
+class DialResult(Message):
+    TYPE: ClassVar[str] = "dial-result"
+    conn_id: str
+    ok: bool
+    reason: str = ""
+
+
+# --- client ------------------------------------------------------------------
+
+@message
+class ClientHello(Message):
+    TYPE: ClassVar[str] = "client-hello"
+    token: str
+    version: str = ""
+
+
+@message
+class Welcome(Message):
+    TYPE: ClassVar[str] = "welcome"
+    user: str
+
+
+@message
+class FeedRequest(Message):
+    TYPE: ClassVar[str] = "feed-request"
+
+
+@message
+class Feed(Message):
+    TYPE: ClassVar[str] = "feed"
+    resources: list  # list of {"name": str, "kind": "pooled"|"personal"}
+
+
+@message
+class Launch(Message):
+    TYPE: ClassVar[str] = "launch"
+    resource: str
+
+
+@message
+class Launched(Message):
+    TYPE: ClassVar[str] = "launched"
+    session_id: str
+    host_id: str
+    host_fingerprint: str
+    ticket: str
+    policy: dict = field(default_factory=dict)
+
+
+# --- host data leg -----------------------------------------------------------
+
+@message
+class LegHello(Message):
+    TYPE: ClassVar[str] = "leg-hello"
+    conn_id: str
+
+
+@message
+class LegAccepted(Message):
+    TYPE: ClassVar[str] = "leg-accepted"
+    session_id: str
+
+
+# --- both --------------------------------------------------------------------
+
+@message
+class Error(Message):
+    TYPE: ClassVar[str] = "error"
+    code: str
+    message: str
+    reason: str = ""
+
+
+def _check(value: Any, annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin in (list, dict):
+        return isinstance(value, origin)
+    if isinstance(annotation, types.UnionType):
+        return any(_check(value, a) for a in typing.get_args(annotation))
+    return isinstance(value, annotation)
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def from_dict(obj: dict) -> Message:
+    """Validate a decoded JSON object and build its message."""
+    mtype = obj.get("type")
+    if not isinstance(mtype, str):
+        raise MalformedFrame("control message without a string 'type'")
+    cls = _REGISTRY.get(mtype)
+    if cls is None:
+        raise UnknownFrame(f"unknown control message {mtype!r}")
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = _HINTS[cls] = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in obj:
+            value = obj[f.name]
+            if not _check(value, hints[f.name]):
+                raise MalformedFrame(f"{mtype}.{f.name} has the wrong type")
+            kwargs[f.name] = value
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise MalformedFrame(f"{mtype} is missing field {f.name!r}")
+    return cls(**kwargs)
+
+
+def parse(payload: bytes) -> Message:
+    """Parse a CONTROL frame payload."""
+    try:
+        obj = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise MalformedFrame(f"control payload is not UTF-8 JSON: {type(exc).__name__}") from None
+    if not isinstance(obj, dict):
+        raise MalformedFrame("control payload must be a JSON object")
+    return from_dict(obj)
+
+
+def all_message_types() -> dict[str, type[Message]]:
+    return dict(_REGISTRY)
