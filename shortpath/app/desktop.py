@@ -3,6 +3,8 @@
 The client's first reliable message picks the mode:
 
 * ``b"echo"`` -- the host echoes every reliable message and every datagram.
+* ``b"sink <bytes>"`` -- the host reads messages until it has ``bytes``
+  bytes, then answers ``b"sunk <n>"`` (bulk throughput measurements).
 * ``b"desktop <seconds> <fps>"`` -- the host streams frame-sized updates
   (20-60 KB, like screen regions) at ``fps`` for ``seconds`` on the reliable
   channel, while echoing the client's small input events (64-byte datagrams
@@ -57,7 +59,13 @@ async def host_handler(session: Session) -> None:
     dgrams = asyncio.ensure_future(_echo_datagrams(session))
     try:
         first = await session.recv()
-        if first.startswith(b"desktop"):
+        if first.startswith(b"sink"):
+            want, got = int(first.split()[1]), 0
+            while got < want:
+                got += len(await session.recv())
+            await session.send(b"sunk %d" % got)
+            await session.recv()   # wait for the client to close
+        elif first.startswith(b"desktop"):
             parts = first.split()
             seconds = float(parts[1]) if len(parts) > 1 else 2.0
             fps = float(parts[2]) if len(parts) > 2 else 30.0

@@ -63,7 +63,7 @@ class Gateway:
         self._admin: asyncio.AbstractServer | None = None
         self._stop = asyncio.Event()
         self._unauth = 0
-        self._conns: set[asyncio.Task] = set()
+        self._conns: dict[asyncio.Task, FramedConn] = {}
         self.counters = {"accepted": 0, "refused_unauth_cap": 0, "handshake_timeouts": 0,
                          "protocol_errors": 0, "auth_failures": 0, "sessions_stitched": 0}
         self.port: int | None = None
@@ -88,10 +88,16 @@ class Gateway:
         for srv in (self._server, self._admin):
             if srv is not None:
                 srv.close()
-        tasks = list(self._conns)
-        for t in tasks:
+        # Relays see _stop and tell both legs "gateway-shutdown"; give them a
+        # moment, then cut whatever is left (control channels, half-open peers).
+        if self._conns:
+            await asyncio.wait(list(self._conns), timeout=0.5)
+        for conn in list(self._conns.values()):
+            conn.abort()
+        if self._conns:
+            await asyncio.wait(list(self._conns), timeout=2.0)
+        for t in list(self._conns):
             t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
         for srv in (self._server, self._admin):
             if srv is not None:
                 with contextlib.suppress(Exception):
@@ -104,8 +110,8 @@ class Gateway:
     # --- accepting -------------------------------------------------------------
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
-        self._conns.add(task)
         conn = FramedConn(reader, writer, MAX_CONTROL_PAYLOAD, self.config.timing.relay_high_water)
+        self._conns[task] = conn
         self.counters["accepted"] += 1
         try:
             if self._unauth >= self.config.max_unauthenticated:
@@ -151,7 +157,7 @@ class Gateway:
         except Exception:  # should never happen: keep serving everyone else
             _log.exception(log.kv("BUG connection handler crashed", peer=conn.peer))
         finally:
-            self._conns.discard(task)
+            self._conns.pop(task, None)
             await conn.close()
 
     # --- hosts -----------------------------------------------------------------

@@ -1,0 +1,4 @@
+"""Benchmarks: scripts that measure and save figures (never timed unit tests).
+
+Run ``python -m benchmarks --help``.
+"""

@@ -1,0 +1,96 @@
+"""Host selection as tables: breadth-first, depth-first, personal, limits, drain."""
+
+import pytest
+
+from shortpath.broker.registry import Registry
+from shortpath.config import PoolConfig
+from shortpath.errors import NoResourcesError
+
+T = 100.0
+
+
+def registry(hosts, now=T):
+    """hosts: list of (host_id, load, drain, last_seen)."""
+    r = Registry(heartbeat_interval=2.0, heartbeat_misses=3)
+    for host_id, load, drain, seen in hosts:
+        rec = r.register(host_id, "p", "sha-256 00", seen)
+        rec.sessions = load
+        rec.drain = drain
+    return r
+
+
+@pytest.mark.parametrize("lb,hosts,expect", [
+    ("breadth-first", [("a", 2, False, T), ("b", 1, False, T), ("c", 3, False, T)], "b"),
+    ("breadth-first", [("a", 1, False, T), ("b", 1, False, T)], "a"),                   # tie -> id
+    ("breadth-first", [("a", 0, True, T), ("b", 3, False, T)], "b"),                    # drain skipped
+    ("breadth-first", [("a", 0, False, T - 7), ("b", 3, False, T)], "b"),               # stale skipped
+    ("depth-first", [("a", 2, False, T), ("b", 1, False, T), ("c", 3, False, T)], "c"),
+    ("depth-first", [("a", 2, False, T), ("b", 4, False, T)], "a"),                     # b full (max 4)
+    ("depth-first", [("a", 0, False, T), ("b", 0, False, T)], "a"),
+])
+def test_selection(lb, hosts, expect):
+    r = registry(hosts)
+    assert r.select(PoolConfig("p", load_balancer=lb, max_sessions=4), "u", T).host_id == expect
+
+
+@pytest.mark.parametrize("hosts,reason", [
+    ([], "none-registered"),
+    ([("a", 4, False, T), ("b", 4, False, T)], "full"),
+    ([("a", 0, True, T), ("b", 1, True, T)], "draining"),
+    ([("a", 0, False, T - 10)], "unavailable"),
+    ([("a", 4, False, T), ("b", 0, True, T)], "draining+full"),
+])
+def test_no_resources_reasons(hosts, reason):
+    r = registry(hosts)
+    with pytest.raises(NoResourcesError) as ei:
+        r.select(PoolConfig("p", max_sessions=4), "u", T)
+    assert ei.value.reason == reason
+
+
+def test_personal_assignment():
+    pool = PoolConfig("p", load_balancer="personal", max_sessions=1, assignments={"alice": "b", "bob": "zz"})
+    r = registry([("a", 0, False, T), ("b", 0, False, T)])
+    assert r.select(pool, "alice", T).host_id == "b"
+    with pytest.raises(NoResourcesError) as ei:
+        r.select(pool, "alice", T)          # b now has one pending session: full
+    assert ei.value.reason == "full"
+    with pytest.raises(NoResourcesError) as ei:
+        r.select(pool, "carol", T)
+    assert ei.value.reason == "not-assigned"
+    with pytest.raises(NoResourcesError) as ei:
+        r.select(pool, "bob", T)
+    assert ei.value.reason == "none-registered"
+
+
+def test_breadth_first_spreads_and_pending_counts_toward_limit():
+    r = registry([("a", 0, False, T), ("b", 0, False, T), ("c", 0, False, T)])
+    pool = PoolConfig("p", max_sessions=2)
+    picks = [r.select(pool, "u", T + i * 0.1).host_id for i in range(6)]
+    assert sorted(picks) == ["a", "a", "b", "b", "c", "c"]
+    assert picks[:3] == ["a", "b", "c"]
+    with pytest.raises(NoResourcesError):
+        r.select(pool, "u", T + 0.7)
+    r.launch_done("a", stitched=False)      # an abandoned launch frees its slot
+    assert r.select(pool, "u", T + 0.8).host_id == "a"
+
+
+def test_depth_first_fills_one_host_first():
+    r = registry([("a", 0, False, T), ("b", 0, False, T)])
+    pool = PoolConfig("p", load_balancer="depth-first", max_sessions=3)
+    assert [r.select(pool, "u", T).host_id for _ in range(5)] == ["a", "a", "a", "b", "b"]
+
+
+def test_heartbeat_revives_and_reconnect_keeps_drain():
+    r = registry([("a", 0, True, T - 10)])
+    r.heartbeat("a", 2, T)
+    assert r.status(r.hosts["a"], T) == "draining"
+    r.register("a", "p", "sha-256 00", T + 1)
+    assert r.hosts["a"].drain and r.hosts["a"].sessions == 2
+
+
+def test_bad_pool_config():
+    from shortpath.errors import ConfigError
+    with pytest.raises(ConfigError):
+        PoolConfig("p", load_balancer="random")
+    with pytest.raises(ConfigError):
+        PoolConfig("p", max_sessions=0)
