@@ -1,0 +1,254 @@
+"""The path manager (pure: events and ``now`` in, actions out; no I/O, no clock).
+
+It decides which path a session *sends* on. Each side runs one; receiving is
+accepted on any path (the reliable channel's sequence numbers make that safe,
+see reliable.py). The client is the *initiator*: only it starts upgrade
+attempts; the host answers them through signaling.
+
+Path states and transitions (one table; rules below it)
+------------------------------------------------------
+======================  ==========================  ==================================
+state                   event                       -> state, actions
+======================  ==========================  ==================================
+(none)                  path_up                     up; SwitchPath if better than active
+up (active)             silent for dead_after       standby; SwitchPath(relay, failover)
+up (active)             silent for probe_after      up; SendProbe
+up                      idle for keepalive_interval up; SendProbe(keepalive)
+up / standby            path_down                   (none); SwitchPath(relay) if active;
+                                                    upgrade retry scheduled (initiator)
+standby                 every standby_probe_interval standby; SendProbe
+standby                 answered for return_hold    up; SwitchPath(path, recovered)
+standby                 standby_timeout, no answer  (none); ClosePath; upgrade retry
+======================  ==========================  ==================================
+
+Rules:
+
+* *Silent* means: something that calls for an answer (DATA, PING) was sent on
+  the path and nothing at all has been received on it since. Any received
+  frame -- data, ack, pong -- proves the path alive. Probes go out only while
+  an answer is overdue, so a busy path costs no extra packets and an idle one
+  costs a keepalive every ``keepalive_interval`` (spaced to the NAT binding
+  lifetime, not chattier).
+* Failover happens ``dead_after`` after the first unanswered send: with the
+  defaults, within 0.6 s of a path going dark while traffic flows.
+* Return after a failover needs the old path to answer probes continuously for
+  ``return_hold``, doubled for each further failover within ``flap_window``
+  (capped at ``return_hold_max``): a path that keeps dying is trusted less.
+* Upgrade retries (initiator only) start when no UDP path exists, after a
+  backoff of ``upgrade_backoff`` doubling to ``upgrade_backoff_cap``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from .events import Action, ClosePath, SendProbe, StartUpgrade, SwitchPath
+from .path import RELAY, Quality, better
+
+RELAY_ID = "relay"
+
+
+@dataclass(frozen=True)
+class PathTiming:
+    probe_after: float = 0.15           # send a probe when an answer is this late
+    dead_after: float = 0.6             # fail over when an answer is this late
+    keepalive_interval: float = 15.0    # idle keepalive (NAT UDP bindings last >= 30 s)
+    standby_probe_interval: float = 0.25
+    return_hold: float = 1.0            # a failed path must answer this long before we return
+    return_hold_max: float = 16.0
+    flap_window: float = 60.0
+    standby_timeout: float = 20.0       # give up on a standby path, start afresh
+    upgrade_backoff: float = 0.5
+    upgrade_backoff_cap: float = 1.5
+
+
+@dataclass
+class PathState:
+    path_id: str
+    kind: str
+    state: str                           # "up" | "standby"
+    since: float
+    last_rx: float
+    last_tx: float
+    awaiting_since: float | None = None
+    last_probe: float | None = None
+    recovered_since: float | None = None
+    quality: Quality = field(default_factory=Quality)
+    probes: deque = field(default_factory=lambda: deque(maxlen=20))   # True = answered
+
+
+class PathManager:
+    def __init__(self, now: float, *, initiator: bool, upgrade: bool = True,
+                 timing: PathTiming | None = None) -> None:
+        self.t = timing or PathTiming()
+        self.initiator = initiator
+        self.upgrade_enabled = upgrade
+        self.paths: dict[str, PathState] = {RELAY_ID: PathState(RELAY_ID, RELAY, "up", now, now, now)}
+        self.active = RELAY_ID
+        self.attempt = 0
+        self.upgrading = False
+        self.upgrade_failures = 0
+        self.next_upgrade_at: float | None = now if (initiator and upgrade) else None
+        self.failovers: deque[float] = deque()
+        self.history: list[dict] = []
+        self._out: list[Action] = []
+
+    # --- outputs ---------------------------------------------------------------
+    def actions(self) -> list[Action]:
+        out, self._out = self._out, []
+        return out
+
+    def _switch(self, to: str, reason: str, now: float) -> None:
+        if to == self.active:
+            return
+        self._out.append(SwitchPath(to=to, from_=self.active, reason=reason))
+        self.history.append({"t": now, "from": self.paths[self.active].kind if self.active in self.paths else "?",
+                             "to": self.paths[to].kind, "reason": reason})
+        self.active = to
+
+    # --- inputs ------------------------------------------------------------------
+    def path_up(self, path_id: str, kind: str, now: float) -> None:
+        """A UDP path passed ICE + DTLS and its channels are open."""
+        self.upgrading = False
+        self.upgrade_failures = 0
+        self.next_upgrade_at = None
+        for other in [p for p in self.paths.values() if p.path_id not in (RELAY_ID, path_id)]:
+            # one UDP path at a time: a fresh one replaces a standby one
+            if other.state == "standby" or other.path_id != self.active:
+                del self.paths[other.path_id]
+                self._out.append(ClosePath(other.path_id, "replaced by a new path"))
+        st = PathState(path_id, kind, "up", now, now, now)
+        self.paths[path_id] = st
+        cur = self.paths[self.active]
+        if better(kind, st.quality, cur.kind, cur.quality):
+            self._switch(path_id, "upgrade", now)
+
+    def path_down(self, path_id: str, reason: str, now: float) -> None:
+        st = self.paths.pop(path_id, None)
+        if st is None or path_id == RELAY_ID:
+            return
+        if self.active == path_id:
+            self.failovers.append(now)
+            self.active = RELAY_ID
+            self._out.append(SwitchPath(to=RELAY_ID, from_=path_id, reason=f"failover: {reason}"))
+            self.history.append({"t": now, "from": st.kind, "to": RELAY, "reason": f"failover: {reason}"})
+        self._schedule_upgrade(now)
+
+    def upgrade_failed(self, attempt: int, reason: str, now: float) -> None:
+        if attempt != self.attempt:
+            return
+        self.upgrading = False
+        self.upgrade_failures += 1
+        self.history.append({"t": now, "from": None, "to": None, "reason": f"upgrade failed: {reason}"})
+        self._schedule_upgrade(now)
+
+    def sent(self, path_id: str, now: float, answer_expected: bool = True) -> None:
+        st = self.paths.get(path_id)
+        if st is None:
+            return
+        st.last_tx = now
+        if answer_expected and st.awaiting_since is None:
+            st.awaiting_since = now
+
+    def received(self, path_id: str, now: float) -> None:
+        st = self.paths.get(path_id)
+        if st is None:
+            return
+        st.last_rx = now
+        st.awaiting_since = None
+        if st.state == "standby" and st.recovered_since is None:
+            st.recovered_since = now
+
+    def probe_result(self, path_id: str, rtt: float | None, now: float) -> None:
+        """A probe on ``path_id`` was answered (rtt) or given up on (None)."""
+        st = self.paths.get(path_id)
+        if st is None:
+            return
+        st.probes.append(rtt is not None)
+        st.quality.loss = 1.0 - sum(st.probes) / len(st.probes)
+        if rtt is not None:
+            q = st.quality
+            q.rtt = rtt if q.rtt is None else 0.875 * q.rtt + 0.125 * rtt
+
+    # --- time ------------------------------------------------------------------
+    def _schedule_upgrade(self, now: float) -> None:
+        if not (self.initiator and self.upgrade_enabled) or self.upgrading:
+            return
+        if any(p.path_id != RELAY_ID for p in self.paths.values()):
+            return
+        delay = min(self.t.upgrade_backoff_cap, self.t.upgrade_backoff * (2 ** max(0, self.upgrade_failures - 1)))
+        self.next_upgrade_at = now + (delay if self.upgrade_failures or self.failovers else 0.0)
+
+    def return_hold(self, now: float) -> float:
+        while self.failovers and now - self.failovers[0] > self.t.flap_window:
+            self.failovers.popleft()
+        extra = max(0, len(self.failovers) - 1)
+        return min(self.t.return_hold_max, self.t.return_hold * (2 ** extra))
+
+    def handle_timer(self, now: float) -> None:
+        t = self.t
+        if self.next_upgrade_at is not None and now >= self.next_upgrade_at:
+            self.next_upgrade_at = None
+            self.attempt += 1
+            self.upgrading = True
+            self._out.append(StartUpgrade(self.attempt, "initial" if self.attempt == 1 else "retry"))
+        for st in list(self.paths.values()):
+            if st.path_id == RELAY_ID:
+                continue
+            if st.state == "up":
+                # Compare against the very deadlines get_timer() returns, so a
+                # timer firing at its deadline always acts (no float drift).
+                aw = st.awaiting_since
+                late = None if aw is None else now - aw
+                if st.path_id == self.active and aw is not None and now >= aw + t.dead_after:
+                    st.state, st.since, st.recovered_since, st.awaiting_since = "standby", now, None, None
+                    st.last_probe = None
+                    self.failovers.append(now)
+                    self._switch(RELAY_ID, f"failover: silent {late:.2f}s", now)
+                elif aw is not None and now >= aw + t.probe_after and (
+                        st.last_probe is None or st.last_probe < aw):
+                    st.last_probe = now
+                    self._out.append(SendProbe(st.path_id))
+                elif now >= st.last_tx + t.keepalive_interval:
+                    st.last_probe = now
+                    self._out.append(SendProbe(st.path_id, keepalive=True))
+            else:  # standby
+                if st.recovered_since is not None and now >= st.last_rx + t.dead_after + 1e-6:
+                    st.recovered_since = None          # answered once, then silent again
+                if st.recovered_since is not None and now >= st.recovered_since + self.return_hold(st.recovered_since):
+                    st.state, st.since, st.awaiting_since = "up", now, None
+                    cur = self.paths[self.active]
+                    if better(st.kind, st.quality, cur.kind, cur.quality):
+                        self._switch(st.path_id, "recovered", now)
+                elif st.recovered_since is None and now >= st.since + t.standby_timeout:
+                    del self.paths[st.path_id]
+                    self._out.append(ClosePath(st.path_id, "standby path never recovered"))
+                    self._schedule_upgrade(now)
+                elif now >= (st.last_probe or st.since) + t.standby_probe_interval or st.last_probe is None:
+                    st.last_probe = now
+                    self._out.append(SendProbe(st.path_id))
+
+    def get_timer(self) -> float | None:
+        t = self.t
+        deadlines = []
+        if self.next_upgrade_at is not None:
+            deadlines.append(self.next_upgrade_at)
+        for st in self.paths.values():
+            if st.path_id == RELAY_ID:
+                continue
+            if st.state == "up":
+                if st.awaiting_since is not None:
+                    if st.last_probe is None or st.last_probe < st.awaiting_since:
+                        deadlines.append(st.awaiting_since + t.probe_after)
+                    if st.path_id == self.active:
+                        deadlines.append(st.awaiting_since + t.dead_after)
+                deadlines.append(st.last_tx + t.keepalive_interval)
+            else:
+                deadlines.append((st.last_probe or st.since) + t.standby_probe_interval)
+                if st.recovered_since is not None:
+                    deadlines.append(st.recovered_since + self.return_hold(st.recovered_since))
+                    deadlines.append(st.last_rx + t.dead_after + 1e-6)
+                else:
+                    deadlines.append(st.since + t.standby_timeout)
+        return min(deadlines) if deadlines else None
