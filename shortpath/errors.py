@@ -40,6 +40,12 @@ class LocalError(ShortpathError):
     code = "local"
 
 
+class BufferFull(LocalError):
+    """A send would exceed a path's queue limit: the caller ignored back-pressure."""
+
+    code = "buffer-full"
+
+
 class RemoteError(ShortpathError):
     """The peer sent something that breaks the protocol."""
 

@@ -1,0 +1,443 @@
+"""Our one adaptation of aioice: sockets we control, trickle, TURN fallback.
+
+aioice's ``Connection`` does full ICE (checks, nomination, consent) well, but
+its candidate gathering is not what a remote-desktop transport needs:
+
+* it never gathers loopback host candidates, and binds on every interface
+  with no way to choose (tests and private "managed" networks need to pick);
+* it gathers everything, then returns: no trickle;
+* its STUN and TURN sockets are plain ``StunProtocol`` objects: no place to
+  count, filter or impair traffic (test blackhole, benchmark loss);
+* one TURN server, one transport, and a fixed 5 s gathering timeout; we want
+  TURN/UDP first and TURN/TCP or TURN/TLS only when UDP gets no answer, and a
+  TLS context we choose (private CA).
+
+So :class:`IceAgent` subclasses ``Connection`` and overrides exactly one
+method, ``get_component_candidates`` (aioice calls it from
+``gather_candidates``), and adds a bounded ``close``. Connectivity checks,
+nomination and consent remain aioice's. Every socket it creates carries
+:class:`_Proto`, a ``StunProtocol`` subclass that applies the shared
+:class:`Impairment` and counters in both directions, and drops datagrams that
+are neither STUN nor DTLS (RFC 7983 first-byte demultiplexing) before they
+reach DTLS.
+
+Nomination: the controlling side (always our *client*) is told the peer is
+"lite", which makes aioice use *regular* nomination: checks without
+USE-CANDIDATE, then exactly one nominating check on the first pair that
+worked. The host relies on that: only one of its two possible responders (the
+managed listener's ICE-lite responder and its own full agent, which share one
+ufrag/pwd) ever sees USE-CANDIDATE, so the host knows which one won without an
+extra signalling round trip.
+
+aioice is imported lazily (it takes ~0.2 s to import).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+import ssl
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Callable, Optional
+
+logger = logging.getLogger("shortpath.transport.ice")
+
+UDP_SOCKET_BUFFER = 1 << 20
+
+
+def is_stun(first_byte: int) -> bool:
+    """RFC 7983: 0..3 is STUN."""
+    return first_byte <= 3
+
+
+def is_dtls(first_byte: int) -> bool:
+    """RFC 7983: 20..63 is DTLS."""
+    return 19 < first_byte < 64
+
+
+class Impairment:
+    """Drop datagrams at our socket wrappers, in both directions.
+
+    Used by tests (``blackhole``) and the benchmark (``drop_every``). One
+    instance is shared by all sockets of one path attempt.
+    """
+
+    def __init__(self) -> None:
+        self.blackhole = False
+        self.drop_every = 0  # drop every Nth datagram (0 = never)
+        self._count = 0
+        self.dropped_in = 0
+        self.dropped_out = 0
+
+    def drop(self, outbound: bool) -> bool:
+        if self.blackhole:
+            hit = True
+        elif self.drop_every:
+            self._count += 1
+            hit = self._count % self.drop_every == 0
+        else:
+            return False
+        if hit:
+            if outbound:
+                self.dropped_out += 1
+            else:
+                self.dropped_in += 1
+        return hit
+
+
+@dataclass(frozen=True)
+class TurnServer:
+    """One way to reach a TURN server. ``transport``: "udp", "tcp" or "tls".
+
+    ``username``/``password`` are short-lived TURN REST credentials minted by
+    the broker. For "tls", ``ssl_context`` (or ``cafile``) decides trust;
+    ``server_hostname`` overrides the name checked in the certificate.
+    """
+
+    host: str
+    port: int
+    transport: str = "udp"
+    username: str = ""
+    password: str = ""
+    cafile: Optional[str] = None
+    server_hostname: Optional[str] = None
+    ssl_context: Optional[ssl.SSLContext] = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.transport not in ("udp", "tcp", "tls"):
+            raise ValueError(f"TURN transport must be udp, tcp or tls, not {self.transport!r}")
+
+    def make_ssl_context(self) -> ssl.SSLContext:
+        if self.ssl_context is not None:
+            return self.ssl_context
+        return ssl.create_default_context(cafile=self.cafile)
+
+
+# --------------------------------------------------------------------------
+# candidate <-> JSON dict (the signalling format)
+
+def candidate_to_dict(c: Any, *, managed: bool = False) -> dict:
+    d = {
+        "foundation": c.foundation,
+        "component": c.component,
+        "protocol": c.transport,
+        "priority": c.priority,
+        "ip": c.host,
+        "port": c.port,
+        "type": c.type,
+    }
+    if c.related_address is not None:
+        d["raddr"] = c.related_address
+        d["rport"] = c.related_port
+    if managed:
+        d["managed"] = True
+    return d
+
+
+def candidate_from_dict(d: dict) -> Any:
+    """Parse a signalled candidate; raises ValueError on bad input."""
+    from aioice import Candidate
+
+    try:
+        ip = str(ipaddress.ip_address(d["ip"]))
+        port = int(d["port"])
+        if not 0 < port < 65536:
+            raise ValueError("port out of range")
+        ctype = str(d["type"])
+        if ctype not in ("host", "srflx", "prflx", "relay"):
+            raise ValueError(f"bad candidate type {ctype!r}")
+        if str(d.get("protocol", "udp")).lower() != "udp":
+            raise ValueError("only UDP candidates are supported")
+        return Candidate(
+            foundation=str(d["foundation"])[:32],
+            component=int(d.get("component", 1)),
+            transport="udp",
+            priority=int(d["priority"]),
+            host=ip,
+            port=port,
+            type=ctype,
+            related_address=d.get("raddr"),
+            related_port=d.get("rport"),
+        )
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"malformed candidate: {exc!r}") from None
+
+
+def host_priority(component: int, index: int) -> int:
+    """Priority of our index-th host candidate.
+
+    Local preference 65535 is kept for the managed listener's candidate, so a
+    managed path always sorts first; our own host candidates use 65534 down.
+    """
+    from aioice.candidate import candidate_priority
+
+    return candidate_priority(component, "host", local_pref=max(0, 65534 - index))
+
+
+def managed_priority(component: int = 1) -> int:
+    from aioice.candidate import candidate_priority
+
+    return candidate_priority(component, "host", local_pref=65535)
+
+
+# --------------------------------------------------------------------------
+# the aioice subclasses (built lazily)
+
+@lru_cache(maxsize=None)
+def _classes() -> tuple[type, type]:
+    from aioice import Candidate, Connection, TransportPolicy, stun, turn
+    from aioice.candidate import candidate_foundation, candidate_priority
+    from aioice.ice import StunProtocol, server_reflexive_candidate
+
+    class _Proto(StunProtocol):  # type: ignore[misc]
+        """A StunProtocol whose traffic passes our impairment and filters."""
+
+        def datagram_received(self, data: Any, addr: Any) -> None:
+            agent = self.receiver
+            if agent._sp_impairment.drop(outbound=False) or not data:
+                return
+            first = data[0]
+            if not is_stun(first) and not is_dtls(first):
+                agent._sp_stats["rx_dropped_not_dtls"] += 1
+                return
+            try:
+                super().datagram_received(data, addr)
+            except Exception:  # malformed STUN that aioice's parser chokes on
+                agent._sp_stats["rx_dropped_malformed"] += 1
+
+        async def send_data(self, data: bytes, addr: tuple[str, int]) -> None:
+            if self.receiver._sp_impairment.drop(outbound=True):
+                return
+            self.transport.sendto(data, addr)
+
+        def send_stun(self, message: Any, addr: tuple[str, int]) -> None:
+            if self.receiver._sp_impairment.drop(outbound=True):
+                return
+            self.transport.sendto(bytes(message), addr)
+
+    class IceAgent(Connection):  # type: ignore[misc]
+        """aioice Connection with our gathering (see module docstring)."""
+
+        def __init__(
+            self,
+            *,
+            controlling: bool,
+            ufrag: str,
+            pwd: str,
+            host_addresses: Optional[list[str]],
+            stun_server: Optional[tuple[str, int]],
+            turn_servers: list[TurnServer],
+            relay_only: bool,
+            impairment: Impairment,
+            on_candidate: Callable[[Any], None],
+            gather_timeout: float,
+            turn_attempt_timeout: float,
+            close_timeout: float,
+        ) -> None:
+            super().__init__(
+                ice_controlling=controlling,
+                components=1,
+                stun_server=None,  # handled by our gathering
+                turn_server=None,
+                use_ipv6=False,
+                transport_policy=TransportPolicy.RELAY if relay_only else TransportPolicy.ALL,
+                local_username=ufrag,
+                local_password=pwd,
+            )
+            self._sp_host_addresses = host_addresses
+            self._sp_stun_server = stun_server
+            self._sp_turn_servers = list(turn_servers)
+            self._sp_relay_only = relay_only
+            self._sp_impairment = impairment
+            self._sp_on_candidate = on_candidate
+            self._sp_gather_timeout = gather_timeout
+            self._sp_turn_attempt_timeout = turn_attempt_timeout
+            self._sp_close_timeout = close_timeout
+            self._sp_stats: dict[str, int] = {"rx_dropped_not_dtls": 0, "rx_dropped_malformed": 0}
+            self._sp_turn_used: Optional[TurnServer] = None
+            self._sp_turn_errors: list[str] = []
+            self._sp_turn_inner: list[Any] = []
+
+        # -- gathering ------------------------------------------------------
+        def _sp_emit(self, candidate: Any) -> None:
+            try:
+                self._sp_on_candidate(candidate)
+            except Exception:  # a broken callback must not break gathering
+                logger.exception("ice: on_candidate callback failed")
+
+        async def get_component_candidates(self, component: int, addresses: list[str], timeout: int = 5) -> list:
+            loop = asyncio.get_running_loop()
+            candidates: list[Any] = []
+            host_protocols: list[Any] = []
+
+            if not self._sp_relay_only:
+                addrs = self._sp_host_addresses if self._sp_host_addresses is not None else addresses
+                for index, address in enumerate(addrs):
+                    try:
+                        transport, protocol = await loop.create_datagram_endpoint(
+                            lambda: _Proto(self), local_addr=(address, 0)
+                        )
+                    except OSError as exc:
+                        logger.info("ice: cannot bind %s: %s", address, exc)
+                        continue
+                    sock = transport.get_extra_info("socket")
+                    if sock is not None:
+                        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                            try:
+                                sock.setsockopt(socket.SOL_SOCKET, opt, UDP_SOCKET_BUFFER)
+                            except OSError:
+                                pass
+                    host, port = transport.get_extra_info("sockname")[:2]
+                    protocol.local_candidate = Candidate(
+                        foundation=candidate_foundation("host", "udp", host),
+                        component=component,
+                        transport="udp",
+                        priority=host_priority(component, index),
+                        host=host,
+                        port=port,
+                        type="host",
+                    )
+                    self._protocols.append(protocol)
+                    host_protocols.append(protocol)
+                    candidates.append(protocol.local_candidate)
+                    self._sp_emit(protocol.local_candidate)
+
+            tasks: list[asyncio.Task] = []
+            if self._sp_stun_server and not self._sp_relay_only:
+                for protocol in host_protocols:
+                    if ipaddress.ip_address(protocol.local_candidate.host).version == 4:
+                        tasks.append(asyncio.ensure_future(
+                            server_reflexive_candidate(protocol, self._sp_stun_server)))
+            if self._sp_turn_servers:
+                tasks.append(asyncio.ensure_future(self._sp_relay_candidate(component)))
+
+            # Trickle each server-derived candidate as soon as it is known.
+            pending = set(tasks)
+            deadline = loop.time() + self._sp_gather_timeout
+            try:
+                while pending:
+                    left = deadline - loop.time()
+                    if left <= 0:
+                        break
+                    done, pending = await asyncio.wait(pending, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+                    for task in done:
+                        if task.cancelled() or task.exception() is not None:
+                            exc = None if task.cancelled() else task.exception()
+                            logger.info("ice: candidate gathering step failed: %r", exc)
+                            continue
+                        result = task.result()
+                        if result is None:
+                            continue
+                        candidate, relay_protocol = result
+                        if relay_protocol is not None:
+                            self._protocols.append(relay_protocol)
+                        if self._find_local_duplicate(candidates, candidate):
+                            continue  # srflx equal to a host candidate (no NAT)
+                        candidates.append(candidate)
+                        self._sp_emit(candidate)
+            finally:
+                for task in pending:
+                    task.cancel()
+                if pending:
+                    await asyncio.gather(*pending, return_exceptions=True)
+            return candidates
+
+        @staticmethod
+        def _find_local_duplicate(candidates: list, candidate: Any) -> bool:
+            return any(c.host == candidate.host and c.port == candidate.port for c in candidates)
+
+        async def _sp_relay_candidate(self, component: int) -> Optional[tuple[Any, Any]]:
+            """Allocate on the first TURN server/transport that answers."""
+            for ts in self._sp_turn_servers:
+                ssl_ctx = None
+                kwargs: dict[str, Any] = {}
+                if ts.transport == "tls":
+                    ssl_ctx = ts.make_ssl_context()
+                try:
+                    coro = turn.create_turn_endpoint(
+                        lambda: _Proto(self),
+                        server_addr=(ts.host, ts.port),
+                        username=ts.username,
+                        password=ts.password,
+                        ssl=ssl_ctx,
+                        transport="udp" if ts.transport == "udp" else "tcp",
+                        **kwargs,
+                    )
+                    turn_transport, protocol = await asyncio.wait_for(coro, self._sp_turn_attempt_timeout)
+                except (asyncio.TimeoutError, OSError, ConnectionError, stun.TransactionError, ssl.SSLError) as exc:
+                    msg = f"{ts.transport}://{ts.host}:{ts.port}: {type(exc).__name__}: {exc}"
+                    logger.info("ice: TURN allocation failed %s", msg)
+                    self._sp_turn_errors.append(msg)
+                    continue
+                relayed = turn_transport.get_extra_info("sockname")
+                related = turn_transport.get_extra_info("related_address") or ("0.0.0.0", 9)
+                if self._sp_relay_only:
+                    related = ("0.0.0.0", 9)  # do not leak the mapped address (RFC 9429 3.5.3)
+                # Prefer UDP to the TURN server over TCP/TLS (RFC 8445 5.1.2.1).
+                local_pref = {"udp": 65535, "tcp": 32767, "tls": 16383}[ts.transport]
+                protocol.local_candidate = Candidate(
+                    foundation=candidate_foundation("relay", ts.transport, relayed[0]),
+                    component=component,
+                    transport="udp",
+                    priority=candidate_priority(component, "relay", local_pref=local_pref),
+                    host=relayed[0],
+                    port=relayed[1],
+                    type="relay",
+                    related_address=related[0],
+                    related_port=related[1],
+                )
+                protocol.sp_turn = ts
+                self._sp_turn_used = ts
+                inner = getattr(turn_transport, "_TurnTransport__inner_protocol", None)
+                if inner is not None:
+                    self._sp_turn_inner.append(inner)
+                return protocol.local_candidate, protocol
+            return None
+
+        # -- queries ----------------------------------------------------------
+        def selected_pair(self) -> Any:
+            return self._nominated.get(1)
+
+        # -- closing ----------------------------------------------------------
+        async def close(self) -> None:
+            """aioice's close, with TURN deallocation bounded in time.
+
+            aioice deletes each TURN allocation with a STUN transaction that
+            retries for ~30 s when the server is unreachable; we give it
+            ``close_timeout`` and then just drop the socket (the allocation
+            expires on the server).
+            """
+            inner = [p for p in self._sp_turn_inner if not p.transport.is_closing()]
+            self._sp_turn_inner = []
+            if inner:
+                tasks = [asyncio.ensure_future(p.delete()) for p in inner]
+                done, pending = await asyncio.wait(tasks, timeout=self._sp_close_timeout)
+                for t in pending:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                for p in inner:  # delete() closes in finally; be sure anyway
+                    if not p.transport.is_closing():
+                        p.transport.close()
+            await super().close()
+
+    return _Proto, IceAgent
+
+
+def make_agent(**kwargs: Any) -> Any:
+    """Create an :class:`IceAgent` (see ``_classes``) with keyword arguments."""
+    _, agent_cls = _classes()
+    return agent_cls(**kwargs)
+
+
+def new_credentials() -> tuple[str, str]:
+    """A random ICE ufrag (16 chars) and password (32 chars), RFC 8445 ice-chars."""
+    import secrets
+    import string
+
+    alphabet = string.ascii_letters + string.digits
+    ufrag = "".join(secrets.choice(alphabet) for _ in range(16))
+    pwd = "".join(secrets.choice(alphabet) for _ in range(32))
+    return ufrag, pwd
