@@ -91,7 +91,11 @@ def cmd_host(args) -> int:
     token = _read_token(args)
 
     async def run(stop):
-        agent = HostAgent(args.gateway, token, args.host_id, host_handler, state_dir=args.state, cafile=args.ca)
+        from .netaddr import parse_hostport
+        managed = parse_hostport(args.managed, 3390) if args.managed else None
+        udp = {"host_addresses": args.udp_address} if args.udp_address else {}
+        agent = HostAgent(args.gateway, token, args.host_id, host_handler, state_dir=args.state, cafile=args.ca,
+                          managed=managed, udp=udp)
         agent.start()
         reg = asyncio.ensure_future(agent.registered.wait())
         stopper = asyncio.ensure_future(stop.wait())
@@ -115,10 +119,18 @@ def cmd_connect(args) -> int:
             print(json.dumps(await feed(args.gateway, token, cafile=args.ca)))
             return 0
         t0 = time.monotonic()
-        session = await connect(args.gateway, token, args.resource, cafile=args.ca)
+        udp = {"host_addresses": args.udp_address} if args.udp_address else {}
+        session = await connect(args.gateway, token, args.resource, cafile=args.ca, udp=udp,
+                                shortpath=not args.no_shortpath)
         setup = (time.monotonic() - t0) * 1000
         async with session:
             await session.send(b"echo")
+            if args.wait_udp > 0 and session.driver is not None:
+                end = time.monotonic() + args.wait_udp
+                while session.info.transport == "tcp-relay" and time.monotonic() < end:
+                    await session.send(b"probe")      # traffic lets the path manager act
+                    await session.recv()
+                    await asyncio.sleep(0.05)
             rtts = []
             for i in range(args.count):
                 payload = b"%08d" % i + b"x" * 56
@@ -208,6 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--token-file", default=None)
     h.add_argument("--ca", default=None, help="the gateway's certificate (pinned)")
     h.add_argument("--state", default="./host-state")
+    h.add_argument("--managed", default=None, metavar="IP:PORT",
+                   help="listen for managed Shortpath on this UDP address (e.g. 10.1.0.2:3390); off by default")
+    h.add_argument("--udp-address", action="append", default=None, metavar="IP",
+                   help="local IP to gather ICE candidates on (repeatable; default: all interfaces)")
     h.set_defaults(func=cmd_host)
 
     c = sub.add_parser("connect", help="launch a resource and run an echo exchange")
@@ -218,6 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--ca", default=None)
     c.add_argument("--count", type=int, default=20)
     c.add_argument("--feed", action="store_true", help="only list the resources")
+    c.add_argument("--udp-address", action="append", default=None, metavar="IP",
+                   help="local IP to gather ICE candidates on (repeatable)")
+    c.add_argument("--no-shortpath", action="store_true", help="stay on the tcp-relay")
+    c.add_argument("--wait-udp", type=float, default=3.0,
+                   help="seconds to wait for the UDP upgrade before the echo test (0: do not wait)")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_connect)
 

@@ -23,7 +23,8 @@ class LocalStack:
     """A gateway with N hosts on loopback, for the demo, tests and benchmarks."""
 
     def __init__(self, state_dir: str, hosts: int = 1, pools: tuple[PoolConfig, ...] | None = None,
-                 timing: Timing | None = None, handler=host_handler, **gw_kwargs) -> None:
+                 timing: Timing | None = None, handler=host_handler, managed: bool = True,
+                 udp: dict | None = None, **gw_kwargs) -> None:
         self.state_dir = state_dir
         self.timing = timing or Timing()
         self.config = GatewayConfig(listen_host="127.0.0.1", listen_port=0, state_dir=state_dir,
@@ -32,6 +33,9 @@ class LocalStack:
         self.handler = handler
         self.gateway: Gateway | None = None
         self.hosts: list[HostAgent] = []
+        # Loopback: gather candidates on 127.0.0.1 (aioice skips loopback by default)
+        self.udp = {"host_addresses": ["127.0.0.1"], **(udp or {})}
+        self.managed = managed
 
     @property
     def address(self) -> str:
@@ -56,7 +60,8 @@ class LocalStack:
 
     async def add_host(self, host_id: str, pool: str = "desktop", wait: bool = True) -> HostAgent:
         agent = HostAgent(self.address, self.host_token(host_id, pool), host_id, self.handler,
-                          state_dir=self.state_dir, cafile=self.cafile, timing=self.timing)
+                          state_dir=self.state_dir, cafile=self.cafile, timing=self.timing,
+                          managed=("127.0.0.1", 0) if self.managed else None, udp=self.udp)
         agent.start()
         self.hosts.append(agent)
         if wait:
@@ -75,6 +80,7 @@ class LocalStack:
             await self.gateway.stop()
 
     async def connect(self, user: str = "alice", resource: str = "desktop", **kw):
+        kw.setdefault("udp", self.udp)
         return await connect(self.address, self.user_token(user, kw.pop("resources", (resource,))), resource,
                              cafile=self.cafile, timing=self.timing, **kw)
 

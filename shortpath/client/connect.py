@@ -60,8 +60,14 @@ async def feed(gateway, token: str, *, cafile: str | None = None, timing: Timing
 
 
 async def connect(gateway, token: str, resource: str, *, cafile: str | None = None,
-                  timing: Timing | None = None) -> Session:
-    """Launch ``resource`` and return a live session (on the tcp-relay)."""
+                  timing: Timing | None = None, udp: dict | None = None, shortpath: bool = True) -> Session:
+    """Launch ``resource`` and return a live session.
+
+    The session starts on the tcp-relay; when the pool's policy allows it (and
+    ``shortpath`` is true) it then tries to move to UDP in the background.
+    ``udp`` holds local options for the UDP layer: ``host_addresses`` (IPs to
+    gather candidates on), ``modes`` (subset of managed/direct/turn),
+    ``turn_cafile``, ``connect_timeout``."""
     timing = timing or Timing()
     conn = await _hello(gateway, token, cafile, timing)
     ok = False
@@ -92,6 +98,9 @@ async def connect(gateway, token: str, resource: str, *, cafile: str | None = No
                 raise SessionClosed(session.close_reason, session.close_detail)
             raise PathError("host did not confirm the session in time")
         _log.info(log.kv("session-up", sid=launched.session_id, host=launched.host_id, transport="tcp-relay"))
+        if shortpath:
+            from ..session.driver import PathDriver
+            PathDriver(session, options=udp)
         ok = True
         return session
     finally:

@@ -42,7 +42,11 @@ Handler = Callable[[Session], Awaitable[None]]
 
 class HostAgent:
     def __init__(self, gateway: str | tuple, token: str, host_id: str, handler: Handler, *,
-                 state_dir: str = "./state", cafile: str | None = None, timing: Timing | None = None) -> None:
+                 state_dir: str = "./state", cafile: str | None = None, timing: Timing | None = None,
+                 managed: tuple[str, int] | None = None, udp: dict | None = None) -> None:
+        """``managed``: (ip, port) to listen on for managed Shortpath (UDP 3390 on
+        the private network); None = no managed mode, and no socket at all.
+        ``udp``: local UDP options (see client.connect)."""
         self.gateway = parse_hostport(gateway)
         self.token = token
         self.host_id = host_id
@@ -67,6 +71,9 @@ class HostAgent:
         self._task: asyncio.Task | None = None
         self._session_tasks: set[asyncio.Task] = set()
         self._control: FramedConn | None = None
+        self.managed = managed
+        self.udp_options = udp or {}
+        self.listener = None
 
     # --- lifecycle -------------------------------------------------------------
     def start(self) -> None:
@@ -86,8 +93,15 @@ class HostAgent:
             for t in list(self._session_tasks):
                 t.cancel()
             await asyncio.gather(*self._session_tasks, return_exceptions=True)
+            if self.listener is not None:
+                await self.listener.close()
+                self.listener = None
 
     async def run(self) -> None:
+        if self.managed is not None and self.listener is None:
+            from ..transport.managed import ManagedListener
+            self.listener = await ManagedListener(host=self.managed[0], port=self.managed[1]).start()
+            _log.info(log.kv("managed-listener", host=self.host_id, addr=f"{self.managed[0]}:{self.listener.address[1]}"))
         attempt = 0
         while not self._stop.is_set():
             try:
@@ -192,6 +206,8 @@ class HostAgent:
                                            audience=self._gateway_id, now=time.time())
             if claims.extra.get("sid") != sid or claims.extra.get("host") != self.host_id:
                 raise AuthError("session ticket is for another session or host")
+            from ..session.driver import PathDriver
+            PathDriver(session, options=self.udp_options, listener=self.listener)
             session.send_signal({"type": "hello-ok", "host_id": self.host_id})
             self.sessions[sid] = session
             _log.info(log.kv("session-start", sid=sid, user=dial.user))

@@ -7,9 +7,14 @@ A session offers two channels whatever path carries it:
 * datagrams: ``send_datagram(bytes) -> bool`` / ``await recv_datagram()`` --
   best effort; never blocks, returns False when it had to drop.
 
-The session starts on the TCP relay. The upgrade to UDP is handled by the
-path manager (issue 3) through :meth:`Session.switch_to`; until then the relay
-is the only path. ``info`` reports what is in use.
+The session starts on the TCP relay. The UDP upgrade is driven by
+driver.py (the asyncio edge of the pure path manager), which adds paths with
+:meth:`Session.add_path` and moves sending with :meth:`Session.switch_to`.
+A switch replays every unacknowledged message on the new path; the receiver
+drops duplicates by sequence number, so nothing is lost, duplicated or
+reordered. Losing the relay does not end a session that is live on UDP
+(a gateway restart must not cut running sessions); losing the last path does.
+``info`` reports what is in use.
 """
 
 from __future__ import annotations
@@ -56,6 +61,8 @@ class SessionInfo:
     duplicates_dropped: int
     paths: list = field(default_factory=list)
     history: list = field(default_factory=list)
+    #: seconds from session start to the first switch onto UDP (None if never)
+    time_to_udp: float | None = None
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -82,6 +89,15 @@ class Session:
         self.close_detail = ""
         self.relay: Path | None = None
         self.active: Path | None = None
+        self.paths: dict[str, Path] = {}
+        self.policy: dict = {}
+        self.driver = None
+        # hooks for the path driver (each takes the Path)
+        self.on_rx: Callable[[Path], None] | None = None
+        self.on_tx: Callable[[Path], None] | None = None
+        self.on_pong: Callable[[Path, float], None] | None = None
+        self.on_path_down: Callable[[Path, str], None] | None = None
+        self._activity = 0
         self.history: list[dict] = []
         self._signal_handlers: dict[str, Callable[[dict], None]] = {}
         self._dgram_id = 0
@@ -96,12 +112,34 @@ class Session:
 
     # --- wiring paths ---------------------------------------------------------
     def attach_relay(self, path: Path) -> None:
+        path.path_id = "relay"
         self.relay = path
         self.active = path
-        path.on_frame = lambda f, p=path: self._on_frame(p, f)
-        path.on_closed = lambda reason, p=path: self._on_path_closed(p, reason)
+        self.add_path(path)
         self._record("start", path.kind, "session starts on the relay")
         self._tasks.append(asyncio.get_running_loop().create_task(self._ping_loop()))
+
+    def add_path(self, path: Path) -> None:
+        """Start receiving on ``path`` (it carries nothing of ours until switch_to)."""
+        self.paths[path.path_id] = path
+        path.on_frame = lambda f, p=path: self._on_frame(p, f)
+        path.on_closed = lambda reason, p=path: self._on_path_closed(p, reason)
+
+    def switch_to(self, path: Path, reason: str) -> None:
+        """Send on ``path`` from now on; replay what the peer has not acknowledged."""
+        if path is self.active or self.close_reason is not None:
+            return
+        if path.closed_reason is not None:
+            raise PathError(f"cannot switch to closed path {path.path_id}")
+        old = self.active
+        self.active = path
+        pending = self._sender.pending()
+        path.send_reliable(fr.encode_json(FrameType.SIGNAL, {
+            "type": "switch", "to": path.kind, "reason": reason, "next_seq": self._sender.next_seq,
+            "replay_from": pending[0][0] if pending else self._sender.next_seq}))
+        for seq, msg in pending:
+            path.send_reliable(fr.encode_data(seq, msg))
+        self._record("switch", path.kind, f"{reason} (from {old.kind if old else '-'}, replayed {len(pending)})")
 
     def _record(self, event: str, transport: str, reason: str) -> None:
         entry = {"t": time.time(), "event": event, "transport": transport, "reason": reason}
@@ -121,6 +159,8 @@ class Session:
 
     # --- inbound --------------------------------------------------------------
     def _on_frame(self, path: Path, frame: Frame) -> None:
+        if self.on_rx is not None:
+            self.on_rx(path)
         try:
             self._dispatch(path, frame)
         except RemoteError as exc:
@@ -150,12 +190,20 @@ class Session:
             ident, sent = fr.decode_ping(frame.payload)
             sample = time.monotonic() - sent / 1e6
             if 0 <= sample < 60:
-                self.srtt = sample if self.srtt is None else 0.875 * self.srtt + 0.125 * sample
+                prev = getattr(path, "srtt", None)
+                path.srtt = sample if prev is None else 0.875 * prev + 0.125 * sample
+                if path is self.active:
+                    self.srtt = path.srtt
+                if self.on_pong is not None:
+                    self.on_pong(path, sample)
                 fut = self._pings.pop(ident, None)
                 if fut is not None and not fut.done():
                     fut.set_result(sample)
         elif t == FrameType.SIGNAL:
             msg = fr.decode_json(frame.payload)
+            if msg.get("type") == "switch":
+                self._record("peer-switch", str(msg.get("to")), str(msg.get("reason")))
+                return
             handler = self._signal_handlers.get(str(msg.get("type")))
             if handler is None:
                 _log.debug(log.kv("signal-ignored", sid=self.session_id, kind=msg.get("type")))
@@ -168,9 +216,27 @@ class Session:
             raise RemoteError(f"{t.name} frame is not valid inside a session")
 
     def _on_path_closed(self, path: Path, reason: str) -> None:
-        if path is self.relay and self.close_reason is None:
-            # Issue 2: the relay is the only path, so losing it ends the session.
-            self._finish(reason, "relay path closed")
+        self.paths.pop(getattr(path, "path_id", ""), None)
+        if self.close_reason is not None:
+            return
+        if path is self.relay:
+            self.relay = None
+            if self.active is path or self.active is None:
+                self._finish(reason, "relay path closed")
+                return
+            self._record("relay-lost", self.active.kind, f"{reason}; session continues on {self.active.kind}")
+        elif self.on_path_down is not None:
+            self.on_path_down(path, reason)     # the driver fails over (SwitchPath) if needed
+        elif path is self.active:
+            self._finish(reason, f"{path.kind} path closed")
+
+    def fail_over_to_relay(self, reason: str) -> bool:
+        """Switch to the relay if it is still there; else end the session."""
+        if self.relay is not None and self.relay.closed_reason is None:
+            self.switch_to(self.relay, reason)
+            return True
+        self._finish("all-paths-lost", reason)
+        return False
 
     # --- reliable channel -----------------------------------------------------
     async def send(self, data: bytes) -> None:
@@ -189,6 +255,8 @@ class Session:
         path = self.active
         try:
             path.send_reliable(fr.encode_data(seq, bytes(data)))
+            if self.on_tx is not None:
+                self.on_tx(path)
             await path.drain()
         except PathError:
             # The message stays in the sender's window; a path switch replays it.
@@ -246,9 +314,15 @@ class Session:
 
     # --- liveness / RTT --------------------------------------------------------
     async def _ping_loop(self) -> None:
+        # RTT samples only while the application is active: an idle session
+        # sends nothing here (NAT keepalives are the path manager's job).
+        last = -1
         while self.close_reason is None:
             path = self.active
-            if path is not None:
+            busy = self.counters["messages_sent"] + self.counters["messages_received"] + \
+                self.counters["datagrams_sent"]
+            if path is not None and busy != last:
+                last = busy
                 self._ping_id += 1
                 path.send_unreliable(fr.encode_ping(FrameType.PING, self._ping_id, int(time.monotonic() * 1e6)))
             try:
@@ -305,22 +379,26 @@ class Session:
                 cb(reason)
             except Exception:  # pragma: no cover - a callback bug must not stop the close
                 _log.exception(log.kv("BUG on_close callback failed", sid=self.session_id))
-        for path in {p for p in (self.relay, self.active) if p is not None}:
+        if self.driver is not None:
+            self.driver.stop()
+        for path in {id(p): p for p in (self.relay, self.active, *self.paths.values()) if p is not None}.values():
             asyncio.get_running_loop().create_task(path.close(reason))
 
     async def close(self, reason: str = "closed", detail: str = "") -> None:
         """Tell the peer why, then close every path."""
         if self.close_reason is None:
-            for path in (self.active, self.relay):
-                if path is not None and path.closed_reason is None:
-                    with contextlib.suppress(PathError):
+            # Tell the peer on every open path: the first to arrive wins.
+            for path in {id(p): p for p in (self.active, self.relay) if p is not None}.values():
+                if path.closed_reason is None:
+                    with contextlib.suppress(PathError, asyncio.TimeoutError):
                         path.send_reliable(fr.encode_json(FrameType.CLOSE, {"reason": reason, "detail": detail}))
                         await asyncio.wait_for(path.drain(), 2.0)
-                    break
             self._finish(reason, detail)
         for task in self._tasks:
             task.cancel()
-        for path in {p for p in (self.relay, self.active) if p is not None}:
+        if self.driver is not None:
+            await self.driver.aclose()
+        for path in {id(p): p for p in (self.relay, self.active, *self.paths.values()) if p is not None}.values():
             await path.close(reason)
 
     @property
@@ -339,11 +417,13 @@ class Session:
 
     @property
     def info(self) -> SessionInfo:
-        paths = [p.info() for p in {id(p): p for p in (self.relay, self.active) if p is not None}.values()]
+        paths = [p.info() for p in {id(p): p for p in (self.relay, self.active, *self.paths.values())
+                                    if p is not None}.values()]
         return SessionInfo(
             session_id=self.session_id, role=self.role,
             transport=self.active.kind if self.active else "none",
-            rtt_ms=None if self.srtt is None else round(self.srtt * 1000, 3),
+            rtt_ms=(None if getattr(self.active, "srtt", None) is None
+                    else round(self.active.srtt * 1000, 3)),
             bytes_sent=sum(p["bytes_sent"] for p in paths),
             bytes_received=sum(p["bytes_received"] for p in paths),
             started_at=self.started_at,
@@ -351,4 +431,6 @@ class Session:
             datagrams_sent=self.counters["datagrams_sent"], datagrams_received=self.counters["datagrams_received"],
             datagrams_dropped=self.counters["datagrams_dropped"],
             duplicates_dropped=self._receiver.stats.duplicates,
-            paths=paths, history=list(self.history))
+            paths=paths, history=list(self.history),
+            time_to_udp=next((round(h["t"] - self.started_at, 3) for h in self.history
+                              if h["event"] == "switch" and h["transport"].startswith("udp")), None))

@@ -25,6 +25,8 @@ class Path(abc.ABC):
         self.bytes_sent = 0
         self.bytes_received = 0
         self.closed_reason: str | None = None
+        self.path_id = ""                    # set by the session: "relay", "udp-<attempt>"
+        self.srtt: float | None = None       # smoothed RTT from PING/PONG on this path
 
     @abc.abstractmethod
     def send_reliable(self, frame: bytes) -> None:

@@ -257,7 +257,8 @@ async def test_back_pressure_bounds_memory_when_the_host_does_not_read(tmp_path)
 def _host_subprocess(stack, host_id, tmp_path):
     env = dict(os.environ, SHORTPATH_TOKEN=stack.host_token(host_id))
     return subprocess.Popen([sys.executable, "-m", "shortpath", "host", "--gateway", stack.address,
-                             "--host-id", host_id, "--ca", stack.cafile, "--state", str(tmp_path / host_id)],
+                             "--host-id", host_id, "--ca", stack.cafile, "--state", str(tmp_path / host_id),
+                             "--udp-address", "127.0.0.1"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
@@ -289,7 +290,9 @@ async def test_host_crash_mid_session_ends_client_session_with_reason(tmp_path):
 
 
 def _listening_sockets(pid: int) -> list[str]:
-    """Listening TCP sockets and bound UDP sockets owned by ``pid`` (from /proc)."""
+    """Listening TCP sockets owned by ``pid`` (from /proc). UDP sockets are
+    not listeners in this sense: ICE binds them to dial out (public Shortpath),
+    and only managed mode -- off here -- binds a fixed port for peers to reach."""
     inodes = set()
     for fd in os.listdir(f"/proc/{pid}/fd"):
         try:
@@ -299,13 +302,13 @@ def _listening_sockets(pid: int) -> list[str]:
         if target.startswith("socket:["):
             inodes.add(target[8:-1])
     found = []
-    for table in ("tcp", "tcp6", "udp", "udp6"):
+    for table in ("tcp", "tcp6"):
         with open(f"/proc/{pid}/net/{table}") as f:
             next(f)
             for line in f:
                 parts = line.split()
                 local, state, inode = parts[1], parts[3], parts[9]
-                if inode in inodes and (table.startswith("udp") or state == "0A"):
+                if inode in inodes and state == "0A":
                     found.append(f"{table} {local}")
     return found
 

@@ -1,0 +1,78 @@
+"""Adapter: a UdpPath (udp.py) seen through the session's Path interface.
+
+UdpPath moves opaque messages; the session moves frames. Each SCTP message
+carries exactly one session frame, decoded here with ``decode_one`` so a
+malformed message is a typed RemoteError like on the relay.
+"""
+
+from __future__ import annotations
+
+from .. import log
+from ..errors import BufferFull, PathError, RemoteError
+from ..wire.frames import MAX_SESSION_PAYLOAD, decode_one
+from .base import Path
+
+_log = log.get("udp")
+
+
+class UdpSessionPath(Path):
+    def __init__(self, udp, path_id: str, session_id: str) -> None:
+        super().__init__()
+        self.udp = udp
+        self.path_id = path_id
+        self.kind = udp.kind
+        self.session_id = session_id
+        self.srtt: float | None = None
+        self.malformed = 0
+        udp.on_reliable = self._rx
+        udp.on_unreliable = self._rx
+        udp.on_closed = self._closed
+
+    def _rx(self, data: bytes) -> None:
+        try:
+            frame = decode_one(data, MAX_SESSION_PAYLOAD)
+        except RemoteError as exc:
+            self.malformed += 1
+            _log.warning(log.kv("udp-malformed-frame", sid=self.session_id, path=self.path_id, error=exc.code))
+            return
+        self.bytes_received += len(data)
+        self.on_frame(frame)
+
+    def send_reliable(self, frame: bytes) -> None:
+        if self.closed_reason is not None:
+            raise PathError(f"{self.path_id} is closed ({self.closed_reason})")
+        try:
+            self.udp.send_reliable(frame)
+        except BufferFull as exc:
+            raise PathError(str(exc), code="buffer-full") from None
+        self.bytes_sent += len(frame)
+
+    def send_unreliable(self, frame: bytes) -> bool:
+        if self.closed_reason is not None:
+            return False
+        ok = self.udp.send_unreliable(frame)
+        if ok:
+            self.bytes_sent += len(frame)
+        return ok
+
+    @property
+    def buffered_amount(self) -> int:
+        return self.udp.buffered_amount
+
+    async def drain(self) -> None:
+        if self.closed_reason is None:
+            try:
+                await self.udp.drain()
+            except PathError:
+                pass   # closed while draining: on_closed tells the session
+
+    async def close(self, reason: str = "closed") -> None:
+        await self.udp.close(reason=reason)
+        self._closed(reason)
+
+    def info(self) -> dict:
+        d = self.udp.info()
+        d.update({"path_id": self.path_id, "kind": self.kind, "bytes_sent": self.bytes_sent,
+                  "bytes_received": self.bytes_received, "malformed_frames": self.malformed,
+                  "rtt_ms": None if self.srtt is None else round(self.srtt * 1000, 3)})
+        return d

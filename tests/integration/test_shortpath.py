@@ -1,0 +1,176 @@
+"""UDP upgrade end to end on loopback: gateway + host + client, real ICE/DTLS/SCTP."""
+
+import asyncio
+import hashlib
+import struct
+import time
+
+import pytest
+
+from shortpath.config import PoolConfig, ShortpathPolicy, TurnConfig
+from shortpath.demo import LocalStack
+from shortpath.session.session import Session
+
+from tests.conftest import FAST
+
+
+async def wait_for(pred, timeout=10.0, step=0.01):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return time.monotonic()
+        await asyncio.sleep(step)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+def host_session(stack, s):
+    for h in stack.hosts:
+        if s.session_id in h.sessions:
+            return h.sessions[s.session_id]
+    raise KeyError(s.session_id)
+
+
+async def test_managed_path_serves_several_sessions_on_one_listener(tmp_path):
+    async with LocalStack(str(tmp_path), hosts=1, timing=FAST) as stack:
+        sessions = await asyncio.gather(*(stack.connect(user=f"u{i}") for i in range(3)))
+        for s in sessions:
+            await s.send(b"echo")
+        await wait_for(lambda: all(s.info.transport == "udp-managed" for s in sessions))
+        listener = stack.hosts[0].listener
+        assert listener is not None
+        for s in sessions:
+            for i in range(50):
+                await s.send(b"%s:%d" % (s.session_id.encode(), i))
+            got = [await s.recv() for _ in range(50)]
+            assert got == [b"%s:%d" % (s.session_id.encode(), i) for i in range(50)]
+            info = s.info
+            udp = next(p for p in info.paths if p["kind"] == "udp-managed")
+            assert udp["remote_candidate"]["port"] == listener.address[1]
+            assert info.time_to_udp is not None and info.time_to_udp < 5
+            assert host_session(stack, s).active.kind == "udp-managed"
+        for s in sessions:
+            await s.close()
+
+
+async def test_public_direct_path_when_managed_is_off(tmp_path):
+    pools = (PoolConfig("desktop", shortpath=ShortpathPolicy(managed=False)),)
+    async with LocalStack(str(tmp_path), hosts=1, pools=pools, timing=FAST) as stack:
+        async with await stack.connect() as s:
+            await s.send(b"echo")
+            await wait_for(lambda: s.info.transport == "udp-direct")
+            await s.send(b"hi")
+            assert await s.recv() == b"hi"
+
+
+async def test_policy_off_stays_on_relay(tmp_path):
+    pools = (PoolConfig("desktop", shortpath=ShortpathPolicy(enabled=False)),)
+    async with LocalStack(str(tmp_path), hosts=1, pools=pools, timing=FAST) as stack:
+        async with await stack.connect() as s:
+            await s.send(b"echo")
+            for i in range(20):
+                await s.send(b"%d" % i)
+                assert await s.recv() == b"%d" % i
+            assert s.info.transport == "tcp-relay" and s.driver.mgr.attempt == 0
+
+
+async def test_turn_path_through_coturn(tmp_path):
+    from tests.component.conftest_udp import start_coturn, stop_coturn
+    server = start_coturn(tmp_path, tls=False)
+    try:
+        pools = (PoolConfig("desktop", shortpath=ShortpathPolicy(managed=False, public_direct=False)),)
+        turn = TurnConfig(turn=f"127.0.0.1:{server.port}", secret=server.secret)
+        async with LocalStack(str(tmp_path), hosts=1, pools=pools, timing=FAST, turn=turn) as stack:
+            async with await stack.connect() as s:
+                await s.send(b"echo")
+                await wait_for(lambda: s.info.transport == "udp-turn", timeout=15)
+                for i in range(30):
+                    await s.send(b"t%d" % i)
+                    assert await s.recv() == b"t%d" % i
+                udp = next(p for p in s.info.paths if p["kind"] == "udp-turn")
+                assert udp["turn"]["server"] == f"127.0.0.1:{server.port}"
+                # the relayed address is inside coturn's relay port range
+                cands = [udp["local_candidate"], udp["remote_candidate"]]
+                assert any(c and c["type"] == "relay" and server.min_port <= c["port"] <= server.max_port
+                           for c in cands)
+    finally:
+        stop_coturn(server)
+
+
+async def test_fingerprint_mismatch_keeps_the_session_on_the_relay(tmp_path, monkeypatch):
+    real = Session.send_signal
+
+    def forged(self, msg):
+        m = msg.get("m") if msg.get("type") == "udp" else None
+        if self.role == "host" and isinstance(m, dict) and m.get("type") == "udp.hello":
+            fp = m["dtls"]["fingerprint"]
+            fp["value"] = ("0" if fp["value"][0] != "0" else "1") + fp["value"][1:]
+        return real(self, msg)
+    monkeypatch.setattr(Session, "send_signal", forged)
+    async with LocalStack(str(tmp_path), hosts=1, timing=FAST, udp={"connect_timeout": 2.0}) as stack:
+        async with await stack.connect() as s:
+            await s.send(b"echo")
+            await wait_for(lambda: any("upgrade failed: fingerprint-mismatch" in h["reason"]
+                                       for h in s.driver.mgr.history), timeout=10)
+            assert s.info.transport == "tcp-relay"
+            await s.send(b"still")
+            assert await s.recv() == b"still"
+
+
+def numbered(i: int) -> bytes:
+    body = struct.pack("!I", i) + bytes(60)
+    return body + hashlib.sha256(body).digest()[:8]
+
+
+def check(msg: bytes) -> int:
+    body, tag = msg[:-8], msg[-8:]
+    assert hashlib.sha256(body).digest()[:8] == tag, "corrupt message"
+    return struct.unpack("!I", body[:4])[0]
+
+
+async def test_udp_blackhole_fails_over_and_returns_without_loss(tmp_path):
+    async with LocalStack(str(tmp_path), hosts=1, timing=FAST) as stack:
+        s = await stack.connect()
+        await s.send(b"echo")
+        await wait_for(lambda: s.info.transport == "udp-managed")
+        hs = host_session(stack, s)
+        await wait_for(lambda: hs.active.kind == "udp-managed")
+        received: list[int] = []
+        sent = 0
+        stop = asyncio.Event()
+
+        async def sender():
+            nonlocal sent
+            while not stop.is_set():
+                await s.send(numbered(sent))
+                sent += 1
+                await asyncio.sleep(0.005)
+
+        async def receiver():
+            while True:
+                received.append(check(await s.recv()))
+
+        tx, rx = asyncio.ensure_future(sender()), asyncio.ensure_future(receiver())
+        await asyncio.sleep(0.5)
+        udp_paths = [p for p in (s.active, hs.active)]
+        t_dark = time.monotonic()
+        for p in udp_paths:
+            p.udp._blackhole(True)
+        t_fail = await wait_for(lambda: s.active.kind == "tcp-relay", timeout=3)
+        await asyncio.sleep(1.0)
+        t_light = time.monotonic()
+        for p in udp_paths:
+            p.udp._blackhole(False)
+        t_back = await wait_for(lambda: s.active.kind.startswith("udp"), timeout=8)
+        await asyncio.sleep(0.5)
+        stop.set()
+        await tx
+        await wait_for(lambda: len(received) >= sent, timeout=10)
+        rx.cancel()
+        print(f"sent={sent} failover={t_fail - t_dark:.3f}s return={t_back - t_light:.3f}s")
+        assert received == list(range(sent))          # nothing lost, duplicated or reordered
+        assert t_fail - t_dark <= 1.0, f"failover took {t_fail - t_dark:.2f}s"
+        assert t_back - t_light <= 5.0, f"return took {t_back - t_light:.2f}s"
+        reasons = [h["reason"] for h in s.info.history if h["event"] == "switch"]
+        assert reasons[0].startswith("upgrade") and reasons[1].startswith("failover")
+        assert reasons[2].startswith("recovered")
+        await s.close()
