@@ -184,6 +184,36 @@ def cmd_admin(args) -> int:
     return 0
 
 
+def cmd_stats(args) -> int:
+    path = os.path.join(args.state, f"host-{args.host_id}.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        try:
+            s.connect(path)
+        except OSError as exc:
+            raise ShortpathError(f"cannot reach host {args.host_id} at {path}: {exc.strerror}") from None
+        s.sendall(b"stats\n")
+        data = json.loads(s.makefile().readline())
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    print(f"host {data['host_id']} registered={data['registered']} sessions={len(data['sessions'])}")
+    ml = data.get("managed_listener")
+    if ml:
+        drops = {k[5:]: v for k, v in ml.items() if k.startswith("drop_") and v}
+        print(f"managed listener {ml['address'][0]}:{ml['address'][1]} drops={drops or 0}")
+    for sess in data["sessions"]:
+        ttu = sess.get("time_to_udp")
+        print(f"\nsession {sess['session_id']} user={sess['user']} transport={sess['transport']} "
+              f"rtt={sess['rtt_ms']} ms time-to-udp={'-' if ttu is None else f'{ttu * 1000:.0f} ms'}")
+        for p in sess["paths"]:
+            lc, rc = p.get("local_candidate"), p.get("remote_candidate")
+            cands = f" {lc['type']} {lc['ip']}:{lc['port']} -> {rc['type']} {rc['ip']}:{rc['port']}" if lc and rc else ""
+            print(f"  path {p['kind']:<12} sent={p['bytes_sent']} recv={p['bytes_received']}{cands}")
+        for h in sess["history"]:
+            print(f"  +{h['t'] - sess['started_at']:8.3f}s {h['event']:<11} {h['transport']:<12} {h['reason']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="shortpath", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -241,6 +271,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds to wait for the UDP upgrade before the echo test (0: do not wait)")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_connect)
+
+    st = sub.add_parser("stats", help="per-session path, candidates, RTT, bytes and switch history of a running host")
+    st.add_argument("--state", default="./host-state", help="the host's state directory")
+    st.add_argument("--host-id", required=True)
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_stats)
 
     a = sub.add_parser("admin", help="talk to a running gateway's local admin socket")
     common(a)

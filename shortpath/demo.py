@@ -91,19 +91,24 @@ async def run_demo(seconds: float = 2.0) -> dict:
             print(f"gateway  listening on {stack.address} (TLS, self-signed cert in a temp state dir)")
             host = stack.hosts[0]
             print(f"host     {host.host_id} registered over its outbound control channel "
-                  f"(cert {host.fingerprint[:23]}...); it has no listening socket")
+                  f"(cert {host.fingerprint[:23]}...); no TCP listener; managed Shortpath on "
+                  f"udp {host.listener.address[0]}:{host.listener.address[1]}")
             token = stack.user_token()
             resources = await feed(stack.address, token, cafile=stack.cafile)
             print(f"client   feed: {', '.join(r['name'] + ' (' + r['kind'] + ')' for r in resources)}")
             t0 = time.monotonic()
-            session = await connect(stack.address, token, "desktop", cafile=stack.cafile)
+            session = await connect(stack.address, token, "desktop", cafile=stack.cafile, udp=stack.udp)
             setup_ms = (time.monotonic() - t0) * 1000
             async with session:
+                print(f"session  {session.session_id} up on {session.info.transport} after {setup_ms:.1f} ms")
                 await session.send(b"desktop %.1f 30" % seconds)
-                rtts = []
+                rtts: dict[str, list[float]] = {}
                 frames = 0
-                ok = True
-                for i in range(20):
+                pending_done = None
+                # Input events every 20 ms while frames stream; each echo's RTT is
+                # filed under the path the session was sending on at the time.
+                while pending_done is None:
+                    kind = session.info.transport
                     t = time.monotonic()
                     await session.send(b"E" * 64)
                     while True:
@@ -111,25 +116,22 @@ async def run_demo(seconds: float = 2.0) -> dict:
                         if msg.startswith(b"F"):
                             check_frame(msg)
                             frames += 1
-                            continue
-                        break
-                    rtts.append((time.monotonic() - t) * 1000)
-                while True:
-                    msg = await session.recv()
-                    if msg.startswith(b"done"):
-                        break
-                    if msg.startswith(b"F"):
-                        check_frame(msg)
-                        frames += 1
-                expected = int(msg.split()[1])
+                        elif msg.startswith(b"done"):
+                            pending_done = msg
+                        else:
+                            break
+                    rtts.setdefault(kind, []).append((time.monotonic() - t) * 1000)
+                    await asyncio.sleep(0.02)
+                expected = int(pending_done.split()[1])
                 ok = frames == expected
                 info = session.info
-            print(f"session  {info.session_id}: transport={info.transport} setup={setup_ms:.1f} ms "
-                  f"rtt p50={statistics.median(rtts):.2f} ms (input events echoed while frames stream)")
-            print(f"         desktop stream: {frames}/{expected} frames received intact, "
-                  f"{info.bytes_received / 1e6:.2f} MB in")
-            print("path history: " + " -> ".join(f"{h['transport']} ({h['reason']})" for h in info.history))
-            return {"transport": info.transport, "setup_ms": setup_ms, "rtt_p50_ms": statistics.median(rtts),
+            for h in info.history:
+                print(f"  +{(h['t'] - info.started_at) * 1000:7.1f} ms  {h['event']:<10} {h['transport']:<12} {h['reason']}")
+            for kind, xs in rtts.items():
+                print(f"rtt      {kind:<12} p50={statistics.median(xs):.2f} ms over {len(xs)} input events")
+            print(f"path     {info.transport}" + (f" (time to UDP {info.time_to_udp * 1000:.0f} ms)" if info.time_to_udp else ""))
+            print(f"stream   {frames}/{expected} desktop frames received intact, {info.bytes_received / 1e6:.2f} MB in")
+            return {"transport": info.transport, "setup_ms": setup_ms, "time_to_udp": info.time_to_udp,
                     "frames_ok": ok}
 
 

@@ -71,6 +71,8 @@ class HostAgent:
         self._task: asyncio.Task | None = None
         self._session_tasks: set[asyncio.Task] = set()
         self._control: FramedConn | None = None
+        self.stats_path = state_path(state_dir, f"host-{host_id}.sock")
+        self._stats_server: asyncio.AbstractServer | None = None
         self.managed = managed
         self.udp_options = udp or {}
         self.listener = None
@@ -96,8 +98,39 @@ class HostAgent:
             if self.listener is not None:
                 await self.listener.close()
                 self.listener = None
+        if self._stats_server is not None:
+            self._stats_server.close()
+            self._stats_server = None
+
+    def stats(self) -> dict:
+        """What ``shortpath stats`` shows: every live session and the managed listener."""
+        out = {"host_id": self.host_id, "registered": self.registered.is_set(), "sessions": []}
+        for sess in list(self.sessions.values()):
+            d = sess.info.to_dict()
+            d["user"] = sess.peer
+            out["sessions"].append(d)
+        if self.listener is not None:
+            out["managed_listener"] = {"address": list(self.listener.address), **self.listener.stats()}
+        return out
+
+    async def _stats_conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        import json
+        try:
+            await reader.readline()
+            writer.write((json.dumps(self.stats(), default=str) + "\n").encode())
+            await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
 
     async def run(self) -> None:
+        import os
+        if self._stats_server is None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.stats_path)
+            self._stats_server = await asyncio.start_unix_server(self._stats_conn, self.stats_path)
+            os.chmod(self.stats_path, 0o600)
         if self.managed is not None and self.listener is None:
             from ..transport.managed import ManagedListener
             self.listener = await ManagedListener(host=self.managed[0], port=self.managed[1]).start()

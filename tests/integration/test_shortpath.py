@@ -48,6 +48,18 @@ async def test_managed_path_serves_several_sessions_on_one_listener(tmp_path):
             assert udp["remote_candidate"]["port"] == listener.address[1]
             assert info.time_to_udp is not None and info.time_to_udp < 5
             assert host_session(stack, s).active.kind == "udp-managed"
+        # the host's stats socket reports every session's path (what `shortpath stats` prints)
+        import json, subprocess, sys
+        out = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "shortpath", "stats", "--state",
+                                      stack.state_dir, "--host-id", "host-1", "--json"],
+                                      capture_output=True, text=True, timeout=30)
+        data = json.loads(out.stdout)
+        assert {x["session_id"]: x["transport"] for x in data["sessions"]} == {
+            s.session_id: "udp-managed" for s in sessions}
+        assert all(any(h["event"] == "switch" for h in x["history"]) for x in data["sessions"])
+        text = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "shortpath", "stats", "--state",
+                                       stack.state_dir, "--host-id", "host-1"], capture_output=True, text=True)
+        assert text.returncode == 0 and "transport=udp-managed" in text.stdout
         for s in sessions:
             await s.close()
 
