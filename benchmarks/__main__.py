@@ -8,6 +8,7 @@ import time
 
 BENCHES = {
     "relay": "benchmarks.relay",
+    "switching": "benchmarks.switching",
 }
 
 
