@@ -28,7 +28,7 @@ CHUNK = 64 * 1024
 
 async def _relay_measure(addr: str, token: str, cafile: str, n_echo: int, bulk: int) -> dict:
     t0 = time.monotonic()
-    s = await connect(addr, token, "desktop", cafile=cafile)
+    s = await connect(addr, token, "desktop", cafile=cafile, shortpath=False)
     setup = time.monotonic() - t0
     async with s:
         await s.send(b"echo")
@@ -41,7 +41,7 @@ async def _relay_measure(addr: str, token: str, cafile: str, n_echo: int, bulk: 
             await s.send(b"e" * 64)
             await s.recv()
             rtts.append(time.perf_counter() - t)
-    s2 = await connect(addr, token, "desktop", cafile=cafile)
+    s2 = await connect(addr, token, "desktop", cafile=cafile, shortpath=False)
     async with s2:
         await s2.send(b"sink %d" % bulk)
         block = os.urandom(CHUNK)

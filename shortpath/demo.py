@@ -23,7 +23,7 @@ class LocalStack:
     """A gateway with N hosts on loopback, for the demo, tests and benchmarks."""
 
     def __init__(self, state_dir: str, hosts: int = 1, pools: tuple[PoolConfig, ...] | None = None,
-                 timing: Timing | None = None, handler=host_handler, managed: bool = True,
+                 timing: Timing | None = None, handler=host_handler, managed: bool | int = True,
                  udp: dict | None = None, **gw_kwargs) -> None:
         self.state_dir = state_dir
         self.timing = timing or Timing()
@@ -36,6 +36,13 @@ class LocalStack:
         # Loopback: gather candidates on 127.0.0.1 (aioice skips loopback by default)
         self.udp = {"host_addresses": ["127.0.0.1"], **(udp or {})}
         self.managed = managed
+
+    @property
+    def managed_address(self) -> tuple[str, int] | None:
+        """managed=True: a free loopback port; an int: that port (3390 in a test)."""
+        if self.managed is False:
+            return None
+        return ("127.0.0.1", 0 if self.managed is True else int(self.managed))
 
     @property
     def address(self) -> str:
@@ -61,7 +68,7 @@ class LocalStack:
     async def add_host(self, host_id: str, pool: str = "desktop", wait: bool = True) -> HostAgent:
         agent = HostAgent(self.address, self.host_token(host_id, pool), host_id, self.handler,
                           state_dir=self.state_dir, cafile=self.cafile, timing=self.timing,
-                          managed=("127.0.0.1", 0) if self.managed else None, udp=self.udp)
+                          managed=self.managed_address, udp=self.udp)
         agent.start()
         self.hosts.append(agent)
         if wait:

@@ -30,14 +30,26 @@ def host_session(stack, s):
     raise KeyError(s.session_id)
 
 
+def _udp_port_free(port: int) -> bool:
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
 async def test_managed_path_serves_several_sessions_on_one_listener(tmp_path):
-    async with LocalStack(str(tmp_path), hosts=1, timing=FAST) as stack:
+    if not _udp_port_free(3390):
+        pytest.skip("UDP 127.0.0.1:3390 is in use by something else on this machine")
+    async with LocalStack(str(tmp_path), hosts=1, timing=FAST, managed=3390) as stack:
         sessions = await asyncio.gather(*(stack.connect(user=f"u{i}") for i in range(3)))
         for s in sessions:
             await s.send(b"echo")
         await wait_for(lambda: all(s.info.transport == "udp-managed" for s in sessions))
         listener = stack.hosts[0].listener
-        assert listener is not None
+        assert listener is not None and listener.address == ("127.0.0.1", 3390)
         for s in sessions:
             for i in range(50):
                 await s.send(b"%s:%d" % (s.session_id.encode(), i))
