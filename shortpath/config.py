@@ -114,6 +114,9 @@ class GatewayConfig:
     #: caps against abuse (issue: resource limits)
     max_unauthenticated: int = 2000
     max_pending_legs: int = 1000
+    #: launches per second per client source address, and the burst allowed
+    launch_rate: float = 5.0
+    launch_burst: float = 20.0
 
     def pool(self, name: str) -> PoolConfig | None:
         for p in self.pools:
@@ -144,7 +147,8 @@ def load_gateway_config(path: str | None, **overrides) -> GatewayConfig:
     if "listen" in gw:
         host, _, port = str(gw.pop("listen")).rpartition(":")
         kwargs["listen_host"], kwargs["listen_port"] = host or "0.0.0.0", int(port)
-    for key in ("gateway_id", "state_dir", "max_unauthenticated", "max_pending_legs"):
+    for key in ("gateway_id", "state_dir", "max_unauthenticated", "max_pending_legs", "launch_rate",
+                "launch_burst"):
         if key in gw:
             kwargs[key] = gw.pop(key)
     if gw:

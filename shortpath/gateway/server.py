@@ -20,16 +20,18 @@ import asyncio
 import contextlib
 import json
 import os
+import time
 
 from .. import log
 from ..auth import certs
 from ..auth.tokens import TokenSigner
 from ..broker.service import Broker
 from ..config import GatewayConfig, state_path
-from ..errors import AuthError, NoResourcesError, RemoteError, ShortpathError
+from ..errors import AuthError, NoResourcesError, RateLimited, RemoteError, ShortpathError
 from ..framed import FramedConn
 from ..wire import control
 from ..wire.frames import MAX_CONTROL_PAYLOAD, MAX_RELAY_PAYLOAD
+from .ratelimit import RateLimiter
 from .relay import stitch
 
 _log = log.get("gateway")
@@ -65,8 +67,9 @@ class Gateway:
         self._unauth = 0
         self._conns: dict[asyncio.Task, FramedConn] = {}
         self.counters = {"accepted": 0, "refused_unauth_cap": 0, "handshake_timeouts": 0,
-                         "protocol_errors": 0, "auth_failures": 0, "sessions_stitched": 0}
+                         "protocol_errors": 0, "auth_failures": 0, "sessions_stitched": 0, "rate_limited": 0}
         self.port: int | None = None
+        self.launch_limiter = RateLimiter(config.launch_rate, config.launch_burst)
 
     # --- lifecycle -------------------------------------------------------------
     async def start(self) -> None:
@@ -196,6 +199,13 @@ class Gateway:
                 conn.send(control.Feed(resources=self.broker.feed(claims)))
             elif isinstance(msg, control.Launch):
                 claims = self.broker.verify(hello.token, "user")  # expiry re-checked per launch
+                source = str(conn.peer[0]) if conn.peer else "?"
+                now = time.monotonic()
+                if not self.launch_limiter.allow(source, now):
+                    self.counters["rate_limited"] += 1
+                    wait = self.launch_limiter.retry_after(source, now)
+                    conn.send(_error(RateLimited(f"too many launches from {source}; retry in {wait:.1f}s")))
+                    continue
                 try:
                     plan = self.broker.plan_launch(claims, msg.resource)
                 except (NoResourcesError, AuthError) as exc:

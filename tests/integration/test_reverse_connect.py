@@ -63,7 +63,8 @@ async def test_full_session_data_both_ways(tmp_path):
 
 async def test_50_concurrent_sessions_lose_nothing(tmp_path):
     pools = (PoolConfig("desktop", max_sessions=30),)
-    async with LocalStack(str(tmp_path), hosts=2, pools=pools, timing=FAST) as stack:
+    # all 50 launches come from 127.0.0.1 at once: lift the per-source burst
+    async with LocalStack(str(tmp_path), hosts=2, pools=pools, timing=FAST, launch_burst=100) as stack:
         async def one(i):
             async with await stack.connect(user=f"u{i}") as s:
                 await s.send(b"echo")
@@ -326,3 +327,41 @@ async def test_host_process_opens_no_listening_socket(tmp_path):
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(10)
+
+
+async def test_launch_rate_limit_per_source(tmp_path):
+    from shortpath.errors import RateLimited
+    async with LocalStack(str(tmp_path), hosts=1, timing=FAST, launch_rate=0.5, launch_burst=2) as stack:
+        a = await stack.connect(shortpath=False)
+        b = await stack.connect(shortpath=False)
+        with pytest.raises(RateLimited):
+            await stack.connect(shortpath=False)
+        assert stack.gateway.counters["rate_limited"] == 1
+        await a.close()
+        await b.close()
+
+
+async def test_slowloris_half_open_connections_do_not_stop_real_clients(tmp_path):
+    """1000 TCP connections that never finish TLS, plus 200 that finish TLS and never speak."""
+    import ssl as _ssl
+    from shortpath.auth.certs import client_context
+    async with LocalStack(str(tmp_path), hosts=1, timing=FAST) as stack:
+        port = stack.gateway.port
+        idle = []
+        for _ in range(1000):
+            idle.append(await asyncio.open_connection("127.0.0.1", port))
+        for _ in range(200):
+            idle.append(await asyncio.open_connection("127.0.0.1", port, ssl=client_context(stack.cafile)))
+        t = time.monotonic()
+        async with await stack.connect(shortpath=False) as s:
+            await echo_check(s, 20)
+        elapsed = time.monotonic() - t
+        # a real client got through promptly, and the silent TLS peers are cut at the
+        # handshake timeout (FAST: 5 s) rather than held forever
+        assert elapsed < 3.0, elapsed
+        silent = idle[1000:]
+        ends = await asyncio.wait_for(asyncio.gather(*(r.read() for r, _ in silent), return_exceptions=True), 15)
+        assert all(e == b"" or isinstance(e, Exception) for e in ends)
+        assert stack.gateway.counters["handshake_timeouts"] >= 200
+        for _, w in idle:
+            w.close()

@@ -94,3 +94,17 @@ def test_bad_pool_config():
         PoolConfig("p", load_balancer="random")
     with pytest.raises(ConfigError):
         PoolConfig("p", max_sessions=0)
+
+
+def test_launch_rate_limiter_buckets():
+    from shortpath.gateway.ratelimit import RateLimiter
+    rl = RateLimiter(rate=2.0, burst=3)
+    assert [rl.allow("a", 0.0) for _ in range(4)] == [True, True, True, False]
+    assert rl.allow("b", 0.0)                 # other sources are not affected
+    assert rl.retry_after("a", 0.0) == pytest.approx(0.5)
+    assert rl.allow("a", 0.5) and not rl.allow("a", 0.5)
+    assert rl.allow("a", 10.0)                # refilled (capped at burst)
+    rl2 = RateLimiter(rate=1.0, burst=1, max_sources=2)
+    for src in "xyz":
+        rl2.allow(src, 0.0)
+    assert len(rl2) == 2                      # bounded memory
