@@ -13,27 +13,14 @@ or reordered (must be 0).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import statistics
-import struct
 import tempfile
 import time
 
+from shortpath.app.desktop import check_numbered, numbered
 from shortpath.demo import LocalStack
 
 from .common import save, table
-
-
-def _msg(i: int) -> bytes:
-    body = struct.pack("!I", i) + bytes(60)
-    return body + hashlib.sha256(body).digest()[:8]
-
-
-def _num(m: bytes) -> int:
-    body = m[:-8]
-    if hashlib.sha256(body).digest()[:8] != m[-8:]:
-        raise ValueError("corrupt")
-    return struct.unpack("!I", body[:4])[0]
 
 
 async def _until(pred, timeout: float) -> float | None:
@@ -60,13 +47,13 @@ async def one_run(stack: LocalStack, dark: float) -> dict:
     async def sender():
         nonlocal sent
         while not stop.is_set():
-            await s.send(_msg(sent))
+            await s.send(numbered(sent))
             sent += 1
             await asyncio.sleep(0.005)
 
     async def receiver():
         while True:
-            got.append(_num(await s.recv()))
+            got.append(check_numbered(await s.recv()))
 
     tx, rx = asyncio.ensure_future(sender()), asyncio.ensure_future(receiver())
     await asyncio.sleep(0.3)

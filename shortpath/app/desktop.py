@@ -94,3 +94,20 @@ async def _stream_frames(session: Session, seconds: float, fps: float) -> None:
         if delay > 0:
             await asyncio.sleep(delay)
     await session.send(b"done %d" % n)
+
+
+_NUM = struct.Struct("!I")
+
+
+def numbered(i: int, size: int = 72) -> bytes:
+    """A message carrying its index and a checksum (loss/dup/reorder/corruption checks)."""
+    body = _NUM.pack(i) + bytes(max(0, size - 12))
+    return body + hashlib.sha256(body).digest()[:8]
+
+
+def check_numbered(msg: bytes) -> int:
+    """Return the index of a :func:`numbered` message; ValueError if it is corrupt."""
+    body, tag = msg[:-8], msg[-8:]
+    if len(msg) < 12 or hashlib.sha256(body).digest()[:8] != tag:
+        raise ValueError("corrupt numbered message")
+    return _NUM.unpack_from(body)[0]

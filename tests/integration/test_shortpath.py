@@ -1,12 +1,11 @@
 """UDP upgrade end to end on loopback: gateway + host + client, real ICE/DTLS/SCTP."""
 
 import asyncio
-import hashlib
-import struct
 import time
 
 import pytest
 
+from shortpath.app.desktop import check_numbered, numbered
 from shortpath.config import PoolConfig, ShortpathPolicy, TurnConfig
 from shortpath.demo import LocalStack
 from shortpath.session.session import Session
@@ -140,17 +139,6 @@ async def test_fingerprint_mismatch_keeps_the_session_on_the_relay(tmp_path, mon
             assert await s.recv() == b"still"
 
 
-def numbered(i: int) -> bytes:
-    body = struct.pack("!I", i) + bytes(60)
-    return body + hashlib.sha256(body).digest()[:8]
-
-
-def check(msg: bytes) -> int:
-    body, tag = msg[:-8], msg[-8:]
-    assert hashlib.sha256(body).digest()[:8] == tag, "corrupt message"
-    return struct.unpack("!I", body[:4])[0]
-
-
 async def test_udp_blackhole_fails_over_and_returns_without_loss(tmp_path):
     async with LocalStack(str(tmp_path), hosts=1, timing=FAST) as stack:
         s = await stack.connect()
@@ -171,7 +159,7 @@ async def test_udp_blackhole_fails_over_and_returns_without_loss(tmp_path):
 
         async def receiver():
             while True:
-                received.append(check(await s.recv()))
+                received.append(check_numbered(await s.recv()))
 
         tx, rx = asyncio.ensure_future(sender()), asyncio.ensure_future(receiver())
         await asyncio.sleep(0.5)
