@@ -22,12 +22,24 @@ are neither STUN nor DTLS (RFC 7983 first-byte demultiplexing) before they
 reach DTLS.
 
 Nomination: the controlling side (always our *client*) is told the peer is
-"lite", which makes aioice use *regular* nomination: checks without
-USE-CANDIDATE, then exactly one nominating check on the first pair that
-worked. The host relies on that: only one of its two possible responders (the
+"lite", so its checks carry no USE-CANDIDATE, and ``IceAgent`` performs
+regular nomination itself. It sends one nominating check at a time, on the best
+succeeded pair, and holds relay pairs back for ``RELAY_NOMINATION_HOLD`` while a
+direct pair may still succeed. (aioice would nominate whichever pair succeeded
+first, which is often a relay pair while a hole punch waits for its first
+retransmission.) The host relies on that: only one of its two possible responders (the
 managed listener's ICE-lite responder and its own full agent, which share one
 ufrag/pwd) ever sees USE-CANDIDATE, so the host knows which one won without an
 extra signalling round trip.
+
+Two gathering/pairing rules come from the NAT lab (docs/udp.md has the
+evidence): the STUN Binding for a server-reflexive candidate is bounded like
+one TURN attempt (checks start only after gathering, so a blocked STUN must
+not eat the connect budget), and a relay candidate is not paired with a remote
+host candidate on a LAN-only address when the TURN server is not itself on
+one. Such a relayed check cannot arrive, and coturn answers the resulting ICMP
+"network unreachable" by closing the whole allocation, which loses the relay for
+every other pair.
 
 aioice is imported lazily (it takes ~0.2 s to import).
 """
@@ -46,6 +58,10 @@ from typing import Any, Callable, Optional
 logger = logging.getLogger("shortpath.transport.ice")
 
 UDP_SOCKET_BUFFER = 1 << 20
+# How long the controlling side holds back nominating a relay pair while a
+# direct (host/srflx/prflx) pair may still succeed. A hole-punched pair often
+# needs the first STUN retransmission (aioice: 0.5 s) to get through.
+RELAY_NOMINATION_HOLD = 1.0
 
 
 def is_stun(first_byte: int) -> bool:
@@ -184,13 +200,60 @@ def managed_priority(component: int = 1) -> int:
 
 
 # --------------------------------------------------------------------------
+# which relay pairs make sense
+
+_PRIVATE_NETS = tuple(ipaddress.ip_network(n) for n in (
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",  # RFC 1918
+    "100.64.0.0/10",                                  # RFC 6598 (carrier-grade NAT)
+    "169.254.0.0/16", "fc00::/7", "fe80::/10",         # link-local, ULA
+))
+
+
+def is_private_address(ip: str) -> bool:
+    """True for LAN-only addresses (RFC 1918, CGNAT, link-local, ULA).
+
+    Deliberately not ``ipaddress.is_private``, which also covers documentation
+    and benchmarking ranges (192.0.2/24, 198.18/15) that are routed in labs.
+    """
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(addr in net for net in _PRIVATE_NETS if net.version == addr.version)
+
+
+def _relay_cannot_reach(protocol: Any, remote_candidate: Any) -> bool:
+    """Our relay candidate on ``protocol`` vs a remote private host candidate.
+
+    The pair is useless when the TURN server is on a non-private address (a
+    hostname counts as non-private): see ``IceAgent._pair_remote_candidate``.
+    A TURN server on a private address may share the peer's LAN, so its
+    pairs are kept.
+    """
+    ts = getattr(protocol, "sp_turn", None)
+    local = getattr(protocol, "local_candidate", None)
+    if ts is None or local is None or local.type != "relay":
+        return False
+    if remote_candidate.type != "host" or not is_private_address(remote_candidate.host):
+        return False
+    return not is_private_address(ts.host)
+
+
+# --------------------------------------------------------------------------
 # the aioice subclasses (built lazily)
 
 @lru_cache(maxsize=None)
 def _classes() -> tuple[type, type]:
     from aioice import Candidate, Connection, TransportPolicy, stun, turn
     from aioice.candidate import candidate_foundation, candidate_priority
-    from aioice.ice import StunProtocol, server_reflexive_candidate
+    from aioice.ice import CandidatePair, StunProtocol, candidate_pair_priority, server_reflexive_candidate
+
+    succeeded_state = CandidatePair.State.SUCCEEDED
+    failed_state = CandidatePair.State.FAILED
+    pending_states = (CandidatePair.State.FROZEN, CandidatePair.State.WAITING, CandidatePair.State.IN_PROGRESS)
+
+    def is_relay_pair(pair: Any) -> bool:
+        return pair.local_candidate.type == "relay" or pair.remote_candidate.type == "relay"
 
     class _Proto(StunProtocol):  # type: ignore[misc]
         """A StunProtocol whose traffic passes our impairment and filters."""
@@ -236,6 +299,7 @@ def _classes() -> tuple[type, type]:
             gather_timeout: float,
             turn_attempt_timeout: float,
             close_timeout: float,
+            relay_hold: float = RELAY_NOMINATION_HOLD,
         ) -> None:
             super().__init__(
                 ice_controlling=controlling,
@@ -260,6 +324,13 @@ def _classes() -> tuple[type, type]:
             self._sp_turn_used: Optional[TurnServer] = None
             self._sp_turn_errors: list[str] = []
             self._sp_turn_inner: list[Any] = []
+            # our regular nomination (controlling side, see _sp_consider_nomination)
+            self._sp_relay_hold = relay_hold
+            self._sp_own_nomination = False
+            self._sp_hold_deadline = 0.0
+            self._sp_hold_timer: Optional[asyncio.TimerHandle] = None
+            self._sp_nominate_task: Optional[asyncio.Task] = None
+            self._sp_nominate_failed: set[int] = set()  # id() of pairs whose nomination failed
 
         # -- gathering ------------------------------------------------------
         def _sp_emit(self, candidate: Any) -> None:
@@ -309,8 +380,14 @@ def _classes() -> tuple[type, type]:
             if self._sp_stun_server and not self._sp_relay_only:
                 for protocol in host_protocols:
                     if ipaddress.ip_address(protocol.local_candidate.host).version == 4:
-                        tasks.append(asyncio.ensure_future(
-                            server_reflexive_candidate(protocol, self._sp_stun_server)))
+                        # Bounded like one TURN attempt: when UDP is blocked,
+                        # aioice's transaction would keep retrying until the
+                        # gathering deadline, and checks only start once
+                        # gathering is over (a TURN/TCP relay found after
+                        # 1.5 s would then wait for nothing).
+                        tasks.append(asyncio.ensure_future(asyncio.wait_for(
+                            server_reflexive_candidate(protocol, self._sp_stun_server),
+                            self._sp_turn_attempt_timeout)))
             if self._sp_turn_servers:
                 tasks.append(asyncio.ensure_future(self._sp_relay_candidate(component)))
 
@@ -397,6 +474,125 @@ def _classes() -> tuple[type, type]:
                 return protocol.local_candidate, protocol
             return None
 
+        # -- pairing ----------------------------------------------------------
+        def _pair_remote_candidate(self, remote_candidate: Any) -> None:
+            """aioice's pairing, minus relay pairs the TURN server cannot route.
+
+            A relay candidate is not paired with a remote *host* candidate on
+            a private address (RFC 1918, CGNAT, link-local, ULA) when the TURN
+            server itself is on a non-private address: a public relay cannot
+            reach a LAN behind some NAT, and trying is not harmless. coturn
+            answers the ICMP "network unreachable" by tearing the whole
+            allocation down, so every later ChannelBind on it fails (438, then
+            400) and the relay is lost for every other pair too.
+            """
+            skip = [p for p in self._protocols if _relay_cannot_reach(p, remote_candidate)]
+            if not skip:
+                super()._pair_remote_candidate(remote_candidate)
+                return
+            logger.info("ice: not pairing relay candidate(s) with private host candidate %s:%d",
+                        remote_candidate.host, remote_candidate.port)
+            saved = self._protocols
+            self._protocols = [p for p in saved if p not in skip]
+            try:
+                super()._pair_remote_candidate(remote_candidate)
+            finally:
+                self._protocols = saved
+
+        # -- nomination (controlling side) -------------------------------------
+        async def connect(self) -> None:
+            if self.ice_controlling and self.remote_is_lite:
+                # Regular nomination, done by us rather than aioice: aioice
+                # nominates the first pair that succeeds, and a relay pair
+                # often succeeds first (the peer's own relayed checks have
+                # already opened its NAT) while a hole-punched srflx pair is
+                # waiting for its first retransmission. Marking the component
+                # as "nominating" keeps aioice from nominating anything.
+                self._sp_own_nomination = True
+                self._nominating.update(self._components)
+                loop = asyncio.get_running_loop()
+                self._sp_hold_deadline = loop.time() + self._sp_relay_hold
+                self._sp_hold_timer = loop.call_at(self._sp_hold_deadline, self._sp_consider_nomination)
+            try:
+                await super().connect()
+            finally:
+                self._sp_stop_nomination()
+
+        def _sp_stop_nomination(self) -> None:
+            if self._sp_hold_timer is not None:
+                self._sp_hold_timer.cancel()
+                self._sp_hold_timer = None
+            task, self._sp_nominate_task = self._sp_nominate_task, None
+            if task is not None and not task.done():
+                task.cancel()
+
+        def check_complete(self, pair: Any) -> None:
+            super().check_complete(pair)
+            if self._sp_own_nomination and not pair.nominated:
+                self._sp_consider_nomination()
+
+        def _end_remote_candidates(self) -> None:
+            super()._end_remote_candidates()
+            if self._sp_own_nomination:
+                self._sp_consider_nomination()
+
+        def _check_list_maybe_fail(self) -> None:
+            # aioice fails a controlling agent once no check is pending, even
+            # with succeeded pairs: with our nomination they are still usable.
+            if self._sp_own_nomination and not self._check_list_done and (
+                    self._sp_nominate_task is not None
+                    or any(p.state == succeeded_state for p in self._check_list)):
+                return
+            super()._check_list_maybe_fail()
+
+        def _sp_consider_nomination(self) -> None:
+            """Nominate the best succeeded pair, holding relay pairs back.
+
+            A non-relay pair is nominated as soon as it succeeds. A relay pair
+            is nominated only once ``relay_hold`` has passed since checks
+            began, or earlier if no non-relay pair can still succeed. Exactly
+            one nominating check is in flight at a time; the host relies on
+            that (see the module docstring).
+            """
+            if not self._sp_own_nomination or self._check_list_done or self._sp_nominate_task is not None:
+                return
+            if self._nominated:
+                return
+            good = [p for p in self._check_list
+                    if p.state == succeeded_state and id(p) not in self._sp_nominate_failed]
+            if not good:
+                return
+            good.sort(key=lambda p: candidate_pair_priority(p.local_candidate, p.remote_candidate, True),
+                      reverse=True)
+            direct = [p for p in good if not is_relay_pair(p)]
+            if direct:
+                choice = direct[0]
+            else:
+                waiting_direct = self._remote_candidates_expected() or any(
+                    p.state in pending_states and not is_relay_pair(p) for p in self._check_list)
+                if waiting_direct and asyncio.get_running_loop().time() < self._sp_hold_deadline:
+                    return  # the hold timer calls us again
+                choice = good[0]
+            self._sp_nominate_task = asyncio.ensure_future(self._sp_nominate(choice))
+
+        async def _sp_nominate(self, pair: Any) -> None:
+            logger.info("ice: nominating %s (%s)", pair, "relay" if is_relay_pair(pair) else "direct")
+            assert self.remote_password is not None
+            request = self.build_request(pair, nominate=True)
+            try:
+                await pair.protocol.request(request, pair.remote_addr,
+                                            integrity_key=self.remote_password.encode("utf8"))
+            except stun.TransactionError:
+                logger.info("ice: nomination of %s failed", pair)
+                self._sp_nominate_task = None
+                self._sp_nominate_failed.add(id(pair))
+                self.check_state(pair, failed_state)
+                self.check_complete(pair)  # tries the next pair, or fails ICE
+                return
+            self._sp_nominate_task = None
+            pair.nominated = True
+            self.check_complete(pair)  # aioice: selected, ICE completed
+
         # -- queries ----------------------------------------------------------
         def selected_pair(self) -> Any:
             return self._nominated.get(1)
@@ -410,6 +606,7 @@ def _classes() -> tuple[type, type]:
             ``close_timeout`` and then just drop the socket (the allocation
             expires on the server).
             """
+            self._sp_stop_nomination()
             inner = [p for p in self._sp_turn_inner if not p.transport.is_closing()]
             self._sp_turn_inner = []
             if inner:

@@ -445,11 +445,13 @@ class UdpUpgrader:
         if pair is None:
             return "udp-direct"
         raddr = (pair.remote_candidate.host, pair.remote_candidate.port)
-        if raddr in self._remote_managed:
-            return "udp-managed"
+        # Relay first: our relay can reach the host's managed listener (a
+        # public one), and that path still goes through the TURN server.
         if pair.local_candidate.type == "relay" or pair.remote_candidate.type == "relay" \
                 or raddr in self._remote_relay:
             return "udp-turn"
+        if raddr in self._remote_managed:
+            return "udp-managed"
         return "udp-direct"
 
     # -- signalling helpers -------------------------------------------------------
