@@ -10,11 +10,9 @@ PY=${PYTHON:-python3}
 if [ "$what" = test ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     # command -> Debian package; installed only when missing so repeat runs are quick.
     need=()
-    for pair in turnserver:coturn iptables:iptables ip:iproute2 nft:nftables tc:iproute2 tcpdump:tcpdump; do
+    # iptables only for its NFQUEUE target (the lab's link emulator); sysctl from procps.
+    for pair in turnserver:coturn iptables:iptables ip:iproute2 nft:nftables tc:iproute2 sysctl:procps; do
         command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair##*:}")
-    done
-    for pkg in libnetfilter-queue-dev; do
-        dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
     done
     if [ ${#need[@]} -gt 0 ]; then
         echo "setup: apt-get install ${need[*]}"

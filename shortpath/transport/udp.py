@@ -381,6 +381,10 @@ class UdpUpgrader:
         reliable.once("open", lambda: opened.done() or opened.set_result(True))
         reliable.once("close", lambda: opened.done() or opened.set_exception(
             PathError("SCTP association failed", code="sctp-failed")))
+        # The association can fail after connect() stopped waiting on this future
+        # (timeout, or the peer closed first); retrieve the exception so it is not
+        # reported as "never retrieved". Whoever awaits it still gets it.
+        opened.add_done_callback(lambda f: f.cancelled() or f.exception())
         path = UdpPath(self, pipe, dtls, sctp, reliable, unreliable, self._kind(), hello)
         self._path = path
         await self._until(sctp.start(RTCSctpCapabilities(maxMessageSize=hello["max_message_size"]), hello["sctp_port"]))
