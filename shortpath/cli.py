@@ -208,7 +208,10 @@ def cmd_stats(args) -> int:
         for p in sess["paths"]:
             lc, rc = p.get("local_candidate"), p.get("remote_candidate")
             cands = f" {lc['type']} {lc['ip']}:{lc['port']} -> {rc['type']} {rc['ip']}:{rc['port']}" if lc and rc else ""
-            print(f"  path {p['kind']:<12} sent={p['bytes_sent']} recv={p['bytes_received']}{cands}")
+            q = p.get("quality") or {}
+            qual = f" probe-loss={q['probe_loss']:.1%} probe-rtt={q['probe_rtt_ms']} ms" if q.get("probes") else ""
+            star = "*" if p.get("active") else " "
+            print(f" {star}path {p['kind']:<12} sent={p['bytes_sent']} recv={p['bytes_received']}{cands}{qual}")
         for h in sess["history"]:
             print(f"  +{h['t'] - sess['started_at']:8.3f}s {h['event']:<11} {h['transport']:<12} {h['reason']}")
     return 0

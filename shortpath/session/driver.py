@@ -29,6 +29,9 @@ from .manager import RELAY_ID, PathManager, PathTiming
 
 _log = log.get("shortpath")
 
+#: a probe not answered within this long counts as lost in the path's loss figure
+PROBE_LOSS_AFTER = 1.0
+
 
 def udp_config(policy: dict, options: dict):
     """Build the UDP layer's config from the broker's per-pool policy plus local options.
@@ -85,6 +88,7 @@ class PathDriver:
         self._wake = asyncio.Event()
         self._stopped = False
         self._probe_ident = 1 << 31           # probe ids apart from the session's own pings
+        self._outstanding: dict[int, tuple[str, float]] = {}   # probe id -> (path id, sent at)
         session.driver = self
         session.on_rx = self._on_rx
         session.on_tx = self._on_tx
@@ -105,8 +109,17 @@ class PathDriver:
         if waiting:
             self._wake.set()
 
-    def _on_pong(self, path: Path, rtt: float) -> None:
+    def _on_pong(self, path: Path, rtt: float, ident: int | None = None) -> None:
+        if ident is not None:
+            self._outstanding.pop(ident, None)
         self.mgr.probe_result(path.path_id, rtt, time.monotonic())
+
+    def _expire_probes(self, now: float) -> None:
+        """A probe unanswered for PROBE_LOSS_AFTER counts as lost (path loss figure)."""
+        for ident, (pid, sent) in list(self._outstanding.items()):
+            if now - sent >= PROBE_LOSS_AFTER:
+                del self._outstanding[ident]
+                self.mgr.probe_result(pid, None, now)
 
     def _on_path_down(self, path: Path, reason: str) -> None:
         self.paths.pop(path.path_id, None)
@@ -123,7 +136,9 @@ class PathDriver:
                 self._wake.clear()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout)
-                self.mgr.handle_timer(time.monotonic())
+                now = time.monotonic()
+                self._expire_probes(now)
+                self.mgr.handle_timer(now)
         except asyncio.CancelledError:
             pass
         except Exception:
@@ -166,8 +181,12 @@ class PathDriver:
         if path is None:
             return
         self._probe_ident += 1
-        path.send_unreliable(fr.encode_ping(FrameType.PING, self._probe_ident, int(time.monotonic() * 1e6)))
-        self.mgr.sent(action.path_id, time.monotonic())
+        now = time.monotonic()
+        if path.send_unreliable(fr.encode_ping(FrameType.PING, self._probe_ident, int(now * 1e6))):
+            self._outstanding[self._probe_ident] = (action.path_id, now)
+            if len(self._outstanding) > 256:   # bounded even if a path never answers
+                self._outstanding.pop(next(iter(self._outstanding)))
+        self.mgr.sent(action.path_id, now)
 
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -250,7 +269,16 @@ class PathDriver:
                 await up.close()
         self.upgraders.clear()
 
+    def path_quality(self, path_id: str) -> dict | None:
+        st = self.mgr.paths.get(path_id)
+        if st is None:
+            return None
+        return {"state": st.state, "probes": st.probes_total,
+                "probe_loss": round(st.probes_lost / st.probes_total, 3) if st.probes_total else 0.0,
+                "recent_probe_loss": round(st.quality.loss, 3),
+                "probe_rtt_ms": None if st.quality.rtt is None else round(st.quality.rtt * 1000, 3)}
+
     def stats(self) -> dict:
         return {"active": self.session.active.kind if self.session.active else None,
                 "attempts": self.mgr.attempt, "history": list(self.mgr.history),
-                "paths": {pid: st.state for pid, st in self.mgr.paths.items()}}
+                "paths": {pid: self.path_quality(pid) for pid in self.mgr.paths}}

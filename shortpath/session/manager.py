@@ -76,6 +76,8 @@ class PathState:
     recovered_since: float | None = None
     quality: Quality = field(default_factory=Quality)
     probes: deque = field(default_factory=lambda: deque(maxlen=20))   # True = answered
+    probes_total: int = 0          # lifetime counts, for stats
+    probes_lost: int = 0
 
 
 class PathManager:
@@ -159,6 +161,10 @@ class PathManager:
         st.awaiting_since = None
         if st.state == "standby" and st.recovered_since is None:
             st.recovered_since = now
+            # Judge a recovering path on what it does from now on: the probes lost
+            # while it was dark must not keep it from ever being chosen again.
+            st.probes.clear()
+            st.quality.loss = 0.0
 
     def probe_result(self, path_id: str, rtt: float | None, now: float) -> None:
         """A probe on ``path_id`` was answered (rtt) or given up on (None)."""
@@ -167,6 +173,8 @@ class PathManager:
             return
         st.probes.append(rtt is not None)
         st.quality.loss = 1.0 - sum(st.probes) / len(st.probes)
+        st.probes_total += 1
+        st.probes_lost += rtt is None
         if rtt is not None:
             q = st.quality
             q.rtt = rtt if q.rtt is None else 0.875 * q.rtt + 0.125 * rtt

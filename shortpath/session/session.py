@@ -95,7 +95,7 @@ class Session:
         # hooks for the path driver (each takes the Path)
         self.on_rx: Callable[[Path], None] | None = None
         self.on_tx: Callable[[Path], None] | None = None
-        self.on_pong: Callable[[Path, float], None] | None = None
+        self.on_pong: Callable[[Path, float, int], None] | None = None
         self.on_path_down: Callable[[Path, str], None] | None = None
         self._activity = 0
         self.history: list[dict] = []
@@ -195,7 +195,7 @@ class Session:
                 if path is self.active:
                     self.srtt = path.srtt
                 if self.on_pong is not None:
-                    self.on_pong(path, sample)
+                    self.on_pong(path, sample, ident)
                 fut = self._pings.pop(ident, None)
                 if fut is not None and not fut.done():
                     fut.set_result(sample)
@@ -417,8 +417,13 @@ class Session:
 
     @property
     def info(self) -> SessionInfo:
-        paths = [p.info() for p in {id(p): p for p in (self.relay, self.active, *self.paths.values())
-                                    if p is not None}.values()]
+        paths = []
+        for p in {id(p): p for p in (self.relay, self.active, *self.paths.values()) if p is not None}.values():
+            d = p.info()
+            d["active"] = p is self.active
+            if self.driver is not None and p.path_id:
+                d["quality"] = self.driver.path_quality(p.path_id)
+            paths.append(d)
         return SessionInfo(
             session_id=self.session_id, role=self.role,
             transport=self.active.kind if self.active else "none",

@@ -182,6 +182,9 @@ async def test_udp_blackhole_fails_over_and_returns_without_loss(tmp_path):
         assert received == list(range(sent))          # nothing lost, duplicated or reordered
         assert t_fail - t_dark <= 1.0, f"failover took {t_fail - t_dark:.2f}s"
         assert t_back - t_light <= 5.0, f"return took {t_back - t_light:.2f}s"
+        udp_info = next(p for p in s.info.paths if p["kind"] == "udp-managed")
+        q = udp_info["quality"]
+        assert udp_info["active"] and q["probes"] > 0 and 0 < q["probe_loss"] < 1   # dark probes were lost
         reasons = [h["reason"] for h in s.info.history if h["event"] == "switch"]
         assert reasons[0].startswith("upgrade") and reasons[1].startswith("failover")
         assert reasons[2].startswith("recovered")

@@ -197,3 +197,19 @@ def test_standby_that_never_recovers_is_closed_and_replaced():
 ])
 def test_comparator(kind, q, cur, cq, expect):
     assert better(kind, q, cur, cq) is expect
+
+
+def test_probes_lost_while_dark_do_not_block_the_return():
+    s = Sim(traffic_every=0)
+    s.run(1.0)
+    s.m.sent("udp-1", s.now)
+    s.udp_ok = False
+    s.run(4.0)                                     # dark: standby probes go unanswered
+    for _ in range(12):
+        s.m.probe_result("udp-1", None, s.now)     # as the driver reports lost probes
+    assert s.m.paths["udp-1"].quality.loss == 1.0
+    s.udp_ok = True
+    s.run(7.0)
+    assert s.m.active == "udp-1" and s.switches[-1][1].reason == "recovered"
+    st = s.m.paths["udp-1"]
+    assert st.probes_lost == 12 and st.quality.loss == 0.0   # lifetime kept, window restarted
