@@ -174,11 +174,10 @@ def run(queue: int, imp: Impairment, prio: int = 50, spin_us: float = 0.0,
                 if rel is None:
                     out.append((pid, NF_DROP))
                     dropped += 1
-                elif rel <= now + EARLY_S:
-                    out.append((pid, NF_ACCEPT))
-                    late.add(now - rel)
-                    accepted += 1
                 else:
+                    # Always through the heap, even when already due: accepting it
+                    # here would put it in this batch ahead of older held packets
+                    # that fall due in the same pass (a reordering nobody asked for).
                     heapq.heappush(heap, (rel, seq, pid))
                     seq += 1
         if stdin in ready:
