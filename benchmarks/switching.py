@@ -72,6 +72,7 @@ async def one_run(stack: LocalStack, dark: float) -> dict:
     await tx
     await _until(lambda: len(got) >= sent, 10)
     rx.cancel()
+    info = s.info.to_dict()
     lost = len(set(range(sent)) - set(got))
     dup = len(got) - len(set(got))
     reordered = sum(1 for a, b in zip(got, got[1:]) if b < a)
@@ -79,7 +80,8 @@ async def one_run(stack: LocalStack, dark: float) -> dict:
     return {"relay_up_s": relay_up, "time_to_udp_s": None if t_udp is None else t_udp - t0,
             "failover_s": None if t_fail is None else t_fail - t_dark,
             "return_s": None if t_back is None else t_back - t_light,
-            "messages": sent, "lost": lost, "duplicated": dup, "reordered": reordered}
+            "messages": sent, "lost": lost, "duplicated": dup, "reordered": reordered,
+            "in_order_exactly_once": got == list(range(sent)), "info": info}
 
 
 def _stats(xs: list) -> dict:
@@ -94,6 +96,7 @@ async def _main(runs: int, dark: float, progress: bool) -> list[dict]:
         async with LocalStack(state, hosts=1) as stack:
             for i in range(runs):
                 r = await one_run(stack, dark)
+                r.pop("info")
                 out.append(r)
                 if progress:
                     print(f"  run {i + 1}/{runs}: udp {r['time_to_udp_s']:.3f}s failover "
