@@ -48,7 +48,7 @@ credential_ttl = 600
 
 
 def run_in_lab(lab: Lab, *, client_fw: tuple = (), host_fw: tuple = (), managed: bool = True,
-               wait_udp: float = 6.0) -> dict:
+               wait_udp: float = 10.0) -> dict:
     from shortpath.auth.tokens import TokenSigner
     from shortpath.config import DEFAULT_GATEWAY_ID
 
@@ -68,18 +68,19 @@ def run_in_lab(lab: Lab, *, client_fw: tuple = (), host_fw: tuple = (), managed:
               ready="gateway-ready", ready_timeout=15)
     host_argv = [py, "-m", "shortpath", "host", "--gateway", f"{plan.SERVICES['gateway']}:443",
                  "--host-id", "h1", "--token-file", str(work / "host.tok"), "--ca", str(state / "gateway.crt"),
-                 "--state", str(work / "h1")]
+                 "--state", str(work / "h1"), "--turn-ca", str(turn.cert)]
     if managed:
         host_argv += ["--managed", f"{lab.addr('host')}:{MANAGED_PORT}"]
     lab.spawn("host", host_argv, ready="host-registered", ready_timeout=15)
-    for p in client_fw:
-        lab.firewall("client", p)
-    for p in host_fw:
-        lab.firewall("host", p)
+    if client_fw:
+        lab.firewall("client", *client_fw)     # presets replace the site's set: apply together
+    if host_fw:
+        lab.firewall("host", *host_fw)
     t0 = time.monotonic()
     r = lab.python("client", "-m", "shortpath", "connect", "--gateway", f"{plan.SERVICES['gateway']}:443",
                    "--token-file", str(work / "user.tok"), "--ca", str(state / "gateway.crt"), "--json",
-                   "--wait-udp", str(wait_udp), "--count", "20", check=False, timeout=wait_udp + 40)
+                   "--wait-udp", str(wait_udp), "--count", "20", "--turn-ca", str(turn.cert),
+                   check=False, timeout=wait_udp + 40)
     elapsed = time.monotonic() - t0
     if r.returncode != 0:
         return {"ok": False, "error": (r.stderr or r.stdout)[-1500:], "elapsed_s": elapsed}

@@ -94,6 +94,8 @@ def cmd_host(args) -> int:
         from .netaddr import parse_hostport
         managed = parse_hostport(args.managed, 3390) if args.managed else None
         udp = {"host_addresses": args.udp_address} if args.udp_address else {}
+        if args.turn_ca:
+            udp["turn_cafile"] = args.turn_ca
         agent = HostAgent(args.gateway, token, args.host_id, host_handler, state_dir=args.state, cafile=args.ca,
                           managed=managed, udp=udp)
         agent.start()
@@ -120,6 +122,8 @@ def cmd_connect(args) -> int:
             return 0
         t0 = time.monotonic()
         udp = {"host_addresses": args.udp_address} if args.udp_address else {}
+        if args.turn_ca:
+            udp["turn_cafile"] = args.turn_ca
         session = await connect(args.gateway, token, args.resource, cafile=args.ca, udp=udp,
                                 shortpath=not args.no_shortpath)
         setup = (time.monotonic() - t0) * 1000
@@ -257,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="listen for managed Shortpath on this UDP address (e.g. 10.1.0.2:3390); off by default")
     h.add_argument("--udp-address", action="append", default=None, metavar="IP",
                    help="local IP to gather ICE candidates on (repeatable; default: all interfaces)")
+    h.add_argument("--turn-ca", default=None, help="CA file to verify the TURN server's TLS certificate")
     h.set_defaults(func=cmd_host)
 
     c = sub.add_parser("connect", help="launch a resource and run an echo exchange")
@@ -270,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--udp-address", action="append", default=None, metavar="IP",
                    help="local IP to gather ICE candidates on (repeatable)")
     c.add_argument("--no-shortpath", action="store_true", help="stay on the tcp-relay")
+    c.add_argument("--turn-ca", default=None, help="CA file to verify the TURN server's TLS certificate")
     c.add_argument("--wait-udp", type=float, default=3.0,
                    help="seconds to wait for the UDP upgrade before the echo test (0: do not wait)")
     c.add_argument("--json", action="store_true")

@@ -68,7 +68,10 @@ def udp_config(policy: dict, options: dict):
                      stun_server=stun, turn_servers=tuple(turn),
                      managed_port=int(sp.get("managed_port", 3390)),
                      host_addresses=tuple(options["host_addresses"]) if options.get("host_addresses") else None,
-                     connect_timeout=float(options.get("connect_timeout", 4.0)))
+                     # TURN transports are tried in turn (UDP, TCP, TLS; 1.5 s each at worst),
+                     # so gathering and the whole attempt must leave room for all three.
+                     gather_timeout=float(options.get("gather_timeout", 6.0)),
+                     connect_timeout=float(options.get("connect_timeout", 8.0)))
 
 
 class PathDriver:

@@ -409,7 +409,11 @@ class UdpUpgrader:
         if self._managed is not None:
             waiters[self._managed.nominated] = "managed"
         if self._agent is not None:
-            waiters[asyncio.ensure_future(self._agent.connect())] = "agent"
+            agent_task = asyncio.ensure_future(self._agent.connect())
+            # It may fail after this method has stopped waiting (the managed
+            # responder won, or the attempt timed out): retrieve its exception.
+            agent_task.add_done_callback(lambda f: f.cancelled() or f.exception())
+            waiters[agent_task] = "agent"
         winner = None
         errors = []
         pending = set(waiters)

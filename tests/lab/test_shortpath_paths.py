@@ -43,3 +43,18 @@ def test_udp_blocked_client_reaches_turn_over_tcp():
     assert r["ok"], r.get("error")
     assert r["path"] == "udp-turn"
     assert r["local_candidate"]["type"] == "relay"
+
+
+def test_udp_blocked_and_tcp_443_only_uses_turn_over_tls():
+    r = run_scenario("port-restricted", "port-restricted", client_fw=("udp-blocked", "tcp-443-only"))
+    assert r["ok"], r.get("error")
+    assert r["path"] == "udp-turn" and r["local_candidate"]["type"] == "relay"
+
+
+def test_matrix_expectations_follow_nat_behaviour():
+    from netns_lab.matrix import expected_path
+    assert expected_path("symmetric", "symmetric") == "udp-turn"
+    assert expected_path("symmetric", "restricted") == "udp-direct"     # ADF lets the new port in
+    assert expected_path("port-restricted", "symmetric") == "udp-turn"
+    assert expected_path("double", "symmetric") == "udp-turn"
+    assert expected_path("full-cone", "open") == "udp-managed"
