@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 from .impair import gilbert_elliott
+from .netns import LabError
 from .lab import Lab
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -116,7 +117,16 @@ def run(quick: bool = False) -> dict:
                                   "p99_owd_ms": round(m0["owd_ms"]["p99"], 3),
                                   "send_rate_achieved": round(m0["sender"]["rate_achieved"])}
             lab.impair(LINK, DIR, delay_ms=20)
-            m1 = lab.measure_udp("client", "core", rate=rate, count=cnt, linger=0.5)
+            try:
+                m1 = lab.measure_udp("client", "core", rate=rate, count=cnt, linger=0.5)
+            except LabError as exc:
+                # Past saturation the measuring processes themselves starve; record
+                # that as the result of this rate and stop the sweep here.
+                row["delay_20ms"] = {"error": str(exc)[:200]}
+                row["sustained"] = False
+                sweep.append(row)
+                print(json.dumps(row), file=sys.stderr)
+                break
             row["delay_20ms"] = {"loss": round(m1["loss"], 5),
                                  "receiver_socket_drops": m1["receiver_socket_drops"],
                                  "mean_owd_ms": round(m1["owd_ms"]["mean"], 3),

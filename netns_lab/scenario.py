@@ -47,8 +47,8 @@ credential_ttl = 600
 """)
 
 
-def run_in_lab(lab: Lab, *, client_fw: tuple = (), host_fw: tuple = (), managed: bool = True,
-               wait_udp: float = 10.0) -> dict:
+def start_stack(lab: Lab, *, managed: bool = True) -> dict:
+    """coturn + gateway in the core, host h1 behind the host NAT. Returns the paths a client needs."""
     from shortpath.auth.tokens import TokenSigner
     from shortpath.config import DEFAULT_GATEWAY_ID
 
@@ -72,26 +72,41 @@ def run_in_lab(lab: Lab, *, client_fw: tuple = (), host_fw: tuple = (), managed:
     if managed:
         host_argv += ["--managed", f"{lab.addr('host')}:{MANAGED_PORT}"]
     lab.spawn("host", host_argv, ready="host-registered", ready_timeout=15)
+    return {"work": work, "state": state, "turn_cert": str(turn.cert)}
+
+
+def client_argv(stack: dict, *extra: str) -> list[str]:
+    return ["-m", "shortpath", "connect", "--gateway", f"{plan.SERVICES['gateway']}:443",
+            "--token-file", str(stack["work"] / "user.tok"), "--ca", str(stack["state"] / "gateway.crt"),
+            "--json", "--turn-ca", stack["turn_cert"], *extra]
+
+
+def summarize(info: dict) -> dict:
+    udp = next((p for p in info["paths"] if p["kind"] != "tcp-relay"), None)
+    return {"ok": True, "path": info["transport"], "setup_ms": info["setup_ms"],
+            "time_to_udp_ms": None if info.get("time_to_udp") is None else round(info["time_to_udp"] * 1000, 1),
+            "echo_rtt_p50_ms": info["echo_rtt_p50_ms"],
+            "local_candidate": udp and udp.get("local_candidate"),
+            "remote_candidate": udp and udp.get("remote_candidate"),
+            "history": info["history"], **{k: v for k, v in info.items() if k.startswith("hold_")}}
+
+
+def run_in_lab(lab: Lab, *, client_fw: tuple = (), host_fw: tuple = (), managed: bool = True,
+               wait_udp: float = 10.0) -> dict:
+    stack = start_stack(lab, managed=managed)
     if client_fw:
         lab.firewall("client", *client_fw)     # presets replace the site's set: apply together
     if host_fw:
         lab.firewall("host", *host_fw)
     t0 = time.monotonic()
-    r = lab.python("client", "-m", "shortpath", "connect", "--gateway", f"{plan.SERVICES['gateway']}:443",
-                   "--token-file", str(work / "user.tok"), "--ca", str(state / "gateway.crt"), "--json",
-                   "--wait-udp", str(wait_udp), "--count", "20", "--turn-ca", str(turn.cert),
+    r = lab.python("client", *client_argv(stack, "--wait-udp", str(wait_udp), "--count", "20"),
                    check=False, timeout=wait_udp + 40)
     elapsed = time.monotonic() - t0
     if r.returncode != 0:
         return {"ok": False, "error": (r.stderr or r.stdout)[-1500:], "elapsed_s": elapsed}
-    info = json.loads(r.stdout.strip().splitlines()[-1])
-    udp = next((p for p in info["paths"] if p["kind"] != "tcp-relay"), None)
-    return {"ok": True, "path": info["transport"], "setup_ms": info["setup_ms"], "client_log": r.stderr[-6000:],
-            "time_to_udp_ms": None if info.get("time_to_udp") is None else round(info["time_to_udp"] * 1000, 1),
-            "echo_rtt_p50_ms": info["echo_rtt_p50_ms"],
-            "local_candidate": udp and udp.get("local_candidate"),
-            "remote_candidate": udp and udp.get("remote_candidate"),
-            "history": info["history"], "elapsed_s": round(elapsed, 2)}
+    out = summarize(json.loads(r.stdout.strip().splitlines()[-1]))
+    out.update({"client_log": r.stderr[-6000:], "elapsed_s": round(elapsed, 2)})
+    return out
 
 
 def run_scenario(client_nat: str = "port-restricted", host_nat: str = "port-restricted", *,

@@ -112,6 +112,29 @@ def cmd_host(args) -> int:
     return _run_until_signal(run)
 
 
+async def _hold(session, seconds: float) -> dict:
+    """Keep the session busy: a numbered, checksummed echo every 50 ms for ``seconds``."""
+    from .app.desktop import check_numbered, numbered
+    end = time.monotonic() + seconds
+    sent = ok = 0
+    error = None
+    transports = []
+    try:
+        while time.monotonic() < end:
+            await session.send(numbered(sent))
+            sent += 1
+            got = check_numbered(await asyncio.wait_for(session.recv(), 5.0))
+            if got != ok:
+                raise ShortpathError(f"echo {got} arrived when {ok} was expected")
+            ok += 1
+            if not transports or transports[-1] != session.info.transport:
+                transports.append(session.info.transport)
+            await asyncio.sleep(0.05)
+    except (ShortpathError, asyncio.TimeoutError, ValueError) as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    return {"hold_sent": sent, "hold_echoed_in_order": ok, "hold_error": error, "hold_transports": transports}
+
+
 def cmd_connect(args) -> int:
     from .client import connect, feed
     token = _read_token(args)
@@ -143,7 +166,11 @@ def cmd_connect(args) -> int:
                 if await session.recv() != payload:
                     raise ShortpathError("echo mismatch")
                 rtts.append((time.monotonic() - t) * 1000)
+            hold = {}
+            if args.hold > 0:
+                hold = await _hold(session, args.hold)
             info = session.info.to_dict()
+        info.update(hold)
         info.update({"setup_ms": round(setup, 2), "echo_count": len(rtts),
                      "echo_rtt_p50_ms": round(statistics.median(rtts), 3) if rtts else None})
         if args.json:
@@ -275,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--udp-address", action="append", default=None, metavar="IP",
                    help="local IP to gather ICE candidates on (repeatable)")
     c.add_argument("--no-shortpath", action="store_true", help="stay on the tcp-relay")
+    c.add_argument("--hold", type=float, default=0.0,
+                   help="after the echo test, keep echoing numbered messages for this many seconds")
     c.add_argument("--turn-ca", default=None, help="CA file to verify the TURN server's TLS certificate")
     c.add_argument("--wait-udp", type=float, default=3.0,
                    help="seconds to wait for the UDP upgrade before the echo test (0: do not wait)")

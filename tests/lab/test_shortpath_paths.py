@@ -58,3 +58,62 @@ def test_matrix_expectations_follow_nat_behaviour():
     assert expected_path("port-restricted", "symmetric") == "udp-turn"
     assert expected_path("double", "symmetric") == "udp-turn"
     assert expected_path("full-cone", "open") == "udp-managed"
+
+
+def test_host_dropping_all_inbound_connections_still_gets_sessions():
+    """Reverse connect: the host node drops every new inbound connection (except UDP 3390
+    for managed mode) and sessions still come up, on the managed and the punched path."""
+    r = run_scenario("port-restricted", "port-restricted", private_link=True, host_fw=("host-managed-inbound",))
+    assert r["ok"], r.get("error")
+    assert r["path"] == "udp-managed"
+    r = run_scenario("port-restricted", "port-restricted", host_fw=("host-managed-inbound",))
+    assert r["ok"], r.get("error")
+    assert r["path"] == "udp-direct"
+
+
+def _host_sessions(stack) -> list:
+    import json
+    import socket
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(str(stack["work"] / "h1" / "host-h1.sock"))
+        s.sendall(b"stats\n")
+        return json.loads(s.makefile().readline())["sessions"]
+
+
+def test_host_egress_blocked_live_session_survives_new_launch_fails():
+    """The control plane goes away for the host: a live UDP session keeps running,
+    a new launch fails with a clear no-resources error."""
+    import json
+    import sys
+    import time
+    from netns_lab.lab import Lab
+    from netns_lab.scenario import client_argv, start_stack
+
+    with Lab(client_nat="port-restricted", host_nat="port-restricted") as lab:
+        stack = start_stack(lab)
+        live = lab.spawn("client", [sys.executable, *client_argv(stack, "--wait-udp", "10", "--count", "5",
+                                                                 "--hold", "16")])
+        end = time.monotonic() + 15
+        while time.monotonic() < end:          # the host's stats socket says when the session is on UDP
+            try:
+                sessions = _host_sessions(stack)
+            except OSError:
+                sessions = []
+            if sessions and sessions[0]["transport"].startswith("udp"):
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("live session never reached UDP")
+        lab.firewall("host", "gateway-blocked")
+        t = time.monotonic()
+        new = lab.python("client", *client_argv(stack, "--no-shortpath", "--count", "1", "--wait-udp", "0"),
+                         check=False, timeout=60)
+        assert new.returncode == 2, new.stdout
+        assert "no-resources" in new.stderr, new.stderr
+        assert time.monotonic() - t < 25
+        assert live.popen.wait(40) == 0
+        lines = [l for l in live.log_path.read_text().splitlines() if l.startswith("{")]
+        info = json.loads(lines[-1])
+        assert info["hold_error"] is None
+        assert info["hold_sent"] == info["hold_echoed_in_order"] > 100
+        assert info["transport"].startswith("udp")
