@@ -117,3 +117,65 @@ def test_host_egress_blocked_live_session_survives_new_launch_fails():
         assert info["hold_error"] is None
         assert info["hold_sent"] == info["hold_echoed_in_order"] > 100
         assert info["transport"].startswith("udp")
+
+
+def _capture_session(client_nat, host_nat, *, private_link=False, client_fw=()):
+    """Run a held session while capturing on the client's LAN; phase 2 starts once the host
+    reports the session on UDP. Returns (client info, [phase summaries])."""
+    import json
+    import os
+    import signal
+    import sys
+    import time
+    from netns_lab.lab import Lab
+    from netns_lab.scenario import client_argv, start_stack
+
+    with Lab(client_nat=client_nat, host_nat=host_nat, private_link=private_link) as lab:
+        stack = start_stack(lab)
+        if client_fw:
+            lab.firewall("client", *client_fw)
+        out = stack["work"] / "capture.json"
+        cap = lab.spawn("client", [sys.executable, "-m", "netns_lab.capture", "--iface", "lan",
+                                   "--seconds", "60", "--out", str(out)], ready="capturing", ready_timeout=20)
+        live = lab.spawn("client", [sys.executable, *client_argv(stack, "--wait-udp", "10", "--count", "5",
+                                                                 "--hold", "6")])
+        end = time.monotonic() + 20
+        while time.monotonic() < end:
+            try:
+                sessions = _host_sessions(stack)
+            except OSError:
+                sessions = []
+            if sessions and sessions[0]["transport"].startswith("udp"):
+                break
+            time.sleep(0.1)
+        time.sleep(0.3)                      # let the switch-over replay drain before phase 2
+        os.kill(cap.pid, signal.SIGUSR1)
+        assert live.popen.wait(60) == 0
+        lab.stop(cap)
+        info = json.loads([l for l in live.log_path.read_text().splitlines() if l.startswith("{")][-1])
+        return info, json.loads(out.read_text())["phases"]
+
+
+def _gateway_tcp(phase):
+    return sum(v for k, v in phase["tcp_payload_bytes"].items() if "198.18.0.10" in k)
+
+
+def test_capture_managed_path_is_dtls_to_3390_and_bypasses_the_gateway():
+    info, phases = _capture_session("port-restricted", "port-restricted", private_link=True)
+    assert info["transport"] == "udp-managed" and info["hold_error"] is None
+    after = phases[-1]
+    dtls_to_host = sum(v for k, v in after["dtls_records"].items() if k.endswith(">10.2.0.10:3390"))
+    assert dtls_to_host >= info["hold_sent"] // 2          # the held echoes went as DTLS to 3390
+    assert _gateway_tcp(after) < 300                        # no session payload through the gateway
+    assert _gateway_tcp(phases[0]) > 1000                   # (the relay did carry setup before)
+
+
+def test_capture_turn_path_goes_through_the_relay_address():
+    info, phases = _capture_session("symmetric", "symmetric")
+    assert info["transport"] == "udp-turn" and info["hold_error"] is None
+    after = phases[-1]
+    to_turn = sum(v for k, v in after["udp_bytes"].items() if ">198.18.0.20:" in k)
+    to_host_direct = sum(v for k, v in after["udp_bytes"].items() if "198.18.2." in k.split(">")[1])
+    assert to_turn > 72 * info["hold_sent"] // 2            # session traffic goes to coturn
+    assert to_host_direct == 0
+    assert _gateway_tcp(after) < 300
