@@ -15,7 +15,6 @@ import json
 import os
 import time
 
-from .scenario import run_scenario
 
 NATS = ("open", "full-cone", "restricted", "port-restricted", "symmetric", "double")
 
@@ -64,17 +63,33 @@ def _nat_arg(n: str):
     return "double" if n == "double" else n
 
 
-def run_matrix(quick: bool = False, progress: bool = True) -> list[dict]:
+def cells(quick: bool = False) -> list[tuple]:
+    """(client NAT, host NAT, scenario options, expected path, label) for every cell."""
     nats = ("open", "port-restricted", "symmetric") if quick else NATS
-    cells = [(c, h, {}, expected_path(c, h), f"{c} / {h}") for c in nats for h in nats if h != "double"]
-    cells += [(c, h, kw, exp, label) for label, c, h, kw, exp in SPECIALS]
+    out = [(c, h, {}, expected_path(c, h), f"{c} / {h}") for c in nats for h in nats if h != "double"]
+    return out + [(c, h, kw, exp, label) for label, c, h, kw, exp in SPECIALS]
+
+
+def run_cell(client: str, host: str, options: dict) -> dict:
+    """One cell: a held session with packet capture. The session's own report gives the
+    path; check_capture() says whether the packets agree."""
+    from .scenario import check_capture, run_captured, summarize
+    try:
+        info, phases, addrs = run_captured(_nat_arg(client), _nat_arg(host), **options)
+    except Exception as exc:  # one broken cell must not stop the matrix
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    r = summarize(info)
+    r["capture_problems"] = check_capture(info["transport"], phases, addrs)
+    r["capture_after_upgrade"] = phases[-1]
+    return r
+
+
+def run_matrix(quick: bool = False, progress: bool = True) -> list[dict]:
+    todo = cells(quick)
     out = []
-    for i, (c, h, kw, exp, label) in enumerate(cells, 1):
+    for i, (c, h, kw, exp, label) in enumerate(todo, 1):
         t = time.monotonic()
-        try:
-            r = run_scenario(_nat_arg(c), _nat_arg(h), **kw)
-        except Exception as exc:  # one broken cell must not stop the matrix
-            r = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        r = run_cell(c, h, kw)
         r.pop("client_log", None)
         r.pop("history", None)
         cell = {"label": label, "client_nat": c, "host_nat": h, "options": {k: list(v) if isinstance(v, tuple) else v
@@ -84,12 +99,15 @@ def run_matrix(quick: bool = False, progress: bool = True) -> list[dict]:
                 "echo_rtt_p50_ms": r.get("echo_rtt_p50_ms"),
                 "candidates": [(r.get("local_candidate") or {}).get("type"),
                                (r.get("remote_candidate") or {}).get("type")],
+                "capture_problems": r.get("capture_problems"),
                 "error": r.get("error"), "seconds": round(time.monotonic() - t, 1)}
-        cell["match"] = cell["path"] == exp
+        cell["match"] = cell["path"] == exp and not cell["capture_problems"]
         out.append(cell)
         if progress:
-            print(f"[{i}/{len(cells)}] {label:<40} -> {cell['path']!s:<12} expected {exp:<12}"
-                  f"{'' if cell['match'] else '  MISMATCH'}  ({cell['seconds']}s)", flush=True)
+            print(f"[{i}/{len(todo)}] {label:<40} -> {cell['path']!s:<12} expected {exp:<12}"
+                  f"{'' if cell['match'] else '  MISMATCH'}"
+                  f"{'  capture: ' + '; '.join(cell['capture_problems']) if cell['capture_problems'] else ''}"
+                  f"  ({cell['seconds']}s)", flush=True)
     return out
 
 
@@ -102,7 +120,10 @@ def write_reports(cells: list[dict], out_dir: str) -> None:
     grid = {(c["client_nat"], c["host_nat"]): c for c in cells if not c["options"]}
     lines = ["# Fallback-behaviour matrix", "",
              "Rows: client site NAT; columns: host site NAT. Cell: path taken (time to UDP).",
-             "A cell marked ✗ differs from the path expected from the NAT behaviours.", "",
+             "Each cell is checked two ways: the session's own report, and scapy captures on the",
+             "client's LAN link after the upgrade (DTLS to host:3390 for managed, DTLS to the host",
+             "site for direct, traffic to the TURN address for turn; no session bytes via the gateway).",
+             "A cell marked ✗ differs from the expected path or the packets disagree.", "",
              "| client \\ host | " + " | ".join(hosts) + " |", "|---" * (len(hosts) + 1) + "|"]
     for c in nats:
         row = []

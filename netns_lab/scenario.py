@@ -115,3 +115,101 @@ def run_scenario(client_nat: str = "port-restricted", host_nat: str = "port-rest
         out = run_in_lab(lab, **kw)
     out.update({"client_nat": client_nat, "host_nat": host_nat, "private_link": private_link})
     return out
+
+
+def host_sessions(stack: dict) -> list:
+    """The host's live sessions, from its local stats socket (what ``shortpath stats`` reads)."""
+    import socket
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(2)
+        s.connect(str(stack["work"] / "h1" / "host-h1.sock"))
+        s.sendall(b"stats\n")
+        return json.loads(s.makefile().readline())["sessions"]
+
+
+def run_captured(client_nat: str = "port-restricted", host_nat: str = "port-restricted", *,
+                 private_link: bool = False, client_fw: tuple = (), hold: float = 4.0,
+                 wait_udp: float = 10.0) -> tuple[dict, list[dict], dict]:
+    """A held session while scapy captures on the client's LAN link.
+
+    Capture phase 1 covers set-up on the relay; phase 2 starts once the host reports
+    the session on UDP (or after ``wait_udp``). Returns (client info, phase
+    summaries, lab addresses needed to judge them)."""
+    import os
+    import signal
+
+    with Lab(client_nat=client_nat, host_nat=host_nat, private_link=private_link) as lab:
+        stack = start_stack(lab)
+        if client_fw:
+            lab.firewall("client", *client_fw)
+        out = stack["work"] / "capture.json"
+        cap = lab.spawn("client", [sys.executable, "-m", "netns_lab.capture", "--iface", "lan",
+                                   "--seconds", "120", "--out", str(out)], ready="capturing", ready_timeout=20)
+        live = lab.spawn("client", [sys.executable, *client_argv(stack, "--wait-udp", str(wait_udp),
+                                                                 "--count", "5", "--hold", str(hold))])
+        end = time.monotonic() + wait_udp + 10
+        while time.monotonic() < end and live.alive():
+            try:
+                sessions = host_sessions(stack)
+            except OSError:
+                sessions = []
+            if sessions and sessions[0]["transport"].startswith("udp"):
+                break
+            time.sleep(0.1)
+        time.sleep(0.3)                      # let the switch-over replay drain before phase 2
+        os.kill(cap.pid, signal.SIGUSR1)
+        rc = live.popen.wait(wait_udp + hold + 60)
+        lab.stop(cap)
+        lines = [l for l in live.log_path.read_text().splitlines() if l.startswith("{")]
+        if rc != 0 or not lines:
+            raise RuntimeError(f"client failed (rc={rc}): {live.log_path.read_text()[-1500:]}")
+        addrs = {"host_lan": lab.addr("host"), "host_public": lab.addr("host-public")}
+        return json.loads(lines[-1]), json.loads(out.read_text())["phases"], addrs
+
+
+def check_capture(path: str, phases: list[dict], addrs: dict) -> list[str]:
+    """What the packets say about the path, as a list of problems (empty = consistent).
+
+    After the upgrade (last phase): no session payload through the gateway; and
+    udp-managed = DTLS to the host's LAN address on 3390; udp-direct = DTLS to the
+    host site's public address, nothing via TURN; udp-turn = traffic to the TURN
+    address and none straight to the host; tcp-relay = no DTLS at all."""
+    after = phases[-1]
+    gw = plan.SERVICES["gateway"]
+    turn = plan.SERVICES["turn"]
+    gw_tcp = sum(v for k, v in after["tcp_payload_bytes"].items() if gw in k)
+
+    def dst(flow: str) -> str:
+        return flow.split(">")[1].rsplit(":", 1)[0]
+
+    dtls_to = {dst(k): v for k, v in after["dtls_records"].items() if k.startswith(("10.1.", "198.19.1."))}
+    udp_to = {}
+    for k, v in after["udp_bytes"].items():
+        udp_to[dst(k)] = udp_to.get(dst(k), 0) + v
+    problems = []
+    if path == "tcp-relay":
+        if after["dtls_records"]:
+            problems.append(f"DTLS seen on a tcp-relay session: {after['dtls_records']}")
+        if gw_tcp == 0:
+            problems.append("no bytes through the gateway on a tcp-relay session")
+        return problems
+    if gw_tcp > 300:
+        problems.append(f"{gw_tcp} bytes of TCP through the gateway after the upgrade")
+    if path == "udp-managed":
+        flows = [k for k in after["dtls_records"] if k.endswith(f">{addrs['host_lan']}:{MANAGED_PORT}")]
+        if not flows:
+            problems.append(f"no DTLS to {addrs['host_lan']}:{MANAGED_PORT}")
+    elif path == "udp-direct":
+        if not dtls_to.get(addrs["host_public"]) and not dtls_to.get(addrs["host_lan"]):
+            problems.append(f"no DTLS to the host site ({addrs['host_public']}): {dtls_to}")
+        direct = udp_to.get(addrs["host_public"], 0) + udp_to.get(addrs["host_lan"], 0)
+        # TURN allocation upkeep (refresh, deallocate) is a few small packets; session data is not
+        if udp_to.get(turn, 0) > 0.05 * max(direct, 1):
+            problems.append(f"{udp_to[turn]} UDP bytes to TURN against {direct} direct on a direct path")
+    elif path == "udp-turn":
+        turn_bytes = udp_to.get(turn, 0) + sum(v for k, v in after["tcp_payload_bytes"].items() if turn in k)
+        if not turn_bytes:
+            problems.append("no traffic to the TURN server on a turn path")
+        if udp_to.get(addrs["host_public"]) or udp_to.get(addrs["host_lan"]):
+            problems.append("UDP straight to the host on a turn path")
+    return problems

@@ -1,0 +1,20 @@
+"""The fallback-behaviour matrix as tests: every NAT pair and firewall case, the real
+gateway/host/client processes, checked by the session's own report AND by packets
+captured on the client's LAN link (netns_lab.scenario.check_capture)."""
+
+import pytest
+
+from netns_lab.matrix import cells, run_cell
+
+pytestmark = pytest.mark.lab
+
+CELLS = cells()
+
+
+@pytest.mark.parametrize("client,host,options,expected,label", CELLS, ids=[c[4] for c in CELLS])
+def test_matrix_cell(client, host, options, expected, label):
+    r = run_cell(client, host, options)
+    assert r["ok"], r.get("error")
+    assert r["path"] == expected, f"{label}: took {r['path']}, expected {expected}"
+    assert r["capture_problems"] == [], r["capture_problems"]
+    assert r["hold_error"] is None and r["hold_sent"] == r["hold_echoed_in_order"] > 20
