@@ -127,6 +127,20 @@ def host_sessions(stack: dict) -> list:
         return json.loads(s.makefile().readline())["sessions"]
 
 
+def wait_host_on_udp(stack: dict, timeout: float, client=None) -> bool:
+    """Wait until the host reports its session on a UDP path (or the client process exits)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and (client is None or client.alive()):
+        try:
+            sessions = host_sessions(stack)
+        except OSError:
+            sessions = []
+        if sessions and sessions[0]["transport"].startswith("udp"):
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def run_captured(client_nat: str = "port-restricted", host_nat: str = "port-restricted", *,
                  private_link: bool = False, client_fw: tuple = (), hold: float = 4.0,
                  wait_udp: float = 10.0) -> tuple[dict, list[dict], dict]:
@@ -147,15 +161,7 @@ def run_captured(client_nat: str = "port-restricted", host_nat: str = "port-rest
                                    "--seconds", "120", "--out", str(out)], ready="capturing", ready_timeout=20)
         live = lab.spawn("client", [sys.executable, *client_argv(stack, "--wait-udp", str(wait_udp),
                                                                  "--count", "5", "--hold", str(hold))])
-        end = time.monotonic() + wait_udp + 10
-        while time.monotonic() < end and live.alive():
-            try:
-                sessions = host_sessions(stack)
-            except OSError:
-                sessions = []
-            if sessions and sessions[0]["transport"].startswith("udp"):
-                break
-            time.sleep(0.1)
+        wait_host_on_udp(stack, wait_udp + 10, live)
         time.sleep(0.3)                      # let the switch-over replay drain before phase 2
         os.kill(cap.pid, signal.SIGUSR1)
         rc = live.popen.wait(wait_udp + hold + 60)

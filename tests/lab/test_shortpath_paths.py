@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from netns_lab.scenario import client_argv, host_sessions, run_scenario, start_stack
+from netns_lab.scenario import client_argv, run_scenario, start_stack, wait_host_on_udp
 
 pytestmark = pytest.mark.lab
 
@@ -32,17 +32,8 @@ def test_host_egress_blocked_live_session_survives_new_launch_fails():
         stack = start_stack(lab)
         live = lab.spawn("client", [sys.executable, *client_argv(stack, "--wait-udp", "10", "--count", "5",
                                                                  "--hold", "16")])
-        end = time.monotonic() + 15
-        while time.monotonic() < end:          # the host's stats socket says when the session is on UDP
-            try:
-                sessions = host_sessions(stack)
-            except OSError:
-                sessions = []
-            if sessions and sessions[0]["transport"].startswith("udp"):
-                break
-            time.sleep(0.1)
-        else:
-            raise AssertionError("live session never reached UDP")
+        # the host's stats socket says when the session is on UDP
+        assert wait_host_on_udp(stack, 15, live), "live session never reached UDP"
         lab.firewall("host", "gateway-blocked")
         t = time.monotonic()
         new = lab.python("client", *client_argv(stack, "--no-shortpath", "--count", "1", "--wait-udp", "0"),
