@@ -141,7 +141,7 @@ class TokenVerifier:
             claims = Claims(typ=str(raw.pop("typ")), sub=str(raw.pop("sub")), aud=str(raw.pop("aud")),
                             iat=float(raw.pop("iat")), exp=float(raw.pop("exp")),
                             jti=str(raw.pop("jti")), extra=raw)
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
             raise AuthError("token claims are malformed") from None
         if claims.typ != typ:
             raise AuthError(f"expected a {typ} token, got {claims.typ}")

@@ -191,6 +191,23 @@ def _check(value: Any, annotation: Any) -> bool:
 
 _HINTS: dict[type, dict[str, Any]] = {}
 
+#: Deepest list/dict nesting a control message field may carry. JSON parses far
+#: deeper than anything here needs, and a value nested ~1000 deep parses but then
+#: breaks every recursive consumer (dataclasses.asdict, json.dumps) with an
+#: untyped RecursionError.
+MAX_NESTING = 16
+
+
+def _too_deep(value: Any) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, (list, dict)):
+            if depth > MAX_NESTING:
+                return True
+            stack.extend((x, depth + 1) for x in (v.values() if isinstance(v, dict) else v))
+    return False
+
 
 def from_dict(obj: dict) -> Message:
     """Validate a decoded JSON object and build its message."""
@@ -209,6 +226,8 @@ def from_dict(obj: dict) -> Message:
             value = obj[f.name]
             if not _check(value, hints[f.name]):
                 raise MalformedFrame(f"{mtype}.{f.name} has the wrong type")
+            if isinstance(value, (list, dict)) and _too_deep(value):
+                raise MalformedFrame(f"{mtype}.{f.name} is nested too deeply")
             kwargs[f.name] = value
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise MalformedFrame(f"{mtype} is missing field {f.name!r}")
