@@ -17,22 +17,118 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import ssl
 
 from .. import log
-from ..errors import FingerprintMismatch, PathError, RemoteError, ShortpathError
+from ..errors import FingerprintMismatch, MalformedFrame, PathError, RemoteError, ShortpathError
 from ..framed import FramedConn
 from ..wire.buffer import FrameBuffer
-from ..wire.frames import MAX_RELAY_PAYLOAD, MAX_SESSION_PAYLOAD, FrameType, decode_json, encode
+from ..wire.frames import (HEADER, HEADER_SIZE, MAX_RELAY_PAYLOAD, MAX_SESSION_PAYLOAD, VERSION, FrameType,
+                           decode_json, encode, parse_header)
 from ..auth.certs import check_fingerprint
 from .base import Path
 
 _log = log.get("relay")
-_CHUNK = 16 * 1024
+
+#: Bytes asked of the StreamReader per read on a relay leg in "batch" mode.
+_READ = 256 * 1024
+#: Leg bytes held before reading the leg pauses ("protocol" mode): one RELAY frame
+#: plus one TLS read, so the buffer stays bounded while the session is slow.
+_RX_HIGH = 512 * 1024
+#: How a relay leg is read (kept selectable for side-by-side benchmarks):
+#: "batch" (default) -- read whatever the StreamReader holds, feed all complete frames;
+#: "protocol" -- the leg's TLS transport hands its plaintext straight to a small
+#:     protocol object (no StreamReader buffer in between);
+#: "frames" -- the first version: one await per frame header and payload, and
+#:     one write per RELAY frame.
+_MODE = os.environ.get("SHORTPATH_INNER_TLS", "batch")
+
+
+class _LegReader(asyncio.Protocol):
+    """Takes over reading a relay leg's transport from its StreamReader.
+
+    Plaintext from the leg's TLS is appended to ``rx`` as it arrives; ``wait()``
+    blocks until more arrives or the leg ends. Reading pauses above ``_RX_HIGH``
+    bytes and resumes when the consumer waits again. Write-side flow control and
+    connection loss are passed on to the StreamReader's protocol, so the
+    connection's StreamWriter (drain, close, wait_closed) keeps working.
+    """
+
+    def __init__(self, conn: FramedConn) -> None:
+        self.conn = conn
+        self.transport = conn.writer.transport
+        self.original = self.transport.get_protocol()
+        self.rx = bytearray()
+        self.ended = False
+        self._waiter: asyncio.Future | None = None
+        self._paused = False
+
+    def install(self) -> None:
+        reader = self.conn.reader
+        buf = getattr(reader, "_buffer", None)      # bytes read before the take-over
+        if buf:
+            self.rx += buf
+            buf.clear()
+        if getattr(reader, "_eof", False):
+            self.ended = True
+        self.transport.set_protocol(self)
+        if not self.transport.is_reading():
+            self.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        self.rx += data
+        self.conn.bytes_in += len(data)
+        if len(self.rx) > _RX_HIGH and not self._paused:
+            self._paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def eof_received(self):
+        self.ended = True
+        self._wake()
+        return False
+
+    def connection_lost(self, exc) -> None:
+        self.ended = True
+        self._wake()
+        self.original.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.original.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.original.resume_writing()
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    async def wait(self) -> None:
+        if self._paused:
+            self._paused = False
+            self.transport.resume_reading()
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
 
 
 class InnerTls:
-    """TLS over a FramedConn's RELAY frames, driven by memory BIOs."""
+    """TLS over a FramedConn's RELAY frames, driven by memory BIOs.
+
+    Writing: everything the TLS object produced since the last flush goes out
+    as one write to the leg (split into RELAY frames of at most
+    MAX_RELAY_PAYLOAD), so a 64 KiB message costs one outer TLS write and one
+    send, not one per frame. Reading ("batch", the default): whatever the leg's
+    StreamReader holds (up to 256 KiB) is taken in one call and every complete
+    RELAY frame in it is fed to the TLS object before decrypting, instead of
+    one await per frame header and one per payload. ("protocol" reads the leg
+    without the StreamReader; it saves copies on paper but measured no better
+    than "batch" on the 2-core test machine, see benchmarks/relay_ab.py.)
+    """
 
     def __init__(self, conn: FramedConn, ctx: ssl.SSLContext, server_side: bool) -> None:
         self.conn = conn
@@ -40,14 +136,104 @@ class InnerTls:
         self._out = ssl.MemoryBIO()
         self.ssl = ctx.wrap_bio(self._in, self._out, server_side=server_side)
         self.end_reason: tuple[str, str] | None = None   # from GATEWAY_END
+        self._rx = bytearray()     # leg bytes not yet parsed into frames (batch/protocol)
+        self._ended = False        # GATEWAY_END or end of leg seen (batch/protocol)
+        self._leg: _LegReader | None = None
+        if _MODE == "protocol":
+            self._leg = _LegReader(conn)
+            self._leg.install()
+            self._rx = self._leg.rx
 
     def _flush(self) -> None:
-        while self._out.pending:
-            chunk = self._out.read(MAX_RELAY_PAYLOAD)
-            self.conn.write(encode(FrameType.RELAY, chunk))
+        if _MODE == "frames":
+            while self._out.pending:
+                chunk = self._out.read(MAX_RELAY_PAYLOAD)
+                self.conn.write(encode(FrameType.RELAY, chunk))
+            return
+        if not self._out.pending:
+            return
+        data = self._out.read()
+        n = len(data)
+        if n <= MAX_RELAY_PAYLOAD:
+            self.conn.write(HEADER.pack(VERSION, FrameType.RELAY, n) + data)
+            return
+        view = memoryview(data)
+        parts = []
+        for off in range(0, n, MAX_RELAY_PAYLOAD):
+            piece = view[off:off + MAX_RELAY_PAYLOAD]
+            parts.append(HEADER.pack(VERSION, FrameType.RELAY, len(piece)))
+            parts.append(piece)
+        self.conn.write(b"".join(parts))
+
+    def _end(self, payload: bytes) -> None:
+        try:
+            info = decode_json(payload)
+        except RemoteError:
+            info = {}
+        self.end_reason = (str(info.get("reason", "relay-closed")), str(info.get("detail", "")))
 
     async def _pull(self) -> bool:
-        """Read one RELAY frame into the incoming BIO. False on end of leg."""
+        """Move RELAY payloads from the leg into the incoming BIO. False on end of leg."""
+        if self._leg is not None:
+            while True:
+                if self._take_frames():
+                    return True
+                if self._ended:
+                    return False
+                if self._leg.ended:
+                    self._ended = True
+                    if self._rx:
+                        raise MalformedFrame("relay leg closed inside a frame")
+                    return False
+                await self._leg.wait()
+        if _MODE == "frames":
+            return await self._pull_one()
+        while True:
+            if self._take_frames():
+                return True
+            if self._ended:
+                return False
+            data = await self.conn.reader.read(_READ)
+            if not data:
+                self._ended = True
+                if self._rx:
+                    raise MalformedFrame("relay leg closed inside a frame")
+                return False
+            self.conn.bytes_in += len(data)
+            self._rx += data
+
+    def _take_frames(self) -> bool:
+        """Feed every complete frame in ``_rx`` to the TLS object; True if any RELAY was fed."""
+        rx = self._rx
+        pos, n, fed = 0, len(rx), False
+        if n < HEADER_SIZE:
+            return False
+        view = memoryview(rx)
+        try:
+            while not self._ended and n - pos >= HEADER_SIZE:
+                ftype, length = parse_header(bytes(view[pos:pos + HEADER_SIZE]), self.conn.max_payload)
+                end = pos + HEADER_SIZE + length
+                if end > n:
+                    break
+                body = view[pos + HEADER_SIZE:end]
+                if ftype == FrameType.RELAY:
+                    self._in.write(body)
+                    fed = True
+                elif ftype == FrameType.GATEWAY_END:
+                    self._end(bytes(body))
+                    self._ended = True
+                else:
+                    raise RemoteError(f"unexpected {ftype.name} frame on a relay leg")
+                body.release()
+                pos = end
+        finally:
+            view.release()
+        if pos:
+            del rx[:pos]
+        return fed
+
+    async def _pull_one(self) -> bool:
+        """Read one RELAY frame into the incoming BIO (SHORTPATH_INNER_TLS=frames)."""
         frame = await self.conn.read_frame()
         if frame is None:
             return False
@@ -55,11 +241,7 @@ class InnerTls:
             self._in.write(frame.payload)
             return True
         if frame.type == FrameType.GATEWAY_END:
-            try:
-                info = decode_json(frame.payload)
-            except RemoteError:
-                info = {}
-            self.end_reason = (str(info.get("reason", "relay-closed")), str(info.get("detail", "")))
+            self._end(frame.payload)
             return False
         raise RemoteError(f"unexpected {frame.type.name} frame on a relay leg")
 
@@ -93,7 +275,7 @@ class InnerTls:
                 break
             out += chunk
         self._flush()   # TLS 1.3 may answer key updates
-        return bytes(out)
+        return bytes(out) if _MODE == "frames" else out
 
     async def read_some(self) -> bytes | None:
         """Decrypted bytes, or None at the end of the leg."""
