@@ -23,6 +23,20 @@ ping_interval               1.0 s    session RTT probe on the active path
 relay_high_water            256 KiB  gateway/peer transport write buffer above which writers
                                      pause (relay) or datagrams are dropped (peer)
 ==========================  =======  ==========================================================
+
+Idle keepalive on a UDP path (one knob, both ends)
+--------------------------------------------------
+An idle UDP path gets a keepalive probe (a PING the peer answers) every
+``keepalive_interval`` seconds, default 15 s, so that NAT bindings on both sides
+stay open (RFC 4787 asks NATs for >= 2 min, many home routers use 30 s). Set it
+per pool in the gateway config, ``[pool.shortpath] keepalive_interval = 5``:
+the broker hands the pool policy to the client and the host of every session,
+so both ends use the same value. A process can override it locally with the
+environment variable ``SHORTPATH_KEEPALIVE_INTERVAL`` (seconds; ``0`` turns the
+keepalives off). :func:`keepalive_interval` is the one place that resolves it;
+the path driver feeds the result to ``PathTiming.keepalive_interval``. (aioice's
+ICE consent checks, one STUN request per side every 4-6 s, also cross the NAT;
+the keepalive does not rely on them.)
 """
 
 from __future__ import annotations
@@ -35,6 +49,10 @@ from .errors import ConfigError
 
 DEFAULT_GATEWAY_ID = "shortpath-gateway"
 DEFAULT_MANAGED_PORT = 3390
+#: idle keepalive on a UDP path, seconds (see "Idle keepalive" above)
+DEFAULT_KEEPALIVE_INTERVAL = 15.0
+#: environment variable that overrides the keepalive interval for one process (0 = off)
+KEEPALIVE_ENV = "SHORTPATH_KEEPALIVE_INTERVAL"
 
 
 @dataclass(frozen=True)
@@ -62,10 +80,43 @@ class ShortpathPolicy:
     public_direct: bool = True
     turn: bool = True
     managed_port: int = DEFAULT_MANAGED_PORT
+    #: idle keepalive on the UDP path, seconds; 0 = none (both ends get it with the policy)
+    keepalive_interval: float = DEFAULT_KEEPALIVE_INTERVAL
+
+    def __post_init__(self) -> None:
+        _check_keepalive(self.keepalive_interval, "pool shortpath.keepalive_interval")
 
     def to_dict(self) -> dict:
         return {"enabled": self.enabled, "managed": self.managed, "public_direct": self.public_direct,
-                "turn": self.turn, "managed_port": self.managed_port}
+                "turn": self.turn, "managed_port": self.managed_port,
+                "keepalive_interval": self.keepalive_interval}
+
+
+def _check_keepalive(value, where: str) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where} must be a number of seconds, not {value!r}") from None
+    if not v >= 0 or v == float("inf"):
+        raise ConfigError(f"{where} must be >= 0 seconds (0 = no keepalive), not {value!r}")
+    return v
+
+
+def keepalive_interval(shortpath_policy: dict | None = None, environ=None) -> float:
+    """The idle keepalive interval this process uses on a UDP path (seconds; 0 = off).
+
+    ``SHORTPATH_KEEPALIVE_INTERVAL`` in ``environ`` (default ``os.environ``) wins;
+    else the pool policy's ``keepalive_interval`` as the broker sent it (the
+    ``"shortpath"`` part of a session's policy); else 15 s. A bad value raises
+    ConfigError rather than silently keeping the default."""
+    env = os.environ if environ is None else environ
+    raw = env.get(KEEPALIVE_ENV, "").strip()
+    if raw:
+        return _check_keepalive(raw, KEEPALIVE_ENV)
+    value = (shortpath_policy or {}).get("keepalive_interval")
+    if value is None:
+        return DEFAULT_KEEPALIVE_INTERVAL
+    return _check_keepalive(value, "policy keepalive_interval")
 
 
 LOAD_BALANCERS = ("breadth-first", "depth-first", "personal")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 from .. import __version__, log
 from ..auth import certs
@@ -28,14 +29,19 @@ from ..wire.frames import MAX_CONTROL_PAYLOAD, MAX_RELAY_PAYLOAD
 _log = log.get("client")
 
 
-async def _hello(gateway, token: str, cafile: str | None, timing: Timing) -> FramedConn:
+async def _hello(gateway, token: str, cafile: str | None, timing: Timing,
+                 marks: dict | None = None) -> FramedConn:
     host, port = parse_hostport(gateway)
     reader, writer = await asyncio.wait_for(
         asyncio.open_connection(host, port, ssl=certs.client_context(cafile), limit=MAX_RELAY_PAYLOAD * 2),
         timing.handshake_timeout)
+    if marks is not None:
+        marks["gateway_tls"] = time.monotonic()
     conn = FramedConn(reader, writer, MAX_CONTROL_PAYLOAD, timing.relay_high_water)
     conn.send(control.ClientHello(token=token, version=__version__))
     await _expect(conn, control.Welcome, timing.handshake_timeout)
+    if marks is not None:
+        marks["welcome"] = time.monotonic()
     return conn
 
 
@@ -67,18 +73,28 @@ async def connect(gateway, token: str, resource: str, *, cafile: str | None = No
     ``shortpath`` is true) it then tries to move to UDP in the background.
     ``udp`` holds local options for the UDP layer: ``host_addresses`` (IPs to
     gather candidates on), ``modes`` (subset of managed/direct/turn),
-    ``turn_cafile``, ``connect_timeout``."""
+    ``turn_cafile``, ``connect_timeout``.
+
+    Set-up phases land in ``session.timeline`` (time.monotonic() seconds, see
+    Session.timeline): ``connect`` (this call), ``gateway_tls`` (TCP + TLS to the
+    gateway up), ``welcome`` (gateway accepted the token), ``launched`` (broker chose
+    a host, the host dialled its data leg, the gateway stitched it), ``inner_tls``
+    (end-to-end TLS with the host done), ``session_ok`` (host confirmed the ticket)."""
     timing = timing or Timing()
-    conn = await _hello(gateway, token, cafile, timing)
+    marks = {"connect": time.monotonic()}
+    conn = await _hello(gateway, token, cafile, timing, marks)
     ok = False
     try:
         conn.send(control.Launch(resource=resource))
         launched = await _expect(conn, control.Launched, timing.launch_timeout)
+        marks["launched"] = time.monotonic()
         conn.max_payload = MAX_RELAY_PAYLOAD
         tls = InnerTls(conn, certs.pinned_client_context(), server_side=False)
         await asyncio.wait_for(tls.handshake(expected_fingerprint=launched.host_fingerprint),
                                timing.handshake_timeout)
+        marks["inner_tls"] = time.monotonic()
         session = Session(launched.session_id, "client", timing, peer=launched.host_id)
+        session.timeline.update(marks)
         session.policy = launched.policy
         ready = asyncio.get_running_loop().create_future()
         session.on_signal("hello-ok", lambda m: ready.done() or ready.set_result(m))
@@ -97,6 +113,7 @@ async def connect(gateway, token: str, resource: str, *, cafile: str | None = No
             if session.close_reason not in (None, "setup-failed"):
                 raise SessionClosed(session.close_reason, session.close_detail)
             raise PathError("host did not confirm the session in time")
+        session.timeline["session_ok"] = time.monotonic()
         _log.info(log.kv("session-up", sid=launched.session_id, host=launched.host_id, transport="tcp-relay"))
         if shortpath:
             from ..session.driver import PathDriver

@@ -216,18 +216,23 @@ class HostAgent:
         sid = dial.session_id
         session: Session | None = None
         end_reason = "host-app-done"
+        marks = {"dial": time.monotonic()}     # set-up phases, see Session.timeline
         try:
             leg = await self._open()
+            marks["leg_tls"] = time.monotonic()
             leg.send(control.LegHello(conn_id=dial.conn_id))
             reply = await asyncio.wait_for(leg.read_control(), self.timing.leg_timeout)
             if isinstance(reply, control.Error):
                 raise from_wire(reply.code, reply.message, reply.reason)
             if not isinstance(reply, control.LegAccepted) or reply.session_id != sid:
                 raise RemoteError("gateway did not accept the data leg")
+            marks["leg_accepted"] = time.monotonic()
             leg.max_payload = MAX_RELAY_PAYLOAD
             tls = InnerTls(leg, self._e2e_ctx, server_side=True)
             await asyncio.wait_for(tls.handshake(), self.timing.handshake_timeout)
+            marks["inner_tls"] = time.monotonic()
             session = Session(sid, "host", self.timing, peer=dial.user)
+            session.timeline.update(marks)
             session.policy = dial.policy
             hello = asyncio.get_running_loop().create_future()
             session.on_signal("hello", lambda m: hello.done() or hello.set_result(m))
@@ -235,6 +240,7 @@ class HostAgent:
             session.attach_relay(path)
             path.start()
             msg = await asyncio.wait_for(hello, self.timing.handshake_timeout)
+            session.timeline["hello"] = time.monotonic()
             claims = self._verifier.verify(str(msg.get("ticket", "")), typ="session",
                                            audience=self._gateway_id, now=time.time())
             if claims.extra.get("sid") != sid or claims.extra.get("host") != self.host_id:
@@ -242,6 +248,7 @@ class HostAgent:
             from ..session.driver import PathDriver
             PathDriver(session, options=self.udp_options, listener=self.listener)
             session.send_signal({"type": "hello-ok", "host_id": self.host_id})
+            session.timeline["hello_ok"] = time.monotonic()
             self.sessions[sid] = session
             _log.info(log.kv("session-start", sid=sid, user=dial.user))
             await self.handler(session)

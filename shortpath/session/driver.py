@@ -74,6 +74,18 @@ def udp_config(policy: dict, options: dict):
                      connect_timeout=float(options.get("connect_timeout", 8.0)))
 
 
+def _keepalive(session) -> float:
+    """Idle keepalive interval for this session (pool policy, env override; see config.py)."""
+    from ..config import DEFAULT_KEEPALIVE_INTERVAL, keepalive_interval
+    from ..errors import ConfigError
+    try:
+        return keepalive_interval((session.policy or {}).get("shortpath"))
+    except ConfigError as exc:
+        _log.warning(log.kv("keepalive-setting-ignored", sid=session.session_id, why=exc.message,
+                            using=DEFAULT_KEEPALIVE_INTERVAL))
+        return DEFAULT_KEEPALIVE_INTERVAL
+
+
 class PathDriver:
     def __init__(self, session, *, options: dict | None = None, listener=None,
                  timing: PathTiming | None = None) -> None:
@@ -82,6 +94,8 @@ class PathDriver:
         self.listener = listener
         self.role = session.role
         self.config = udp_config(session.policy or {}, self.options)
+        if timing is None:
+            timing = PathTiming(keepalive_interval=_keepalive(session))
         now = time.monotonic()
         self.mgr = PathManager(now, initiator=self.role == "client", upgrade=self.config is not None,
                                timing=timing)
@@ -97,6 +111,9 @@ class PathDriver:
         session.on_tx = self._on_tx
         session.on_pong = self._on_pong
         session.on_path_down = self._on_path_down
+        session.on_relay_lost = self._on_relay_lost
+        session.on_answered = self._on_answered
+        session.on_peer_switch = self._on_peer_switch
         session.on_signal("upgrade", self._on_upgrade_signal)
         session.on_signal("udp", self._on_udp_signal)
         self._loop_task = asyncio.get_running_loop().create_task(self._run(), name=f"paths-{session.session_id}")
@@ -111,6 +128,11 @@ class PathDriver:
         self.mgr.sent(path.path_id, time.monotonic())
         if waiting:
             self._wake.set()
+
+    def _on_answered(self, path: Path) -> None:
+        # Our PONG went out on the path: as good as a keepalive of our own for the NAT
+        # bindings, so an idle session is kept alive by one side's probes, not both.
+        self.mgr.sent(path.path_id, time.monotonic(), answer_expected=False)
 
     def _on_pong(self, path: Path, rtt: float, ident: int | None = None) -> None:
         if ident is not None:
@@ -128,6 +150,17 @@ class PathDriver:
         self.paths.pop(path.path_id, None)
         self.mgr.path_down(path.path_id, reason, time.monotonic())
         self._wake.set()
+
+    def _on_relay_lost(self, reason: str) -> None:
+        # The active UDP path is all that is left: make sure the peer is still there.
+        from .session import PEER_GONE
+        self.mgr.relay_lost(time.monotonic(), peer_gone=reason in PEER_GONE)
+        self._wake.set()
+
+    def _on_peer_switch(self, to: str, reason: str) -> None:
+        if to == "tcp-relay" and reason.startswith("failover"):
+            self.mgr.peer_failover(reason, time.monotonic())
+            self._wake.set()
 
     # --- the pump -----------------------------------------------------------------
     async def _run(self) -> None:

@@ -13,7 +13,11 @@ state                   event                       -> state, actions
 (none)                  path_up                     up; SwitchPath if better than active
 up (active)             silent for dead_after       standby; SwitchPath(relay, failover)
 up (active)             silent for probe_after      up; SendProbe
-up                      idle for keepalive_interval up; SendProbe(keepalive)
+up                      idle for keepalive_interval up; SendProbe(keepalive) (0 = never)
+up (active)             relay_lost                  up; SendProbe, answer due within dead_after
+                                                    (peer said gone) or alone_dead_after
+up (active), no relay   silent for alone_dead_after SwitchPath(relay) = the session ends
+up (active)             peer failed over to relay   standby; SwitchPath(relay, failover: peer)
 up / standby            path_down                   (none); SwitchPath(relay) if active;
                                                     upgrade retry scheduled (initiator)
 standby                 every standby_probe_interval standby; SendProbe
@@ -28,9 +32,31 @@ Rules:
   frame -- data, ack, pong -- proves the path alive. Probes go out only while
   an answer is overdue, so a busy path costs no extra packets and an idle one
   costs a keepalive every ``keepalive_interval`` (spaced to the NAT binding
-  lifetime, not chattier).
+  lifetime, not chattier; 0 turns keepalives off). The interval is a pool
+  policy knob with a per-process override, resolved in
+  ``shortpath.config.keepalive_interval``. Answering the peer's probe counts
+  as sending (``sent(..., answer_expected=False)``): the PONG crosses both
+  NATs outbound just as a probe would, so on an idle session only one side
+  sends keepalives. The host (responder) waits ``RESPONDER_KEEPALIVE_SLACK``
+  times longer than the client, so it is the client's timer that runs out
+  first and the host's probes only fill in when the client's stop.
+* When the relay goes away while a UDP path is active, that path is all the
+  session has left (``relay_lost``). It is probed at once. If the gateway said
+  the *peer* is gone (a crashed host takes its relay leg and its UDP socket
+  with it) the path gets ``dead_after`` to answer, so the session learns it
+  then instead of at the next keepalive. Otherwise (gateway restart) and once
+  the peer has answered, a silence is a hiccup to ride out, not a reason to
+  end the session: there is nowhere to fail over to, so the path is probed
+  every ``standby_probe_interval`` and only declared dead after
+  ``alone_dead_after``.
 * Failover happens ``dead_after`` after the first unanswered send: with the
   defaults, within 0.6 s of a path going dark while traffic flows.
+* When the peer fails over to the relay (its ``switch`` signal says so), this
+  side follows at once: the peer has just seen the path silent for
+  ``dead_after``, and its acks and answers now come by the relay. Waiting for
+  our own evidence would cost another ``dead_after`` whenever we had nothing
+  in flight when the path died (e.g. a host that only answers). Switches the
+  peer makes for other reasons (upgrade, recovered) are its own business.
 * Return after a failover needs the old path to answer probes continuously for
   ``return_hold``, doubled for each further failover within ``flap_window``
   (capped at ``return_hold_max``): a path that keeps dying is trusted less.
@@ -47,13 +73,16 @@ from .events import Action, ClosePath, SendProbe, StartUpgrade, SwitchPath
 from .path import RELAY, Quality, better
 
 RELAY_ID = "relay"
+#: the responder's keepalive timer runs this much longer than the initiator's (see Rules)
+RESPONDER_KEEPALIVE_SLACK = 1.25
 
 
 @dataclass(frozen=True)
 class PathTiming:
     probe_after: float = 0.15           # send a probe when an answer is this late
     dead_after: float = 0.6             # fail over when an answer is this late
-    keepalive_interval: float = 15.0    # idle keepalive (NAT UDP bindings last >= 30 s)
+    alone_dead_after: float = 5.0       # ... when there is no relay left to fail over to
+    keepalive_interval: float = 15.0    # idle keepalive (NAT UDP bindings last >= 30 s); 0 = off
     standby_probe_interval: float = 0.25
     return_hold: float = 1.0            # a failed path must answer this long before we return
     return_hold_max: float = 16.0
@@ -85,6 +114,7 @@ class PathManager:
                  timing: PathTiming | None = None) -> None:
         self.t = timing or PathTiming()
         self.initiator = initiator
+        self.keepalive_every = self.t.keepalive_interval * (1.0 if initiator else RESPONDER_KEEPALIVE_SLACK)
         self.upgrade_enabled = upgrade
         self.paths: dict[str, PathState] = {RELAY_ID: PathState(RELAY_ID, RELAY, "up", now, now, now)}
         self.active = RELAY_ID
@@ -93,6 +123,8 @@ class PathManager:
         self.upgrade_failures = 0
         self.next_upgrade_at: float | None = now if (initiator and upgrade) else None
         self.failovers: deque[float] = deque()
+        self.relay_up = True             # False once the relay path is lost (no failover target)
+        self.peer_gone_hint = False      # the relay ended saying the peer is gone; unproven yet
         self.history: list[dict] = []
         self._out: list[Action] = []
 
@@ -159,12 +191,45 @@ class PathManager:
             return
         st.last_rx = now
         st.awaiting_since = None
+        if path_id == self.active:
+            self.peer_gone_hint = False      # the peer answered: it is not gone
         if st.state == "standby" and st.recovered_since is None:
             st.recovered_since = now
             # Judge a recovering path on what it does from now on: the probes lost
             # while it was dark must not keep it from ever being chosen again.
             st.probes.clear()
             st.quality.loss = 0.0
+
+    def peer_failover(self, reason: str, now: float) -> None:
+        """The peer moved to the relay because the active UDP path failed: follow it."""
+        st = self.paths.get(self.active)
+        if st is None or self.active == RELAY_ID or st.state != "up":
+            return
+        st.state, st.since, st.recovered_since, st.awaiting_since = "standby", now, None, None
+        st.last_probe = None
+        self.failovers.append(now)
+        self._switch(RELAY_ID, f"failover: peer ({reason})", now)
+
+    def relay_lost(self, now: float, peer_gone: bool = False) -> None:
+        """The relay path ended while a UDP path carries the session. Probe the active
+        path now and count it silent from now on: with ``peer_gone`` (the gateway said
+        the peer's leg ended) it must answer within ``dead_after``, otherwise within
+        ``alone_dead_after``; if it does not, SwitchPath(relay) follows, which the
+        session turns into its end."""
+        self.relay_up = False
+        self.peer_gone_hint = peer_gone
+        st = self.paths.get(self.active)
+        if st is None or self.active == RELAY_ID or st.state != "up":
+            return
+        if st.awaiting_since is None:
+            st.awaiting_since = now
+        st.last_probe = now
+        self._out.append(SendProbe(self.active))
+
+    def _dead_after(self) -> float:
+        if self.relay_up or self.peer_gone_hint:
+            return self.t.dead_after
+        return max(self.t.dead_after, self.t.alone_dead_after)
 
     def probe_result(self, path_id: str, rtt: float | None, now: float) -> None:
         """A probe on ``path_id`` was answered (rtt) or given up on (None)."""
@@ -209,16 +274,17 @@ class PathManager:
                 # timer firing at its deadline always acts (no float drift).
                 aw = st.awaiting_since
                 late = None if aw is None else now - aw
-                if st.path_id == self.active and aw is not None and now >= aw + t.dead_after:
+                dead = self._dead_after()
+                if st.path_id == self.active and aw is not None and now >= aw + dead:
                     st.state, st.since, st.recovered_since, st.awaiting_since = "standby", now, None, None
                     st.last_probe = None
                     self.failovers.append(now)
                     self._switch(RELAY_ID, f"failover: silent {late:.2f}s", now)
                 elif aw is not None and now >= aw + t.probe_after and (
-                        st.last_probe is None or st.last_probe < aw):
+                        st.last_probe is None or st.last_probe < aw or self._reprobe_at(st) <= now):
                     st.last_probe = now
                     self._out.append(SendProbe(st.path_id))
-                elif now >= st.last_tx + t.keepalive_interval:
+                elif self.keepalive_every > 0 and now >= st.last_tx + self.keepalive_every:
                     st.last_probe = now
                     self._out.append(SendProbe(st.path_id, keepalive=True))
             else:  # standby
@@ -237,6 +303,13 @@ class PathManager:
                     st.last_probe = now
                     self._out.append(SendProbe(st.path_id))
 
+    def _reprobe_at(self, st: PathState) -> float:
+        """Alone on a silent path (no relay): probe again every standby_probe_interval,
+        so one lost probe does not leave a hiccup unnoticed once it is over."""
+        if self.relay_up or st.path_id != self.active or st.last_probe is None:
+            return float("inf")
+        return st.last_probe + self.t.standby_probe_interval
+
     def get_timer(self) -> float | None:
         t = self.t
         deadlines = []
@@ -249,9 +322,12 @@ class PathManager:
                 if st.awaiting_since is not None:
                     if st.last_probe is None or st.last_probe < st.awaiting_since:
                         deadlines.append(st.awaiting_since + t.probe_after)
+                    elif self._reprobe_at(st) != float("inf"):
+                        deadlines.append(max(st.awaiting_since + t.probe_after, self._reprobe_at(st)))
                     if st.path_id == self.active:
-                        deadlines.append(st.awaiting_since + t.dead_after)
-                deadlines.append(st.last_tx + t.keepalive_interval)
+                        deadlines.append(st.awaiting_since + self._dead_after())
+                if self.keepalive_every > 0:
+                    deadlines.append(st.last_tx + self.keepalive_every)
             else:
                 deadlines.append((st.last_probe or st.since) + t.standby_probe_interval)
                 if st.recovered_since is not None:

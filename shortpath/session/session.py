@@ -14,6 +14,12 @@ A switch replays every unacknowledged message on the new path; the receiver
 drops duplicates by sequence number, so nothing is lost, duplicated or
 reordered. Losing the relay does not end a session that is live on UDP
 (a gateway restart must not cut running sessions); losing the last path does.
+When the relay goes while UDP carries the session, the driver probes the UDP
+path at once (``on_relay_lost``): if the gateway said the peer is gone
+(``host-gone`` / ``client-gone``) and the UDP path is silent too, the session
+ends with that reason within the path manager's ``dead_after``; otherwise
+(gateway restart) a silence on the last path is ridden out for up to
+``alone_dead_after`` (manager.py) before the session ends ``all-paths-lost``.
 ``info`` reports what is in use.
 """
 
@@ -42,6 +48,8 @@ MAX_MESSAGE = 256 * 1024
 MAX_DATAGRAM = 1200
 #: Datagrams kept for an application that is not reading; older ones are dropped.
 DATAGRAM_QUEUE = 1024
+#: Relay end reasons (the gateway's GATEWAY_END) that say the peer's leg is gone.
+PEER_GONE = ("host-gone", "client-gone")
 
 
 @dataclass
@@ -63,6 +71,8 @@ class SessionInfo:
     history: list = field(default_factory=list)
     #: seconds from session start to the first switch onto UDP (None if never)
     time_to_udp: float | None = None
+    #: set-up phase timestamps (time.monotonic() seconds); see Session.timeline
+    timeline: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -97,6 +107,11 @@ class Session:
         self.on_tx: Callable[[Path], None] | None = None
         self.on_pong: Callable[[Path, float, int], None] | None = None
         self.on_path_down: Callable[[Path, str], None] | None = None
+        self.on_relay_lost: Callable[[str], None] | None = None
+        self.on_answered: Callable[[Path], None] | None = None   # we answered a PING on a path
+        self.on_peer_switch: Callable[[str, str], None] | None = None   # (to kind, reason)
+        #: why the relay ended while the session went on over UDP (None while it is up)
+        self.relay_lost_reason: str | None = None
         self._activity = 0
         self.history: list[dict] = []
         self._signal_handlers: dict[str, Callable[[dict], None]] = {}
@@ -109,6 +124,14 @@ class Session:
         self._ack_handle: asyncio.TimerHandle | None = None
         self._tasks: list[asyncio.Task] = []
         self.on_close: list[Callable[[str], None]] = []
+        #: Set-up phase timestamps, time.monotonic() seconds, keyed by phase end.
+        #: Written once each by whoever reaches the point, read by benchmarks
+        #: (benchmarks/setup.py); no I/O. Client (client/connect.py): connect,
+        #: gateway_tls, welcome, launched, inner_tls, session_ok. Host
+        #: (host/agent.py): dial, leg_tls, leg_accepted, inner_tls, hello, hello_ok.
+        #: Both: udp_switch (first switch onto a UDP path, below). The UDP attempt's
+        #: own phases are in that path's info()["timeline"] (transport/udp.py).
+        self.timeline: dict[str, float] = {}
 
     # --- wiring paths ---------------------------------------------------------
     def attach_relay(self, path: Path) -> None:
@@ -140,6 +163,8 @@ class Session:
         for seq, msg in pending:
             path.send_reliable(fr.encode_data(seq, msg))
         self._record("switch", path.kind, f"{reason} (from {old.kind if old else '-'}, replayed {len(pending)})")
+        if path.kind.startswith("udp"):
+            self.timeline.setdefault("udp_switch", time.monotonic())
 
     def _record(self, event: str, transport: str, reason: str) -> None:
         entry = {"t": time.time(), "event": event, "transport": transport, "reason": reason}
@@ -186,6 +211,8 @@ class Session:
         elif t == FrameType.PING:
             ident, sent = fr.decode_ping(frame.payload)
             path.send_unreliable(fr.encode_ping(FrameType.PONG, ident, sent))
+            if self.on_answered is not None:
+                self.on_answered(path)          # an outbound packet: refreshes NAT bindings too
         elif t == FrameType.PONG:
             ident, sent = fr.decode_ping(frame.payload)
             sample = time.monotonic() - sent / 1e6
@@ -203,6 +230,8 @@ class Session:
             msg = fr.decode_json(frame.payload)
             if msg.get("type") == "switch":
                 self._record("peer-switch", str(msg.get("to")), str(msg.get("reason")))
+                if self.on_peer_switch is not None:
+                    self.on_peer_switch(str(msg.get("to")), str(msg.get("reason")))
                 return
             handler = self._signal_handlers.get(str(msg.get("type")))
             if handler is None:
@@ -224,7 +253,10 @@ class Session:
             if self.active is path or self.active is None:
                 self._finish(reason, "relay path closed")
                 return
+            self.relay_lost_reason = reason
             self._record("relay-lost", self.active.kind, f"{reason}; session continues on {self.active.kind}")
+            if self.on_relay_lost is not None:
+                self.on_relay_lost(reason)      # the driver checks the UDP path is still alive
         elif self.on_path_down is not None:
             self.on_path_down(path, reason)     # the driver fails over (SwitchPath) if needed
         elif path is self.active:
@@ -235,7 +267,13 @@ class Session:
         if self.relay is not None and self.relay.closed_reason is None:
             self.switch_to(self.relay, reason)
             return True
-        self._finish("all-paths-lost", reason)
+        if self.relay_lost_reason in PEER_GONE:
+            # The gateway told us the peer's leg ended, and now the UDP path is silent
+            # too: the peer is gone, say so rather than a generic "all paths lost".
+            self._finish(self.relay_lost_reason, f"relay ended ({self.relay_lost_reason}), then the "
+                                                 f"{self.active.kind if self.active else 'UDP'} path failed: {reason}")
+        else:
+            self._finish("all-paths-lost", reason)
         return False
 
     # --- reliable channel -----------------------------------------------------
@@ -436,6 +474,6 @@ class Session:
             datagrams_sent=self.counters["datagrams_sent"], datagrams_received=self.counters["datagrams_received"],
             datagrams_dropped=self.counters["datagrams_dropped"],
             duplicates_dropped=self._receiver.stats.duplicates,
-            paths=paths, history=list(self.history),
+            paths=paths, history=list(self.history), timeline=dict(self.timeline),
             time_to_udp=next((round(h["t"] - self.started_at, 3) for h in self.history
                               if h["event"] == "switch" and h["transport"].startswith("udp")), None))

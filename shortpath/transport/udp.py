@@ -213,6 +213,19 @@ class UdpUpgrader:
         self.local_candidates: list[dict] = []
         self.remote_candidates: list[dict] = []
         self.turn_errors: list[str] = []  # one line per failed TURN server/transport
+        #: Phase timestamps of this attempt (time.monotonic() seconds), each set once
+        #: when reached; also in UdpPath.info()["timeline"]. Read by benchmarks/setup.py.
+        #: created, start (connect() called), hello_sent, cand_host / cand_srflx /
+        #: cand_relay (first local candidate of that type trickled), cand_managed (host:
+        #: listener candidate signalled), gathered (our end-of-candidates sent),
+        #: remote_hello, remote_eoc (peer's hello / end-of-candidates applied),
+        #: checks (connectivity checks begin: gathered and peer's hello in), nominated
+        #: (ICE pair selected; host: first responder to win), dtls (handshake done),
+        #: sctp (association up, reliable channel open), up (path returned).
+        self.timeline: dict[str, float] = {"created": time.monotonic()}
+
+    def _mark(self, phase: str) -> None:
+        self.timeline.setdefault(phase, time.monotonic())
 
     # -- signalling in -------------------------------------------------------------
     def on_signal(self, msg: dict) -> None:
@@ -230,6 +243,7 @@ class UdpUpgrader:
         if self._connect_task is not None:
             raise LocalError("connect() already called")
         timeout = self.config.connect_timeout if timeout is None else timeout
+        self._mark("start")
         self._connect_task = asyncio.ensure_future(self._connect())
         try:
             return await asyncio.wait_for(asyncio.shield(self._connect_task), timeout)
@@ -283,6 +297,7 @@ class UdpUpgrader:
             "dtls": {"role": self._dtls_role, "fingerprint": {"algorithm": "sha-256", "value": fingerprint}},
             "sctp": {"port": cfg.sctp_port, "max_message_size": cfg.max_message_size},
         })
+        self._mark("hello_sent")
 
         # Local resources -----------------------------------------------------
         if not is_client and cfg.allow_managed and self._listener is not None:
@@ -321,10 +336,12 @@ class UdpUpgrader:
                     "foundation": "managed", "component": 1, "protocol": "udp",
                     "priority": managed_priority(1), "ip": ip, "port": port, "type": "host",
                     "managed": True}})
+                self._mark("cand_managed")
         if self._agent is not None:
             await self._until(self._agent.gather_candidates())
             self.turn_errors = list(self._agent._sp_turn_errors)
         self._signal({"type": "udp.end-of-candidates"})
+        self._mark("gathered")
         if self._managed is None and not self.local_candidates:
             raise PathError("no local UDP candidate could be gathered"
                             + (f" (TURN: {'; '.join(self.turn_errors)})" if self.turn_errors else ""),
@@ -332,6 +349,7 @@ class UdpUpgrader:
 
         # Connectivity checks --------------------------------------------------
         hello = await self._until(self._remote_hello)
+        self._mark("checks")
         if self._managed is not None:
             self._managed.remote_ufrag = hello["ufrag"]
         if self._agent is not None:
@@ -343,6 +361,7 @@ class UdpUpgrader:
             pipe = await self._client_ice()
         else:
             pipe = await self._host_ice()
+        self._mark("nominated")
 
         # DTLS ---------------------------------------------------------------------
         from aiortc import RTCDtlsFingerprint, RTCDtlsParameters, RTCDtlsTransport
@@ -362,6 +381,7 @@ class UdpUpgrader:
                 raise FingerprintMismatch(
                     "peer DTLS certificate does not match the signalled sha-256 fingerprint")
             raise PathError("DTLS handshake failed", code="dtls-failed")
+        self._mark("dtls")
 
         # SCTP + channels -------------------------------------------------------
         from aiortc import RTCDataChannel, RTCDataChannelParameters, RTCSctpCapabilities
@@ -389,10 +409,12 @@ class UdpUpgrader:
         self._path = path
         await self._until(sctp.start(RTCSctpCapabilities(maxMessageSize=hello["max_message_size"]), hello["sctp_port"]))
         await self._until(opened)
+        self._mark("sctp")
         if is_client:
             self._signal({"type": "udp.selected", "kind": path.kind,
                           "local": path.info()["local_candidate"], "remote": path.info()["remote_candidate"]})
         path._start()
+        self._mark("up")
         logger.info("udp[%s]: path up, kind=%s pair=%s", self.role, path.kind, path.info()["selected_pair"])
         return path
 
@@ -476,6 +498,7 @@ class UdpUpgrader:
 
     def _trickle(self, candidate: Any) -> None:
         d = candidate_to_dict(candidate)
+        self._mark(f"cand_{d.get('type')}")
         self.local_candidates.append(d)
         self._signal({"type": "udp.candidate", "candidate": d})
 
@@ -515,6 +538,7 @@ class UdpUpgrader:
                 elif kind == "udp.end-of-candidates":
                     if not eoc:
                         eoc = True
+                        self._mark("remote_eoc")
                         if self._agent is not None:
                             await self._agent.add_remote_candidate(None)
                 elif kind == "udp.selected":
@@ -567,6 +591,7 @@ class UdpUpgrader:
             raise RemoteError("peer claims our role")
         if not 0 < port < 65536 or max_size < 0:
             raise RemoteError("bad SCTP parameters")
+        self._mark("remote_hello")
         self._remote_hello.set_result({
             "ufrag": ufrag, "pwd": pwd, "fingerprint": value.upper(), "sctp_port": port,
             "max_message_size": max_size,
@@ -583,6 +608,8 @@ class UdpUpgrader:
             if self.role != "client" or not cfg.allow_managed:
                 return
             self._remote_managed.add((candidate.host, candidate.port))
+            if self._agent is not None:
+                self._agent._sp_managed_remote.add((candidate.host, candidate.port))
         elif candidate.type == "relay":
             if not cfg.allow_turn:
                 return
@@ -890,6 +917,7 @@ class UdpPath:
                            "dropped_out": up._impairment.dropped_out},
             "closed": self._closed,
             "close_reason": self._close_reason,
+            "timeline": dict(up.timeline),
         }
         if agent is not None:
             out["ice_drops"] = dict(agent._sp_stats)

@@ -213,3 +213,119 @@ def test_probes_lost_while_dark_do_not_block_the_return():
     assert s.m.active == "udp-1" and s.switches[-1][1].reason == "recovered"
     st = s.m.paths["udp-1"]
     assert st.probes_lost == 12 and st.quality.loss == 0.0   # lifetime kept, window restarted
+
+
+# --- keepalive knob and relay-loss check (issue #6 item 4, faults) -------------------------
+
+def test_keepalive_interval_follows_the_timing_knob_and_zero_turns_it_off():
+    s = Sim(traffic_every=0, timing=PathTiming(keepalive_interval=0.5))
+    s.run(3.3)
+    keepalives = [t for t, p in s.probes if p.keepalive]
+    assert len(keepalives) == 6                    # t = 0.8, 1.3, ... 3.3 (path up at 0.3)
+    assert all(b - a == pytest.approx(0.5) for a, b in zip(keepalives, keepalives[1:]))
+    off = Sim(traffic_every=0, timing=PathTiming(keepalive_interval=0))
+    off.run(120.0)
+    assert off.m.active == "udp-1" and off.probes == []
+    assert off.m.get_timer() is None               # nothing left to wake up for
+
+
+def test_keepalive_interval_resolution_env_over_policy_over_default():
+    from shortpath.config import (DEFAULT_KEEPALIVE_INTERVAL, KEEPALIVE_ENV, ShortpathPolicy,
+                                  keepalive_interval)
+    from shortpath.errors import ConfigError
+    assert keepalive_interval(None, environ={}) == DEFAULT_KEEPALIVE_INTERVAL == 15.0
+    assert ShortpathPolicy().to_dict()["keepalive_interval"] == 15.0
+    pol = ShortpathPolicy(keepalive_interval=4).to_dict()
+    assert keepalive_interval(pol, environ={}) == 4.0
+    assert keepalive_interval(pol, environ={KEEPALIVE_ENV: "0.5"}) == 0.5
+    assert keepalive_interval(pol, environ={KEEPALIVE_ENV: "0"}) == 0.0
+    assert keepalive_interval(pol, environ={KEEPALIVE_ENV: " "}) == 4.0
+    for bad in ("-1", "soon", "inf", "nan"):
+        with pytest.raises(ConfigError):
+            keepalive_interval(pol, environ={KEEPALIVE_ENV: bad})
+    with pytest.raises(ConfigError):
+        ShortpathPolicy(keepalive_interval=-2)
+
+
+def test_keepalive_interval_from_the_gateway_config_file(tmp_path):
+    from shortpath.config import load_gateway_config
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text('[[pool]]\nname = "desktop"\n[pool.shortpath]\nkeepalive_interval = 2.5\n')
+    pool = load_gateway_config(str(cfg)).pool("desktop")
+    assert pool.shortpath.to_dict()["keepalive_interval"] == 2.5
+
+
+def test_relay_lost_with_peer_gone_fails_a_dead_path_within_dead_after():
+    s = Sim(traffic_every=0)                       # idle: no keepalive due for 15 s
+    s.run(1.0)
+    assert s.m.active == "udp-1"
+    s.udp_ok = False                               # peer gone
+    s.m.relay_lost(s.now, peer_gone=True)          # the gateway said "host-gone"
+    s.run(2.0)
+    assert [p for t, p in s.probes if t == pytest.approx(1.0)]
+    fail_t, fail = s.switches[-1]
+    assert fail.to == RELAY_ID and fail_t == pytest.approx(1.6)   # = the session ends
+
+
+def test_relay_lost_keeps_a_live_path():
+    s = Sim(traffic_every=0)
+    s.run(1.0)
+    s.m.relay_lost(s.now, peer_gone=True)
+    s.run(5.0)
+    assert s.m.active == "udp-1" and len(s.switches) == 1
+    assert not s.m.peer_gone_hint                  # the peer answered
+
+
+def test_alone_on_udp_a_hiccup_is_ridden_out_and_a_long_silence_ends_it():
+    s = Sim()                                      # traffic every 20 ms
+    s.run(1.0)
+    s.m.relay_lost(s.now)                          # gateway restart: no peer-gone hint
+    s.run(2.0)
+    s.udp_ok = False                               # 2 s hiccup: far past dead_after
+    s.run(4.0)
+    assert s.m.active == "udp-1" and len(s.switches) == 1
+    probes = [t for t, p in s.probes if t > 2.0]
+    assert len(probes) >= 6                        # probed every 0.25 s while silent
+    s.udp_ok = True
+    s.run(6.0)
+    st = s.m.paths["udp-1"]
+    assert s.m.active == "udp-1" and (st.awaiting_since is None or s.now - st.awaiting_since < 0.1)
+    assert len(s.switches) == 1
+    s.udp_ok = False                               # now for good
+    s.run(12.0)
+    fail_t, fail = s.switches[-1]
+    assert fail.to == RELAY_ID and 6.0 + 5.0 <= fail_t <= 6.0 + 5.0 + 0.05
+
+
+def test_answering_the_peers_probe_postpones_our_own_keepalive():
+    s = Sim(traffic_every=0, timing=PathTiming(keepalive_interval=1.0))
+    s.run(1.0)                                     # path up at 0.3, idle
+    for t in (1.2, 2.1, 3.0, 3.9):                 # the peer's keepalives, answered by us
+        s.at(t, lambda: s.m.sent("udp-1", s.now, answer_expected=False))
+    s.run(4.5)
+    assert not [p for _, p in s.probes if p.keepalive]        # the peer keeps the binding for both
+    assert s.m.paths["udp-1"].awaiting_since is None          # an answer expects no answer
+    s.run(5.0)
+    assert [round(t, 3) for t, p in s.probes if p.keepalive] == [4.9]
+
+
+def test_following_the_peers_failover_then_returning_on_our_own_probes():
+    s = Sim(traffic_every=0)
+    s.run(1.0)
+    s.m.peer_failover("failover: silent 0.60s", s.now)
+    s.run(1.01)
+    assert s.m.active == RELAY_ID and s.switches[-1][1].reason.startswith("failover: peer")
+    assert s.m.paths["udp-1"].state == "standby"
+    s.m.peer_failover("failover: silent 0.60s", s.now)          # already on the relay: nothing
+    assert len(s.switches) == 2
+    s.run(4.0)                                     # the path answers our standby probes: back
+    assert s.m.active == "udp-1" and s.switches[-1][1].reason == "recovered"
+
+
+def test_the_responder_keepalive_timer_runs_longer_so_the_initiator_leads():
+    from shortpath.session.manager import RESPONDER_KEEPALIVE_SLACK
+    host = Sim(initiator=False, traffic_every=0, timing=PathTiming(keepalive_interval=1.0))
+    host.m.path_up("udp-1", "udp-direct", 0.0)
+    host.run(3.0)
+    ka = [t for t, p in host.probes if p.keepalive]
+    assert ka and ka[0] == pytest.approx(RESPONDER_KEEPALIVE_SLACK) and RESPONDER_KEEPALIVE_SLACK > 1.0
