@@ -10,6 +10,7 @@ candidate types of the selected pair, time to relay first byte and time to UDP.
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -88,7 +89,8 @@ def summarize(info: dict) -> dict:
             "echo_rtt_p50_ms": info["echo_rtt_p50_ms"],
             "local_candidate": udp and udp.get("local_candidate"),
             "remote_candidate": udp and udp.get("remote_candidate"),
-            "history": info["history"], **{k: v for k, v in info.items() if k.startswith("hold_")}}
+            "history": info["history"], "client_log": info.get("client_log", ""),
+            **{k: v for k, v in info.items() if k.startswith("hold_")}}
 
 
 def run_in_lab(lab: Lab, *, client_fw: tuple = (), host_fw: tuple = (), managed: bool = True,
@@ -160,17 +162,26 @@ def run_captured(client_nat: str = "port-restricted", host_nat: str = "port-rest
         cap = lab.spawn("client", [sys.executable, "-m", "netns_lab.capture", "--iface", "lan",
                                    "--seconds", "120", "--out", str(out)], ready="capturing", ready_timeout=20)
         live = lab.spawn("client", [sys.executable, *client_argv(stack, "--wait-udp", str(wait_udp),
-                                                                 "--count", "5", "--hold", str(hold))])
+                                                                 "--count", "5", "--hold", str(hold))],
+                         env={"SHORTPATH_LOG": "INFO"})     # path changes in the log if it fails
         wait_host_on_udp(stack, wait_udp + 10, live)
         time.sleep(0.3)                      # let the switch-over replay drain before phase 2
         os.kill(cap.pid, signal.SIGUSR1)
-        rc = live.popen.wait(wait_udp + hold + 60)
+        try:
+            rc = live.popen.wait(wait_udp + hold + 60)
+        except subprocess.TimeoutExpired:
+            os.kill(live.pid, signal.SIGUSR2)      # the client prints its asyncio tasks' stacks
+            time.sleep(1.0)
+            raise RuntimeError(f"client hung past {wait_udp + hold + 60:.0f} s; its log and tasks:\n"
+                               f"{live.log_path.read_text()[-6000:]}") from None
         lab.stop(cap)
         lines = [l for l in live.log_path.read_text().splitlines() if l.startswith("{")]
         if rc != 0 or not lines:
             raise RuntimeError(f"client failed (rc={rc}): {live.log_path.read_text()[-1500:]}")
         addrs = {"host_lan": lab.addr("host"), "host_public": lab.addr("host-public")}
-        return json.loads(lines[-1]), json.loads(out.read_text())["phases"], addrs
+        info = json.loads(lines[-1])
+        info["client_log"] = live.log_path.read_text()[-6000:]
+        return info, json.loads(out.read_text())["phases"], addrs
 
 
 def check_capture(path: str, phases: list[dict], addrs: dict) -> list[str]:

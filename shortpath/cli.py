@@ -135,11 +135,31 @@ async def _hold(session, seconds: float) -> dict:
     return {"hold_sent": sent, "hold_echoed_in_order": ok, "hold_error": error, "hold_transports": transports}
 
 
+def _dump_tasks_on_sigusr2(loop) -> None:
+    """``kill -USR2 <client pid>`` prints every asyncio task's stack to stderr: how a
+    hung client explains itself (the lab runner sends it before giving up)."""
+    def dump():
+        for task in asyncio.all_tasks(loop):
+            print(f"--- task {task.get_name()} {task!r}"[:400], file=sys.stderr)
+            task.print_stack(limit=12, file=sys.stderr)
+        sys.stderr.flush()
+    loop.add_signal_handler(signal.SIGUSR2, dump)
+
+
+async def _recv(session, what: str, timeout: float = 10.0) -> bytes:
+    """A reply, or a clear error: the CLI never waits forever on a silent session."""
+    try:
+        return await asyncio.wait_for(session.recv(), timeout)
+    except asyncio.TimeoutError:
+        raise ShortpathError(f"no reply within {timeout:.0f} s ({what}) on {session.info.transport}") from None
+
+
 def cmd_connect(args) -> int:
     from .client import connect, feed
     token = _read_token(args)
 
     async def run():
+        _dump_tasks_on_sigusr2(asyncio.get_running_loop())
         if args.feed:
             print(json.dumps(await feed(args.gateway, token, cafile=args.ca)))
             return 0
@@ -156,14 +176,14 @@ def cmd_connect(args) -> int:
                 end = time.monotonic() + args.wait_udp
                 while session.info.transport == "tcp-relay" and time.monotonic() < end:
                     await session.send(b"probe")      # traffic lets the path manager act
-                    await session.recv()
+                    await _recv(session, "waiting for UDP")
                     await asyncio.sleep(0.05)
             rtts = []
             for i in range(args.count):
                 payload = b"%08d" % i + b"x" * 56
                 t = time.monotonic()
                 await session.send(payload)
-                if await session.recv() != payload:
+                if await _recv(session, f"echo {i}") != payload:
                     raise ShortpathError("echo mismatch")
                 rtts.append((time.monotonic() - t) * 1000)
             hold = {}
