@@ -72,8 +72,14 @@ def start_stack(lab: Lab, *, managed: bool = True) -> dict:
                  "--state", str(work / "h1"), "--turn-ca", str(turn.cert)]
     if managed:
         host_argv += ["--managed", f"{lab.addr('host')}:{MANAGED_PORT}"]
-    lab.spawn("host", host_argv, ready="host-registered", ready_timeout=15)
-    return {"work": work, "state": state, "turn_cert": str(turn.cert)}
+    host = lab.spawn("host", host_argv, ready="host-registered", ready_timeout=15,
+                     env={"SHORTPATH_LOG": "INFO"})     # path changes, for a failure's report
+    return {"work": work, "state": state, "turn_cert": str(turn.cert), "host_proc": host}
+
+
+def _shortpath_lines(text: str, limit: int = 3000) -> str:
+    """The shortpath lines of a process log (aioice's per-check lines left out)."""
+    return "\n".join(l for l in text.splitlines() if "aioice" not in l)[-limit:]
 
 
 def client_argv(stack: dict, *extra: str) -> list[str]:
@@ -177,7 +183,8 @@ def run_captured(client_nat: str = "port-restricted", host_nat: str = "port-rest
         lab.stop(cap)
         lines = [l for l in live.log_path.read_text().splitlines() if l.startswith("{")]
         if rc != 0 or not lines:
-            raise RuntimeError(f"client failed (rc={rc}): {live.log_path.read_text()[-1500:]}")
+            raise RuntimeError(f"client failed (rc={rc}): {_shortpath_lines(live.log_path.read_text())}\n"
+                               f"host log:\n{_shortpath_lines(stack['host_proc'].log_path.read_text())}")
         addrs = {"host_lan": lab.addr("host"), "host_public": lab.addr("host-public")}
         info = json.loads(lines[-1])
         info["client_log"] = live.log_path.read_text()[-6000:]

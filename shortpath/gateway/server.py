@@ -34,6 +34,23 @@ from ..wire.frames import MAX_CONTROL_PAYLOAD, MAX_RELAY_PAYLOAD
 from .ratelimit import RateLimiter
 from .relay import stitch
 
+#: Per-connection TLS read buffer in the gateway process. asyncio allocates a
+#: fixed 256 KiB buffer for every TLS connection (``SSLProtocol.max_size``);
+#: with two legs per session that was ~2/3 of the gateway's memory per session
+#: (572 KiB at 100 sessions, benchmarks/scale.py) and what an idle,
+#: unauthenticated connection costs. 64 KiB measured the same CPU per relayed
+#: byte in a 5-round A/B and brought it to ~187 KiB per session.
+TLS_READ_BUFFER = 64 * 1024
+
+
+def _shrink_tls_read_buffer() -> None:
+    """Set asyncio's TLS read buffer size for this process (a class attribute of
+    a private module: checked, and left alone if asyncio changes)."""
+    import asyncio.sslproto as sslproto
+    proto = getattr(sslproto, "SSLProtocol", None)
+    if proto is not None and isinstance(getattr(proto, "max_size", None), int) and proto.max_size > TLS_READ_BUFFER:
+        proto.max_size = TLS_READ_BUFFER
+
 _log = log.get("gateway")
 
 
@@ -73,6 +90,7 @@ class Gateway:
 
     # --- lifecycle -------------------------------------------------------------
     async def start(self) -> None:
+        _shrink_tls_read_buffer()
         ctx = certs.server_context(self.cert_path, self.key_path)
         self._server = await asyncio.start_server(
             self._accept, self.config.listen_host, self.config.listen_port, ssl=ctx,

@@ -16,11 +16,15 @@ from ..wire.frames import Frame
 PATH_KINDS = ("tcp-relay", "udp-managed", "udp-direct", "udp-turn")
 
 
+def ignore_frame(frame: Frame) -> None:
+    """The handler of a path no session has attached yet."""
+
+
 class Path(abc.ABC):
     kind: str = ""
 
     def __init__(self) -> None:
-        self.on_frame: Callable[[Frame], None] = lambda f: None
+        self.on_frame: Callable[[Frame], None] = ignore_frame
         self.on_closed: Callable[[str], None] = lambda reason: None
         self.bytes_sent = 0
         self.bytes_received = 0

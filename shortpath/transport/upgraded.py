@@ -10,23 +10,40 @@ from __future__ import annotations
 from .. import log
 from ..errors import BufferFull, PathError, RemoteError
 from ..wire.frames import MAX_SESSION_PAYLOAD, decode_one
-from .base import Path
+from .base import Path, ignore_frame
 
 _log = log.get("udp")
 
 
 class UdpSessionPath(Path):
     def __init__(self, udp, path_id: str, session_id: str) -> None:
-        super().__init__()
         self.udp = udp
+        self._frame_handler = None
+        super().__init__()
         self.path_id = path_id
         self.kind = udp.kind
         self.session_id = session_id
         self.srtt: float | None = None
         self.malformed = 0
-        udp.on_reliable = self._rx
-        udp.on_unreliable = self._rx
         udp.on_closed = self._closed
+
+    # The UdpPath keeps what the peer sent before anyone listened (the peer's
+    # side of the path often comes up first and sends its switch marker and
+    # replays at once) and hands that backlog over when its callbacks are
+    # assigned. So they are assigned only when the session assigns on_frame
+    # (Session.add_path): assigning them earlier handed the backlog to the
+    # default no-op handler, and those reliable messages were lost for good
+    # (SCTP had acknowledged them), leaving the receiver waiting on a gap.
+    @property
+    def on_frame(self):
+        return self._frame_handler
+
+    @on_frame.setter
+    def on_frame(self, handler) -> None:
+        self._frame_handler = handler
+        if handler is not ignore_frame:
+            self.udp.on_reliable = self._rx
+            self.udp.on_unreliable = self._rx
 
     def _rx(self, data: bytes) -> None:
         try:
