@@ -9,6 +9,11 @@ import time
 BENCHES = {
     "relay": "benchmarks.relay",
     "switching": "benchmarks.switching",
+    "lab_paths": "benchmarks.lab_paths",
+    "scale": "benchmarks.scale",
+    "load": "benchmarks.load",
+    "fuzz": "benchmarks.fuzz",
+    "setup": "benchmarks.setup",
 }
 
 

@@ -222,7 +222,7 @@ class Gateway:
                 if not self.launch_limiter.allow(source, now):
                     self.counters["rate_limited"] += 1
                     wait = self.launch_limiter.retry_after(source, now)
-                    conn.send(_error(RateLimited(f"too many launches from {source}; retry in {wait:.1f}s")))
+                    conn.send(_error(RateLimited(f"too many launches from {source}; retry in {max(wait, 0.1):.1f} s")))
                     continue
                 try:
                     plan = self.broker.plan_launch(claims, msg.resource)

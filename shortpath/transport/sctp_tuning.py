@@ -112,6 +112,26 @@ class SctpTuning:
     # 256 KiB -> none lost, 2.8 MB/s.
     max_cwnd_bytes: int = 256 * 1024
 
+    # Congestion window right after a T3 expiry, in DATA chunks (RFC 4960
+    # 7.2.3 says 1 MTU). With rto_min at 40 ms a T3 is often just a loss that
+    # fast retransmit had no time to catch, and interactive traffic (100 input
+    # events/s on both channels, ~0.5 KB per 10 ms) needs more than one MTU per
+    # RTT: with 1 MTU everything queued behind, unreliable datagrams included
+    # (both channels share one FIFO), waited a round trip after each T3. Measured
+    # in the lab at 40 ms RTT + 2 % loss (benchmarks/lab_paths.py): 7-10 T3
+    # expiries in 4 s, and datagram events late by 40-100 ms after each.
+    # 4 chunks is RFC 4960's minimum ssthresh. 1 = RFC behaviour.
+    t3_cwnd_chunks: int = 4
+
+    # On T3, aiortc marks every chunk not cumulatively acknowledged for
+    # retransmission, including chunks the peer already reported received in
+    # SACK gap blocks. aiortc's receiver never reneges on gap-acked data, so
+    # those resends are pure waste: with 3 frames (~120 KB) in flight, one lost
+    # chunk made the host re-encrypt and resend ~100 packets, a CPU burst that
+    # delayed everything else in its event loop. True = resend only chunks not
+    # gap-acked (as TCP does with SACK after an RTO); False = aiortc behaviour.
+    t3_skip_gap_acked: bool = True
+
 
 DEFAULT_TUNING = SctpTuning()
 
@@ -169,6 +189,19 @@ def tuned_sctp_transport_class() -> type:
             self._sp_back_off()
             super()._t1_expired()
 
+        def _sp_t3_cwnd_floor(self) -> None:
+            # aiortc set cwnd to 1 MTU and scheduled _transmit() (not run yet):
+            # raise it before that runs. See SctpTuning.t3_cwnd_chunks.
+            floor = self._sp_tuning.t3_cwnd_chunks * USERDATA_MAX_LENGTH
+            if self._cwnd < floor:
+                self._cwnd = floor
+            if self._sp_tuning.t3_skip_gap_acked:
+                # gap-acked chunks are not in flight (their SACK took them out of
+                # flight_size), so un-marking them needs no other bookkeeping
+                for chunk in self._sent_queue:
+                    if chunk._acked and chunk._retransmit:
+                        chunk._retransmit = False
+
         def _t3_expired(self) -> None:
             self.sp_t3_expiries += 1
             self.sp_t3_consecutive += 1
@@ -176,6 +209,7 @@ def tuned_sctp_transport_class() -> type:
             # restarts T3 with self._rto.
             self._sp_back_off()
             super()._t3_expired()
+            self._sp_t3_cwnd_floor()
             if self.sp_t3_consecutive >= self._sp_tuning.max_retrans and not self.sp_dead:
                 self.sp_dead = True
                 logger.info("sctp: %d consecutive T3 expiries, declaring the association dead",
