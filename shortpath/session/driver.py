@@ -106,6 +106,7 @@ class PathDriver:
         self._stopped = False
         self._probe_ident = 1 << 31           # probe ids apart from the session's own pings
         self._outstanding: dict[int, tuple[str, float]] = {}   # probe id -> (path id, sent at)
+        self._heard: dict[str, float] = {}    # path id -> last packet-level rx fed to the manager
         session.driver = self
         session.on_rx = self._on_rx
         session.on_tx = self._on_tx
@@ -138,6 +139,30 @@ class PathDriver:
         if ident is not None:
             self._outstanding.pop(ident, None)
         self.mgr.probe_result(path.path_id, rtt, time.monotonic())
+
+    def _feed_packet_rx(self) -> None:
+        """Tell the manager about packets heard on each UDP path, not only frames.
+
+        Session frames, probe answers included, share SCTP's one ordered send
+        queue with everything else the peer sends. On a lossy path carrying a
+        frame stream, a retransmission timeout (RTO backing off) can hold that
+        queue for longer than ``dead_after`` while the path itself works: the
+        peer's SACKs and retransmissions keep arriving. Judged on frames alone,
+        such a path was declared dead and the session fell back to the relay
+        (the lab benchmark saw this at 2-5 % loss). A packet heard after the
+        manager started waiting for an answer is proof the peer is there and
+        the path carries packets both ways (a SACK means our data arrived), so
+        it counts as an answer (PathManager.heard). A blackholed path hears
+        nothing and still fails over after ``dead_after``. Checked just before
+        the manager's timers run, which is the only moment the answer matters."""
+        for pid, path in self.paths.items():
+            if pid == RELAY_ID:
+                continue
+            heard = getattr(path, "last_rx_at", None)
+            if heard is None or heard <= self._heard.get(pid, 0.0):
+                continue
+            self._heard[pid] = heard
+            self.mgr.heard(pid, heard)
 
     def _expire_probes(self, now: float) -> None:
         """A probe unanswered for PROBE_LOSS_AFTER counts as lost (path loss figure)."""
@@ -174,6 +199,7 @@ class PathDriver:
                     await asyncio.wait_for(self._wake.wait(), timeout)
                 now = time.monotonic()
                 self._expire_probes(now)
+                self._feed_packet_rx()
                 self.mgr.handle_timer(now)
         except asyncio.CancelledError:
             pass

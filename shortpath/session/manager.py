@@ -12,6 +12,9 @@ state                   event                       -> state, actions
 ======================  ==========================  ==================================
 (none)                  path_up                     up; SwitchPath if better than active
 up (active)             silent for dead_after       standby; SwitchPath(relay, failover)
+                        (packets still heard, see   ... deferred until they stop for
+                        heard()): stalled           dead_after or the wait reaches
+                                                    stall_limit
 up (active)             silent for probe_after      up; SendProbe
 up                      idle for keepalive_interval up; SendProbe(keepalive) (0 = never)
 up (active)             relay_lost                  up; SendProbe, answer due within dead_after
@@ -82,6 +85,7 @@ class PathTiming:
     probe_after: float = 0.15           # send a probe when an answer is this late
     dead_after: float = 0.6             # fail over when an answer is this late
     alone_dead_after: float = 5.0       # ... when there is no relay left to fail over to
+    stall_limit: float = 2.0            # answers this late fail over even while packets are heard
     keepalive_interval: float = 15.0    # idle keepalive (NAT UDP bindings last >= 30 s); 0 = off
     standby_probe_interval: float = 0.25
     return_hold: float = 1.0            # a failed path must answer this long before we return
@@ -103,6 +107,7 @@ class PathState:
     awaiting_since: float | None = None
     last_probe: float | None = None
     recovered_since: float | None = None
+    last_heard: float | None = None      # last packet below the frames (heard()), active path only
     quality: Quality = field(default_factory=Quality)
     probes: deque = field(default_factory=lambda: deque(maxlen=20))   # True = answered
     probes_total: int = 0          # lifetime counts, for stats
@@ -184,6 +189,30 @@ class PathManager:
         st.last_tx = now
         if answer_expected and st.awaiting_since is None:
             st.awaiting_since = now
+
+    def heard(self, path_id: str, at: float) -> None:
+        """A packet from the peer arrived on ``path_id`` at ``at`` (below the
+        session's frames: an SCTP SACK or retransmission, authenticated by
+        DTLS). On the active path it answers a wait that began at or before
+        ``at``: frames can sit behind a retransmission timeout in SCTP's one
+        send queue while the path works. It never starts a standby path's
+        recovery; that still takes answered probes."""
+        st = self.paths.get(path_id)
+        if st is None or st.state != "up":
+            return
+        if st.last_heard is None or at > st.last_heard:
+            st.last_heard = at
+
+    def _heard_deadline(self, st: PathState) -> float | None:
+        """While packets are heard on the active path during a wait for an
+        answer, failover waits until they stop for ``dead_after`` or the wait
+        reaches ``stall_limit``: the deadline for that, or None if nothing
+        was heard since the wait began."""
+        aw = st.awaiting_since
+        if aw is None or st.last_heard is None or st.last_heard < aw:
+            return None
+        dead = self._dead_after()
+        return min(max(aw + dead, st.last_heard + dead), aw + max(dead, self.t.stall_limit))
 
     def received(self, path_id: str, now: float) -> None:
         st = self.paths.get(path_id)
@@ -275,11 +304,15 @@ class PathManager:
                 aw = st.awaiting_since
                 late = None if aw is None else now - aw
                 dead = self._dead_after()
-                if st.path_id == self.active and aw is not None and now >= aw + dead:
+                heard_until = self._heard_deadline(st) if st.path_id == self.active else None
+                if st.path_id == self.active and aw is not None and now >= aw + dead and (
+                        heard_until is None or now >= heard_until):
+                    why = "silent" if heard_until is None else "stalled (packets heard, no answer)"
                     st.state, st.since, st.recovered_since, st.awaiting_since = "standby", now, None, None
                     st.last_probe = None
+                    st.last_heard = None
                     self.failovers.append(now)
-                    self._switch(RELAY_ID, f"failover: silent {late:.2f}s", now)
+                    self._switch(RELAY_ID, f"failover: {why} {late:.2f}s", now)
                 elif aw is not None and now >= aw + t.probe_after and (
                         st.last_probe is None or st.last_probe < aw or self._reprobe_at(st) <= now):
                     st.last_probe = now
@@ -325,7 +358,9 @@ class PathManager:
                     elif self._reprobe_at(st) != float("inf"):
                         deadlines.append(max(st.awaiting_since + t.probe_after, self._reprobe_at(st)))
                     if st.path_id == self.active:
-                        deadlines.append(st.awaiting_since + self._dead_after())
+                        heard_until = self._heard_deadline(st)
+                        deadlines.append(st.awaiting_since + self._dead_after() if heard_until is None
+                                         else heard_until)
                 if self.keepalive_every > 0:
                     deadlines.append(st.last_tx + self.keepalive_every)
             else:

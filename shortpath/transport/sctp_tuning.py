@@ -52,9 +52,10 @@ Nothing here is imported at module import time from aiortc: call
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, Optional
 
 logger = logging.getLogger("shortpath.transport.sctp")
 
@@ -171,6 +172,14 @@ def tuned_sctp_transport_class() -> type:
             # Called after every SACK and every data-channel flush: the moments
             # the send backlog can shrink (drives UdpPath.drain()).
             self.on_progress: Any = None
+            #: time.monotonic() of the last SCTP packet from the peer. It reaches us
+            #: only through DTLS, so a spoofed datagram cannot move it; the path
+            #: driver reads it as packet-level liveness (session/driver.py).
+            self.sp_last_rx: Optional[float] = None
+
+        async def _handle_data(self, data: bytes) -> None:
+            self.sp_last_rx = time.monotonic()
+            await super()._handle_data(data)
 
         # --- RTO ---------------------------------------------------------
         def _update_rto(self, R: float) -> None:

@@ -712,6 +712,13 @@ class UdpPath:
         self._rel.on("message", self._rx_reliable)
         self._unrel.on("message", self._rx_unreliable)
 
+    @property
+    def last_rx_at(self) -> float:
+        """time.monotonic() of the last SCTP packet from the peer on this path
+        (data, SACKs and heartbeats alike), which only arrives through DTLS;
+        None without our tuned SCTP (stock aiortc keeps no such stamp)."""
+        return getattr(self._sctp, "sp_last_rx", None)
+
     def _start(self) -> None:
         if self._started:
             return

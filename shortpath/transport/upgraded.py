@@ -55,6 +55,11 @@ class UdpSessionPath(Path):
         self.bytes_received += len(data)
         self.on_frame(frame)
 
+    @property
+    def last_rx_at(self) -> float | None:
+        """When the peer was last heard on this path at the packet level."""
+        return getattr(self.udp, "last_rx_at", None)
+
     def send_reliable(self, frame: bytes) -> None:
         if self.closed_reason is not None:
             raise PathError(f"{self.path_id} is closed ({self.closed_reason})")

@@ -329,3 +329,66 @@ def test_the_responder_keepalive_timer_runs_longer_so_the_initiator_leads():
     host.run(3.0)
     ka = [t for t, p in host.probes if p.keepalive]
     assert ka and ka[0] == pytest.approx(RESPONDER_KEEPALIVE_SLACK) and RESPONDER_KEEPALIVE_SLACK > 1.0
+
+
+def test_packets_heard_below_the_frames_keep_a_stalled_path_up():
+    """Frames (answers included) stuck behind an SCTP retransmission timeout, while
+    the peer's SACKs keep arriving: the path is not dead. Without the packet-level
+    evidence the same timeline fails over at dead_after."""
+    def stalled(feed_packets: bool, until: float = 2.5):
+        m = PathManager(0.0, initiator=True)
+        m.path_up("udp-1", "udp-direct", 0.1)
+        m.probe_result("udp-1", 0.01, 0.1)
+        m.received("udp-1", 0.1)
+        m.handle_timer(0.2)
+        m.actions()
+        assert m.active == "udp-1"
+        m.sent("udp-1", 1.0)                       # an event goes out; its answer is stuck
+        t = 1.0
+        while t < until:
+            t += 0.05
+            if feed_packets:
+                m.heard("udp-1", t - 0.01)         # a SACK heard just before each check
+            m.handle_timer(t)
+            m.sent("udp-1", t)                     # the app keeps sending meanwhile
+        return [a for a in m.actions() if isinstance(a, SwitchPath)]
+
+    assert stalled(feed_packets=False) and stalled(feed_packets=False)[0].to == RELAY_ID
+    assert stalled(feed_packets=True) == []
+    # ... but not for ever: frames stuck for stall_limit (2 s) fail over even so
+    late = stalled(feed_packets=True, until=3.2)
+    assert late and late[0].to == RELAY_ID and late[0].reason.startswith("failover: stalled")
+
+
+def test_packets_that_stop_being_heard_fail_over_dead_after_later():
+    m = PathManager(0.0, initiator=True)
+    m.path_up("udp-1", "udp-direct", 0.1)
+    m.probe_result("udp-1", 0.01, 0.1)
+    m.received("udp-1", 0.1)
+    m.handle_timer(0.2)
+    m.actions()
+    m.sent("udp-1", 1.0)
+    m.heard("udp-1", 1.3)                          # the last packet; then the path goes dark
+    assert m.get_timer() <= 1.3 + 0.6 + 1e-9
+    m.handle_timer(1.6)                            # dead_after since the send, but heard at 1.3
+    assert not [a for a in m.actions() if isinstance(a, SwitchPath)]
+    m.handle_timer(1.9)                            # dead_after since the last packet
+    switches = [a for a in m.actions() if isinstance(a, SwitchPath)]
+    assert switches and switches[0].to == RELAY_ID
+
+
+def test_a_packet_heard_before_the_wait_began_is_no_answer():
+    m = PathManager(0.0, initiator=True)
+    m.path_up("udp-1", "udp-direct", 0.1)
+    m.probe_result("udp-1", 0.01, 0.1)
+    m.received("udp-1", 0.1)
+    m.handle_timer(0.2)
+    m.actions()
+    m.sent("udp-1", 1.0)
+    m.heard("udp-1", 0.9)                          # old news: heard before we started waiting
+    m.handle_timer(1.7)
+    switches = [a for a in m.actions() if isinstance(a, SwitchPath)]
+    assert switches and switches[0].to == RELAY_ID and switches[0].reason.startswith("failover")
+    # and a standby path does not start recovering on packets alone
+    m.heard("udp-1", 1.8)
+    assert m.paths["udp-1"].recovered_since is None
