@@ -74,3 +74,16 @@ def table(rows: list[dict], cols: list[str]) -> str:
     out = ["  ".join(c.ljust(widths[c]) for c in cols), "  ".join("-" * widths[c] for c in cols)]
     out += ["  ".join(str(r.get(c, "")).ljust(widths[c]) for c in cols) for r in rows]
     return "\n".join(out)
+
+
+def lab_skip_reason() -> str | None:
+    """Why the netns lab benchmarks cannot run here (None = they can)."""
+    import shutil
+    if sys.platform != "linux":
+        return "needs Linux network namespaces"
+    if os.geteuid() != 0:
+        return "needs root (network namespaces, nftables, NFQUEUE)"
+    for tool in ("ip", "nft", "iptables", "turnserver"):
+        if not shutil.which(tool):
+            return f"needs the {tool!r} tool"
+    return None

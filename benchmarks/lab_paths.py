@@ -47,7 +47,7 @@ import sys
 import time
 from pathlib import Path
 
-from .common import RESULTS, percentile, save, table
+from .common import RESULTS, lab_skip_reason, percentile, save, table
 
 PATHS = ("raw-udp", "raw-tls", "tcp-relay", "udp-managed", "udp-direct", "udp-turn", "aiortc-default")
 UDP_PATHS = ("udp-managed", "udp-direct", "udp-turn")
@@ -87,16 +87,6 @@ SUITES = {
 }
 
 
-def skip_reason() -> str | None:
-    import shutil
-    if sys.platform != "linux":
-        return "needs Linux network namespaces"
-    if os.geteuid() != 0:
-        return "needs root (network namespaces, nftables, NFQUEUE)"
-    for tool in ("ip", "nft", "iptables", "turnserver"):
-        if not shutil.which(tool):
-            return f"needs the {tool!r} tool"
-    return None
 
 
 # ---------------------------------------------------------------- running
@@ -470,7 +460,7 @@ def _compact(raw: dict) -> dict:
 
 
 def run(suite: str = "quick", plot: bool = True, paths=None, profiles=None) -> dict | None:
-    reason = skip_reason()
+    reason = lab_skip_reason()
     if reason:
         print(f"lab_paths: skipped: {reason}", flush=True)
         return None

@@ -29,7 +29,7 @@ import socket
 import sys
 import time
 
-from .common import save, table
+from .common import lab_skip_reason, save, table
 from .scale import CpuMeter, gateway_toml, merge_exchange, raise_nofile, rss_kib, worker_argv
 
 
@@ -156,8 +156,9 @@ def run_load(sessions: int = 500, count: int = 200, size: int = 256, depth: int 
 
 
 def run(suite: str = "quick", plot: bool = True) -> dict | None:
-    if os.geteuid() != 0:
-        print("load: needs root (network namespaces); skipped")
+    reason = lab_skip_reason()
+    if reason:
+        print(f"load: {reason}; skipped")
         return None
     sessions, count = (100, 50) if suite == "quick" else (500, 200)
     r = run_load(sessions, count)

@@ -76,7 +76,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import percentile, save, table
+from .common import lab_skip_reason, percentile, save, table
 
 UDP_PATHS = ("udp-managed", "udp-direct", "udp-turn")
 MODE = {"udp-managed": "managed", "udp-direct": "direct", "udp-turn": "turn"}
@@ -102,16 +102,6 @@ SUITES = {"quick": {"reps": 3, "profiles": ["clean", "rtt40"]},
           "full": {"reps": 15, "profiles": ["clean", "rtt40"]}}
 
 
-def skip_reason() -> str | None:
-    """Why the lab cannot be used here (None = it can)."""
-    if sys.platform != "linux":
-        return "needs Linux network namespaces"
-    if os.geteuid() != 0:
-        return "needs root (network namespaces, nftables, NFQUEUE)"
-    for tool in ("ip", "nft", "iptables", "turnserver"):
-        if not shutil.which(tool):
-            return f"needs the {tool!r} tool"
-    return None
 
 
 # ------------------------------------------------------------------ one repetition
@@ -528,7 +518,7 @@ def run(suite: str = "quick", plot: bool = True, *, paths=None, profiles=None, l
     cfg = SUITES[suite]
     paths = list(paths or UDP_PATHS)
     reps = reps or cfg["reps"]
-    why = "asked for (--loopback)" if loopback else skip_reason()
+    why = "asked for (--loopback)" if loopback else lab_skip_reason()
     if why is None:
         raw = measure_lab(paths, profiles or cfg["profiles"], reps)
     else:
