@@ -77,13 +77,6 @@ def table(rows: list[dict], cols: list[str]) -> str:
 
 
 def lab_skip_reason() -> str | None:
-    """Why the netns lab benchmarks cannot run here (None = they can)."""
-    import shutil
-    if sys.platform != "linux":
-        return "needs Linux network namespaces"
-    if os.geteuid() != 0:
-        return "needs root (network namespaces, nftables, NFQUEUE)"
-    for tool in ("ip", "nft", "iptables", "turnserver"):
-        if not shutil.which(tool):
-            return f"needs the {tool!r} tool"
-    return None
+    """Why the netns lab benchmarks cannot run here (None = they can); they need coturn too."""
+    from netns_lab.netns import LAB_TOOLS, unavailable_reason
+    return unavailable_reason((*LAB_TOOLS, "turnserver"))

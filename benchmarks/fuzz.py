@@ -229,6 +229,18 @@ class Tally:
             self.crashes.append({"target": target, "error": what[:500], "input_hex": raw[:300].hex(),
                                  "input_len": len(raw)})
 
+    def judge(self, target: str, mutator: str, data: bytes | str, call) -> None:
+        """Run ``call()`` on one input: a typed error or success is an outcome,
+        anything else a crash."""
+        try:
+            call()
+        except ShortpathError as exc:
+            self.add(target, _typed(exc), mutator)
+        except Exception as exc:  # noqa: BLE001
+            self.crash(target, repr(exc), data)
+        else:
+            self.add(target, "ok", mutator)
+
     def to_dict(self) -> dict:
         return {"inputs": dict(self.inputs), "inputs_total": sum(self.inputs.values()),
                 "outcomes": {k: dict(v) for k, v in self.outcomes.items()},
@@ -281,15 +293,10 @@ def fuzz_frame_buffer(t: Tally, rng: random.Random, data: bytes, mut: str) -> No
 
 
 def fuzz_decode_one(t: Tally, rng: random.Random, data: bytes, mut: str) -> None:
-    try:
+    def call() -> None:
         f = fr.decode_one(data, 64 * 1024)
         TYPED_DECODERS.get(f.type, bytes)(f.payload)
-    except ShortpathError as exc:
-        t.add("decode_one", _typed(exc), mut)
-    except Exception as exc:  # noqa: BLE001
-        t.crash("decode_one", repr(exc), data)
-    else:
-        t.add("decode_one", "ok", mut)
+    t.judge("decode_one", mut, data, call)
 
 
 def fuzz_control(t: Tally, rng: random.Random, seeds: list[dict], pool: list[bytes]) -> None:
@@ -299,15 +306,8 @@ def fuzz_control(t: Tally, rng: random.Random, seeds: list[dict], pool: list[byt
         mut = "json"
     else:
         mut, payload = mutate(rng, json_bytes(rng, base), pool)
-    try:
-        msg = control.parse(payload)
-        msg.encode()   # whatever parses must also re-encode
-    except ShortpathError as exc:
-        t.add("control", _typed(exc), mut)
-    except Exception as exc:  # noqa: BLE001
-        t.crash("control", repr(exc), payload)
-    else:
-        t.add("control", "ok", mut)
+    t.judge("control", mut, payload,
+            lambda: control.parse(payload).encode())   # whatever parses must also re-encode
 
 
 def _b64(data: bytes) -> str:
@@ -343,14 +343,8 @@ def fuzz_token(t: Tally, rng: random.Random, signer: TokenSigner, verifier) -> N
         b = _b64(raw)
         cand = f"{prefix}.{b}.{_b64(signer._key.sign(f'{prefix}.{b}'.encode()))}"
         mut = "resigned"
-    try:
-        verifier.verify(cand, typ=rng.choice(["user", "host", "session"]), audience=AUD, now=NOW + 1)
-    except ShortpathError as exc:
-        t.add("token", _typed(exc), mut)
-    except Exception as exc:  # noqa: BLE001
-        t.crash("token", repr(exc), cand)
-    else:
-        t.add("token", "ok", mut)
+    typ = rng.choice(["user", "host", "session"])
+    t.judge("token", mut, cand, lambda: verifier.verify(cand, typ=typ, audience=AUD, now=NOW + 1))
 
 
 def fuzz_scanner(t: Tally, rng: random.Random, data: bytes, mut: str) -> None:

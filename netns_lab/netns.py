@@ -26,6 +26,27 @@ class LabError(RuntimeError):
     """A lab operation failed (a command returned an error, a process did not become ready)."""
 
 
+#: Commands every lab run needs (iptables for the emulator's NFQUEUE rules, sysctl from procps).
+LAB_TOOLS = ("ip", "nft", "iptables", "sysctl")
+
+
+def unavailable_reason(tools: Sequence[str] = LAB_TOOLS) -> str | None:
+    """Why the lab cannot run on this machine, or None if it can: what the lab
+    tests skip with and the lab benchmarks print."""
+    import shutil
+    if sys.platform != "linux":
+        return "netns lab needs Linux"
+    if os.geteuid() != 0:
+        return "netns lab needs root (network namespaces, nftables, NFQUEUE)"
+    for tool in tools:
+        if not shutil.which(tool):
+            return f"netns lab needs the {tool!r} tool"
+    r = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
+    if r.returncode != 0:
+        return f"'ip netns' unavailable: {r.stderr.strip()}"
+    return None
+
+
 def lab_env(extra: dict | None = None) -> dict:
     """Environment for helpers: this repo importable, unbuffered output."""
     e = dict(os.environ)

@@ -106,7 +106,6 @@ class PathDriver:
         self._stopped = False
         self._probe_ident = 1 << 31           # probe ids apart from the session's own pings
         self._outstanding: dict[int, tuple[str, float]] = {}   # probe id -> (path id, sent at)
-        self._heard: dict[str, float] = {}    # path id -> last packet-level rx fed to the manager
         session.driver = self
         session.on_rx = self._on_rx
         session.on_tx = self._on_tx
@@ -159,10 +158,8 @@ class PathDriver:
             if pid == RELAY_ID:
                 continue
             heard = getattr(path, "last_rx_at", None)
-            if heard is None or heard <= self._heard.get(pid, 0.0):
-                continue
-            self._heard[pid] = heard
-            self.mgr.heard(pid, heard)
+            if heard is not None:
+                self.mgr.heard(pid, heard)      # it keeps only news (later than what it had)
 
     def _expire_probes(self, now: float) -> None:
         """A probe unanswered for PROBE_LOSS_AFTER counts as lost (path loss figure)."""

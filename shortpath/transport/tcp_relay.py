@@ -33,87 +33,11 @@ _log = log.get("relay")
 
 #: Bytes asked of the StreamReader per read on a relay leg in "batch" mode.
 _READ = 256 * 1024
-#: Leg bytes held before reading the leg pauses ("protocol" mode): one RELAY frame
-#: plus one TLS read, so the buffer stays bounded while the session is slow.
-_RX_HIGH = 512 * 1024
 #: How a relay leg is read (kept selectable for side-by-side benchmarks):
 #: "batch" (default) -- read whatever the StreamReader holds, feed all complete frames;
-#: "protocol" -- the leg's TLS transport hands its plaintext straight to a small
-#:     protocol object (no StreamReader buffer in between);
 #: "frames" -- the first version: one await per frame header and payload, and
 #:     one write per RELAY frame.
 _MODE = os.environ.get("SHORTPATH_INNER_TLS", "batch")
-
-
-class _LegReader(asyncio.Protocol):
-    """Takes over reading a relay leg's transport from its StreamReader.
-
-    Plaintext from the leg's TLS is appended to ``rx`` as it arrives; ``wait()``
-    blocks until more arrives or the leg ends. Reading pauses above ``_RX_HIGH``
-    bytes and resumes when the consumer waits again. Write-side flow control and
-    connection loss are passed on to the StreamReader's protocol, so the
-    connection's StreamWriter (drain, close, wait_closed) keeps working.
-    """
-
-    def __init__(self, conn: FramedConn) -> None:
-        self.conn = conn
-        self.transport = conn.writer.transport
-        self.original = self.transport.get_protocol()
-        self.rx = bytearray()
-        self.ended = False
-        self._waiter: asyncio.Future | None = None
-        self._paused = False
-
-    def install(self) -> None:
-        reader = self.conn.reader
-        buf = getattr(reader, "_buffer", None)      # bytes read before the take-over
-        if buf:
-            self.rx += buf
-            buf.clear()
-        if getattr(reader, "_eof", False):
-            self.ended = True
-        self.transport.set_protocol(self)
-        if not self.transport.is_reading():
-            self.transport.resume_reading()
-
-    def data_received(self, data: bytes) -> None:
-        self.rx += data
-        self.conn.bytes_in += len(data)
-        if len(self.rx) > _RX_HIGH and not self._paused:
-            self._paused = True
-            self.transport.pause_reading()
-        self._wake()
-
-    def eof_received(self):
-        self.ended = True
-        self._wake()
-        return False
-
-    def connection_lost(self, exc) -> None:
-        self.ended = True
-        self._wake()
-        self.original.connection_lost(exc)
-
-    def pause_writing(self) -> None:
-        self.original.pause_writing()
-
-    def resume_writing(self) -> None:
-        self.original.resume_writing()
-
-    def _wake(self) -> None:
-        w = self._waiter
-        if w is not None and not w.done():
-            w.set_result(None)
-
-    async def wait(self) -> None:
-        if self._paused:
-            self._paused = False
-            self.transport.resume_reading()
-        self._waiter = asyncio.get_running_loop().create_future()
-        try:
-            await self._waiter
-        finally:
-            self._waiter = None
 
 
 class InnerTls:
@@ -125,9 +49,9 @@ class InnerTls:
     send, not one per frame. Reading ("batch", the default): whatever the leg's
     StreamReader holds (up to 256 KiB) is taken in one call and every complete
     RELAY frame in it is fed to the TLS object before decrypting, instead of
-    one await per frame header and one per payload. ("protocol" reads the leg
-    without the StreamReader; it saves copies on paper but measured no better
-    than "batch" on the 2-core test machine, see benchmarks/relay_ab.py.)
+    one await per frame header and one per payload. (A variant that read the
+    leg through a protocol object, without the StreamReader, measured no better
+    on the 2-core test machine and was dropped.)
     """
 
     def __init__(self, conn: FramedConn, ctx: ssl.SSLContext, server_side: bool) -> None:
@@ -136,13 +60,8 @@ class InnerTls:
         self._out = ssl.MemoryBIO()
         self.ssl = ctx.wrap_bio(self._in, self._out, server_side=server_side)
         self.end_reason: tuple[str, str] | None = None   # from GATEWAY_END
-        self._rx = bytearray()     # leg bytes not yet parsed into frames (batch/protocol)
-        self._ended = False        # GATEWAY_END or end of leg seen (batch/protocol)
-        self._leg: _LegReader | None = None
-        if _MODE == "protocol":
-            self._leg = _LegReader(conn)
-            self._leg.install()
-            self._rx = self._leg.rx
+        self._rx = bytearray()     # leg bytes not yet parsed into frames ("batch")
+        self._ended = False        # GATEWAY_END or end of leg seen ("batch")
 
     def _flush(self) -> None:
         if _MODE == "frames":
@@ -174,18 +93,6 @@ class InnerTls:
 
     async def _pull(self) -> bool:
         """Move RELAY payloads from the leg into the incoming BIO. False on end of leg."""
-        if self._leg is not None:
-            while True:
-                if self._take_frames():
-                    return True
-                if self._ended:
-                    return False
-                if self._leg.ended:
-                    self._ended = True
-                    if self._rx:
-                        raise MalformedFrame("relay leg closed inside a frame")
-                    return False
-                await self._leg.wait()
         if _MODE == "frames":
             return await self._pull_one()
         while True:

@@ -11,29 +11,11 @@ them.  Reusable fixtures:
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
-
 import pytest
 
+from netns_lab.netns import unavailable_reason
 
-def _lab_skip_reason() -> str | None:
-    if sys.platform != "linux":
-        return "netns lab needs Linux"
-    if os.geteuid() != 0:
-        return "netns lab needs root (network namespaces, nftables, NFQUEUE)"
-    for tool in ("ip", "nft", "iptables", "sysctl"):
-        if not shutil.which(tool):
-            return f"netns lab needs the {tool!r} tool"
-    r = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
-    if r.returncode != 0:
-        return f"'ip netns' unavailable: {r.stderr.strip()}"
-    return None
-
-
-LAB_SKIP = _lab_skip_reason()
+LAB_SKIP = unavailable_reason()
 
 
 def pytest_collection_modifyitems(config, items):

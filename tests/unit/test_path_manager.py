@@ -331,18 +331,24 @@ def test_the_responder_keepalive_timer_runs_longer_so_the_initiator_leads():
     assert ka and ka[0] == pytest.approx(RESPONDER_KEEPALIVE_SLACK) and RESPONDER_KEEPALIVE_SLACK > 1.0
 
 
+def _on_udp() -> PathManager:
+    """A manager whose session moved to a verified udp-direct path at t=0.1."""
+    m = PathManager(0.0, initiator=True)
+    m.path_up("udp-1", "udp-direct", 0.1)
+    m.probe_result("udp-1", 0.01, 0.1)
+    m.received("udp-1", 0.1)
+    m.handle_timer(0.2)
+    m.actions()
+    assert m.active == "udp-1"
+    return m
+
+
 def test_packets_heard_below_the_frames_keep_a_stalled_path_up():
     """Frames (answers included) stuck behind an SCTP retransmission timeout, while
     the peer's SACKs keep arriving: the path is not dead. Without the packet-level
     evidence the same timeline fails over at dead_after."""
     def stalled(feed_packets: bool, until: float = 2.5):
-        m = PathManager(0.0, initiator=True)
-        m.path_up("udp-1", "udp-direct", 0.1)
-        m.probe_result("udp-1", 0.01, 0.1)
-        m.received("udp-1", 0.1)
-        m.handle_timer(0.2)
-        m.actions()
-        assert m.active == "udp-1"
+        m = _on_udp()
         m.sent("udp-1", 1.0)                       # an event goes out; its answer is stuck
         t = 1.0
         while t < until:
@@ -361,12 +367,7 @@ def test_packets_heard_below_the_frames_keep_a_stalled_path_up():
 
 
 def test_packets_that_stop_being_heard_fail_over_dead_after_later():
-    m = PathManager(0.0, initiator=True)
-    m.path_up("udp-1", "udp-direct", 0.1)
-    m.probe_result("udp-1", 0.01, 0.1)
-    m.received("udp-1", 0.1)
-    m.handle_timer(0.2)
-    m.actions()
+    m = _on_udp()
     m.sent("udp-1", 1.0)
     m.heard("udp-1", 1.3)                          # the last packet; then the path goes dark
     assert m.get_timer() <= 1.3 + 0.6 + 1e-9
@@ -378,12 +379,7 @@ def test_packets_that_stop_being_heard_fail_over_dead_after_later():
 
 
 def test_a_packet_heard_before_the_wait_began_is_no_answer():
-    m = PathManager(0.0, initiator=True)
-    m.path_up("udp-1", "udp-direct", 0.1)
-    m.probe_result("udp-1", 0.01, 0.1)
-    m.received("udp-1", 0.1)
-    m.handle_timer(0.2)
-    m.actions()
+    m = _on_udp()
     m.sent("udp-1", 1.0)
     m.heard("udp-1", 0.9)                          # old news: heard before we started waiting
     m.handle_timer(1.7)
