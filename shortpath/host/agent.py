@@ -132,7 +132,7 @@ class HostAgent:
             self._stats_server = await asyncio.start_unix_server(self._stats_conn, self.stats_path)
             os.chmod(self.stats_path, 0o600)
         if self.managed is not None and self.listener is None:
-            from ..transport.managed import ManagedListener
+            from ..transport.udp.managed import ManagedListener
             self.listener = await ManagedListener(host=self.managed[0], port=self.managed[1]).start()
             _log.info(log.kv("managed-listener", host=self.host_id, addr=f"{self.managed[0]}:{self.listener.address[1]}"))
         attempt = 0

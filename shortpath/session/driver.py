@@ -37,7 +37,7 @@ def udp_config(policy: dict, options: dict):
     """Build the UDP layer's config from the broker's per-pool policy plus local options.
 
     Returns None when the policy allows no UDP path."""
-    from ..transport.ice import TurnServer
+    from ..transport.udp.ice import TurnServer
     from ..transport.udp import UdpConfig
 
     sp = policy.get("shortpath", {})

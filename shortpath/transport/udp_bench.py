@@ -124,7 +124,7 @@ async def bench_raw(pings: int, bulk_bytes: int, loss_every: int) -> dict:
 
 # ---------------------------------------------------------------- UdpPath
 async def _connect(tuned: bool) -> tuple[Any, Any, Any, Any]:
-    from .sctp_tuning import DEFAULT_TUNING
+    from .udp.sctp import DEFAULT_TUNING
 
     cfg = UdpConfig(allow_managed=False, allow_turn=False, host_addresses=("127.0.0.1",),
                     sctp_tuning=DEFAULT_TUNING if tuned else None,

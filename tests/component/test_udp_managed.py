@@ -12,7 +12,7 @@ import threading
 import pytest
 
 from conftest_udp import LOOPBACK, assert_no_leaked_tasks, make_pair
-from shortpath.transport.managed import ManagedListener
+from shortpath.transport.udp.managed import ManagedListener
 from shortpath.transport.udp import UdpConfig
 
 MANAGED = UdpConfig(allow_direct=False, allow_turn=False, host_addresses=LOOPBACK, connect_timeout=10)

@@ -235,8 +235,8 @@ def test_importing_the_package_does_not_load_aiortc():
     import subprocess
     import sys
 
-    code = ("import sys, shortpath.transport.udp, shortpath.transport.managed, shortpath.transport.ice, "
-            "shortpath.transport.sctp_tuning; print('aiortc' in sys.modules, 'av' in sys.modules)")
+    code = ("import sys, shortpath.transport.udp, shortpath.transport.udp.managed, shortpath.transport.udp.ice, "
+            "shortpath.transport.udp.sctp; print('aiortc' in sys.modules, 'av' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=str(__import__("pathlib").Path(__file__).resolve().parents[2]))
     assert out.stdout.split() == ["False", "False"]
@@ -245,7 +245,7 @@ def test_importing_the_package_does_not_load_aiortc():
 async def test_dead_peer_is_reported_by_sctp_retransmit_limit_without_task_errors(caplog):
     import logging
 
-    from shortpath.transport.sctp_tuning import SctpTuning
+    from shortpath.transport.udp.sctp import SctpTuning
 
     fast = UdpConfig(allow_managed=False, allow_turn=False, host_addresses=LOOPBACK,
                      sctp_tuning=SctpTuning(rto_min=0.02, rto_max=0.1, max_retrans=4))

@@ -11,7 +11,7 @@ import time
 from types import SimpleNamespace
 
 from conftest_udp import LOOPBACK
-from shortpath.transport.ice import Impairment, TurnServer, is_private_address, make_agent
+from shortpath.transport.udp.ice import Impairment, TurnServer, is_private_address, make_agent
 from shortpath.transport.udp import UdpConfig, UdpUpgrader
 
 

@@ -40,7 +40,7 @@ from typing import Any, Optional
 
 from .ice import Impairment, is_dtls, is_stun
 
-logger = logging.getLogger("shortpath.transport.managed")
+logger = logging.getLogger("shortpath.transport.udp.managed")
 
 DEFAULT_MANAGED_PORT = 3390
 

@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Callable, Optional
 
-logger = logging.getLogger("shortpath.transport.ice")
+logger = logging.getLogger("shortpath.transport.udp.ice")
 
 UDP_SOCKET_BUFFER = 1 << 20
 # How long the controlling side holds back nominating a relay pair while a

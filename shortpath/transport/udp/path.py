@@ -52,7 +52,7 @@ from .ice import (
     new_credentials,
 )
 from .managed import DEFAULT_MANAGED_PORT, ManagedListener, ManagedSession
-from .sctp_tuning import DEFAULT_TUNING, SctpTuning
+from .sctp import DEFAULT_TUNING, SctpTuning
 
 __all__ = [
     "UdpConfig",
@@ -388,7 +388,7 @@ class UdpUpgrader:
         from aiortc.rtcsctptransport import RTCSctpTransport
 
         if cfg.sctp_tuning is not None:
-            from .sctp_tuning import tuned_sctp_transport_class
+            from .sctp import tuned_sctp_transport_class
 
             self._sctp = sctp = tuned_sctp_transport_class()(dtls, port=cfg.sctp_port, tuning=cfg.sctp_tuning)
         else:
