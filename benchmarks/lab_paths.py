@@ -69,7 +69,7 @@ SPEC = {
     "aiortc-default": {"peer": "aiortc", "reliable": True, "datagram": True, "frames": True},
 }
 
-#: Frames the host may have unacknowledged before it skips one (see lab_peer / bench_mode). At
+#: Frames the host may have unacknowledged before it skips one (see bench_app.bench_mode). At
 #: 2 % loss a UDP path carries ~2 Mbit/s: 3 frames (~120 KB) were ~0.5 s of queue, and the
 #: session's liveness probes, in the same SCTP FIFO, came back later than its 0.6 s failover
 #: threshold (the sessions fell back to the relay); 2 frames keep that queue near 0.3 s.
@@ -135,7 +135,7 @@ def measure(paths=PATHS, profiles=("clean", "rtt40-loss2"), *, events_s=4.0, bul
             progress(f"  [{time.monotonic() - t_start:6.1f}s] {msg}")
 
     with Lab(client_nat="port-restricted", host_nat="port-restricted", private_link=True) as lab:
-        stack = start_stack(lab)
+        stack = start_stack(lab, host_app="benchmarks.bench_app:host_handler")
         isolate_private_link(lab, keep_udp_ports=(3390, PORT_UDP))
         packet_sized_segments(lab)
         work = Path(lab.workdir) / "bench"

@@ -1,7 +1,7 @@
 """Workload peers for benchmarks/lab_paths.py, run inside netns_lab namespaces.
 
 Host side (baselines only; the shortpath paths use the real ``shortpath host`` process,
-whose app answers the same protocol in ``shortpath.app.desktop.bench_mode``)::
+whose app answers the same protocol in ``benchmarks.bench_app.bench_mode``)::
 
     python -m benchmarks.lab_peer serve --bind 10.2.0.10 --workdir DIR
 
@@ -39,8 +39,10 @@ import time
 from collections import deque
 from pathlib import Path
 
-from shortpath.app.desktop import BENCH_ENTRY, bench_entry, bench_mode, check_frame
+from shortpath.app.desktop import check_frame
 from shortpath.errors import SessionClosed
+
+from .bench_app import BENCH_ENTRY, bench_entry, bench_mode
 
 PORT_UDP, PORT_TLS, PORT_UDP_CTL, PORT_RTC = 9101, 9102, 9103, 9104
 BENCH_PORTS = (PORT_UDP, PORT_TLS, PORT_UDP_CTL, PORT_RTC)

@@ -1,19 +1,17 @@
-"""Relay implementations side by side in one run: before / after, against direct TLS.
+"""The TCP relay against direct TLS, interleaved over several rounds in one run.
 
 ``python -m benchmarks.relay_ab [--rounds N] [--mib M]``
 
-Two gateway+host stacks run at once: "before" with the StreamReader pump in
-the gateway (SHORTPATH_RELAY_PUMP=streams) and one-frame-at-a-time inner TLS on
-both peers (SHORTPATH_INNER_TLS=frames); "after" with the defaults (protocol
-pump in the gateway, batched leg reads and writes on the peers). "gw-only" is
-the new gateway with the old peers. (The committed results also hold a
-"peers-protocol" variant, peers reading the leg through a protocol object; it
-measured no better than "after" and was removed from the code.)
+A gateway+host stack and a plain TLS echo server run at once; each round
+measures both back to back, in a rotating order. (This benchmark used to
+compare relay implementations, before / after, selected by environment
+variables; those older implementations are gone from the code. The figures
+of the run that decided it, 2026-11-21, are in docs/relay.md.)
 CPU seconds of every process involved are recorded too (ms per MiB moved), a
 figure much less sensitive to a shared machine than wall-clock throughput. Each
 round measures direct TLS and every variant back to back, in a rotating order,
-so drift on a shared machine hits all of them; figures are medians over rounds
-and ratios to the direct TLS run of the same round.
+so drift on a shared machine hits both; figures are medians over rounds and
+ratios to the direct TLS run of the same round.
 """
 
 from __future__ import annotations
@@ -27,16 +25,14 @@ import time
 
 from shortpath.auth.tokens import TokenSigner
 from shortpath.config import DEFAULT_GATEWAY_ID
-from shortpath.transport import tcp_relay
 
 from .common import Proc, py, save, table
 from .relay import _relay_measure, _tls_measure
 from .scale import cpu_seconds
 
+#: relay stacks measured against direct TLS (name -> extra environment of gateway / peers)
 VARIANTS = {
-    "before": {"gateway": {"SHORTPATH_RELAY_PUMP": "streams"}, "peers": {"SHORTPATH_INNER_TLS": "frames"}},
-    "gw-only": {"gateway": {"SHORTPATH_RELAY_PUMP": "protocol"}, "peers": {"SHORTPATH_INNER_TLS": "frames"}},
-    "after": {"gateway": {"SHORTPATH_RELAY_PUMP": "protocol"}, "peers": {"SHORTPATH_INNER_TLS": "batch"}},
+    "relay": {"gateway": {}, "peers": {}},
 }
 
 
@@ -79,7 +75,6 @@ def run(rounds: int = 4, mib: int = 64, n_echo: int = 300) -> dict:
                     if name == "direct-tls":
                         res = asyncio.run(_tls_measure(tls.ready["port"], n_echo, bulk))
                     else:
-                        tcp_relay._MODE = VARIANTS[name]["peers"]["SHORTPATH_INNER_TLS"]
                         addr, tok, ca = stacks[name]
                         res = asyncio.run(_relay_measure(addr, tok, ca, n_echo, bulk))
                     p1 = [time.process_time()] + [cpu_seconds(p) for p in others]
@@ -93,7 +88,6 @@ def run(rounds: int = 4, mib: int = 64, n_echo: int = 300) -> dict:
                           f"rtt p50 {res['rtt_p50_ms']:.3f} ms  cpu {res['cpu_ms_per_mib']:.2f} ms/MiB "
                           f"{res['cpu_ms_per_mib_by_process']}", flush=True)
         finally:
-            tcp_relay._MODE = "batch"
             for p in procs:
                 p.stop()
     out, rows = {}, []
@@ -114,16 +108,11 @@ def run(rounds: int = 4, mib: int = 64, n_echo: int = 300) -> dict:
     for name in out:
         out[name]["cpu_over_direct"] = round(out[name]["median_cpu_ms_per_mib"]
                                              / out["direct-tls"]["median_cpu_ms_per_mib"], 2)
-        out[name]["cpu_over_before"] = round(out[name]["median_cpu_ms_per_mib"]
-                                             / out["before"]["median_cpu_ms_per_mib"], 3)
-    after_over_before = [a["mbit_s"] / b["mbit_s"] for a, b in zip(samples["after"], samples["before"])]
     print(table(rows, ["variant", "median Mbit/s", "ratio to direct (median)", "rtt p50 ms", "cpu ms/MiB (all procs)"]))
-    print("cpu per byte relative to 'before': " + ", ".join(f"{n} {out[n]['cpu_over_before']}" for n in out))
-    print(f"after/before throughput per round: {[round(x, 2) for x in after_over_before]}")
+    print("cpu per byte relative to direct TLS: " + ", ".join(f"{n} {out[n]['cpu_over_direct']}" for n in out))
     data = {"loadavg_1_5_15_before": [round(x, 2) for x in load_before],
             "loadavg_1_5_15_after": [round(x, 2) for x in os.getloadavg()], "cpus": os.cpu_count(),
-            "rounds": rounds, "bulk_bytes": bulk, "n_echo": n_echo, "variants": VARIANTS, "results": out,
-            "after_over_before_per_round": [round(x, 3) for x in after_over_before]}
+            "rounds": rounds, "bulk_bytes": bulk, "n_echo": n_echo, "variants": VARIANTS, "results": out}
     print(f"saved {save('relay_ab', data)}")
     return data
 

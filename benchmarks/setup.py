@@ -20,7 +20,8 @@ What is measured (all from time.monotonic(); in the lab every namespace shares t
 CLOCK_MONOTONIC, so the host's stamps line up with the client's)
     The phase stamps come from the code itself, not from polling: ``Session.timeline`` (written
     by client/connect.py, host/agent.py and Session.switch_to) and the UDP attempt's
-    ``UdpUpgrader.timeline`` (transport/udp.py; in the path's ``info()["timeline"]``).
+    ``UdpUpgrader.timeline`` (transport/udp/upgrader.py; ``UdpSessionPath.setup_timeline``, and
+    in the path's ``info()["timeline"]``).
 
     Relay, first byte (client clock; contiguous, so the phases add up to the total):
       gateway tcp+tls  connect() called -> TCP + TLS to the gateway up
@@ -370,7 +371,7 @@ async def _measure_loopback(paths, reps: int, progress=print) -> dict:
                         return {}
                     udp = hs.active if hs.active is not None and hs.active.kind.startswith("udp") else None
                     return {"session": dict(hs.timeline),
-                            "udp": dict(udp.upgrader.timeline) if udp is not None else {}}
+                            "udp": dict(udp.setup_timeline) if udp is not None else {}}
 
                 async def conn(modes):
                     return await stack.connect(udp={**stack.udp, "modes": modes})

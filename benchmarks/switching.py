@@ -60,12 +60,12 @@ async def one_run(stack: LocalStack, dark: float) -> dict:
     paths = [s.active, hs.active]
     t_dark = time.monotonic()
     for p in paths:
-        p.udp._blackhole(True)
+        p.udp.blackhole(True)
     t_fail = await _until(lambda: s.info.transport == "tcp-relay", 5)
     await asyncio.sleep(max(0.0, dark - (time.monotonic() - t_dark)))
     t_light = time.monotonic()
     for p in paths:
-        p.udp._blackhole(False)
+        p.udp.blackhole(False)
     t_back = await _until(lambda: s.info.transport.startswith("udp"), 10)
     await asyncio.sleep(0.3)
     stop.set()

@@ -126,7 +126,10 @@ def render_config(*, listen_ip: str, port: int, tls_port: int, relay_range: tupl
     if external_ip:
         lines.append(f"external-ip={external_ip}")
     if loopback_peers:
-        lines.append("allow-loopback-peers")
+        # The peers of a loopback instance are on 127.0.0.1. lab.conf denies 127/8, and a
+        # denial beats allow-loopback-peers, so that one address is allowed explicitly (an
+        # allowed-peer-ip entry beats a denial); the rest of 127/8 stays denied.
+        lines += ["allow-loopback-peers", "allowed-peer-ip=127.0.0.1"]
     return "\n".join(lines) + "\n"
 
 
@@ -189,6 +192,8 @@ def start_in_lab(lab, *, port: int = 3478, tls_port: int = 443,
                  relay_range: tuple[int, int] = (50000, 50999), external_ip: str | None = None,
                  name: str = "coturn", timeout: float = 10.0) -> CoturnServer:
     """Start coturn in ``lab``'s core namespace on the "turn" address and wait until ready."""
+    from .prereq import require
+    require("turnserver")
     host = plan.SERVICES["turn"]
     conf, log, pidfile, cert, secret = _prepare(
         lab.workdir, name, host, port=port, tls_port=tls_port, relay_range=relay_range,
@@ -200,7 +205,7 @@ def start_in_lab(lab, *, port: int = 3478, tls_port: int = 443,
                             "--timeout", str(timeout), check=False, timeout=timeout + 5)
         if r.returncode != 0 or not proc.alive():
             raise RuntimeError(f"coturn in lab not ready: {r.stdout}{r.stderr}"
-                               + _tail(log))
+                               + _tail(log) + "\n" + proc.describe_exit("turnserver"))
     except BaseException:
         lab.stop(proc)
         raise
@@ -233,6 +238,8 @@ def _free_port(host: str = "127.0.0.1") -> int:
 def start_loopback(workdir: str | Path | None = None, timeout: float = 10.0,
                    relay_ports: int = 200) -> CoturnServer:
     """Start coturn on 127.0.0.1 (free ports; no root needed) and wait until it answers."""
+    from .prereq import require
+    require("turnserver")
     own_dir = workdir is None
     wd = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="netns_lab-turn-"))
     port, tls_port = _free_port(), _free_port()

@@ -105,7 +105,7 @@ class Lateness:
 
 
 def run(queue: int, imp: Impairment, prio: int = 50, spin_us: float = 0.0,
-        pin: bool = False) -> int:
+        pin: bool = False, control: bool = True) -> int:
     q = NfQueue(queue)
     rt = _realtime_setup(prio)
     # Optionally stay on one CPU: verdicts re-inject packets on the CPU that sends them, and
@@ -140,7 +140,11 @@ def run(queue: int, imp: Impairment, prio: int = 50, spin_us: float = 0.0,
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
     stdin = sys.stdin
-    os.set_blocking(stdin.fileno(), False)
+    # Without control (a detached lab: nobody holds our stdin) stdin is not watched; a new
+    # configuration then means a new emulator, and only SIGTERM stops this one.
+    watch = [q, stdin, wake_r] if control else [q, wake_r]
+    if control:
+        os.set_blocking(stdin.fileno(), False)
     inbuf = ""
     print("READY", json.dumps({"queue": queue, **rt}), flush=True)
     mono = time.monotonic
@@ -150,7 +154,7 @@ def run(queue: int, imp: Impairment, prio: int = 50, spin_us: float = 0.0,
         if heap:
             timeout = max(0.0, heap[0][0] - mono() - spin)
         try:
-            ready, _, _ = select.select([q, stdin, wake_r], [], [], timeout)
+            ready, _, _ = select.select(watch, [], [], timeout)
         except InterruptedError:
             continue
         out = []
@@ -228,8 +232,11 @@ def main(argv=None) -> int:
     p.add_argument("--spin-us", type=float, default=0.0,
                    help="wake this early and spin until a release is due (0 = pure sleep)")
     p.add_argument("--pin-cpu", action="store_true", help="pin to one CPU (queue %% ncpus)")
+    p.add_argument("--no-stdin", action="store_true",
+                   help="ignore stdin (no live reconfiguration or stats); run until SIGTERM")
     a = p.parse_args(argv)
-    return run(a.queue, Impairment(**json.loads(a.config)), a.rt_prio, a.spin_us, a.pin_cpu)
+    return run(a.queue, Impairment(**json.loads(a.config)), a.rt_prio, a.spin_us, a.pin_cpu,
+               control=not a.no_stdin)
 
 
 if __name__ == "__main__":

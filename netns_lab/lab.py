@@ -40,7 +40,7 @@ from . import plan
 from .impair import Impairment
 from .netns import LabError, Node, Proc, popen_in_ns, run
 from .probe import DEFAULT_PORTS, NatReport
-from .state import RunState, proc_start_time, teardown
+from .state import ProcRecord, RunState, kill_pid, list_runs, proc_start_time, teardown
 
 # Sysctls every namespace gets, set explicitly rather than inherited from whatever the machine
 # has.  Conntrack timeouts only matter on NAT routers but are set everywhere for uniformity.
@@ -139,6 +139,45 @@ class Lab:
         self._probe_server: Proc | None = None
         self._lock = threading.RLock()
         self._up = False
+        self._nspawn = 0
+
+    @classmethod
+    def attach(cls, run_id: str) -> "Lab":
+        """The running lab ``run_id`` (started detached, e.g. by ``python -m netns_lab up``),
+        to change from another process: impairments, firewall presets, more processes.
+
+        What the lab did so far is read back from its state file (``netns_lab.state``):
+        addressing, firewall presets, impairment emulators (pid, queue, rule)."""
+        for st in list_runs():
+            if st.run_id == run_id:
+                break
+        else:
+            raise LabError(f"no recorded run {run_id!r} (see: python -m netns_lab list)")
+        if not st.detached:
+            # its owner keeps the state in memory and would overwrite what we record
+            raise LabError(f"run {run_id} is not detached (owner pid {st.owner_pid}); change it "
+                           "through its Lab object, or start labs for the shell with "
+                           "`python -m netns_lab up`")
+        cfg = st.config
+        missing = [ns for ns in st.namespaces if not Path("/run/netns", ns).exists()]
+        if missing or not st.namespaces:
+            raise LabError(f"run {run_id} is not up (namespaces missing: {missing or 'all'})")
+        client = cfg["client_nat"]
+        lab = cls(tuple(client) if isinstance(client, list) else client, cfg["host_nat"],
+                  private_link=cfg["private_link"], run_id=run_id, detached=True,
+                  handle_signals=False)
+        lab.state = st
+        lab.workdir = Path(st.workdir) if st.workdir else None
+        lab._up = True
+        lab._fw = {k: tuple(v) for k, v in cfg.get("firewall", {}).items()}
+        lab._next_queue = cfg.get("next_queue", 1)
+        for key, e in cfg.get("impair", {}).items():
+            link, d = key.split("/")
+            lab._impair[(link, d)] = {
+                "imp": Impairment(**e["params"]), "proc": None, "queue": e.get("queue"),
+                "rec": ProcRecord(**e["rec"]) if e.get("rec") else None,
+                "node": e.get("node"), "if": e.get("if")}
+        return lab
 
     # ---------------------------------------------------------------- nodes and addresses
     @property
@@ -200,6 +239,8 @@ class Lab:
         self.down()
 
     def up(self) -> "Lab":
+        from .prereq import require
+        require("lab")      # one line per missing program, naming its Debian package
         t0 = time.monotonic()
         self.workdir = Path(tempfile.mkdtemp(prefix=f"netns_lab-{self.run_id}-"))
         self.state = RunState(self.run_id, os.getpid(), proc_start_time(os.getpid()),
@@ -290,6 +331,10 @@ class Lab:
             if self.state is None:
                 return
             t0 = time.monotonic()
+            dead = self.helper_failures()
+            if dead:    # exited before the lab went down: say so (pytest shows it on failure)
+                print(f"netns_lab {self.run_id}: helpers that exited before down():\n{dead}",
+                      file=sys.stderr)
             for key in list(self._impair):
                 ent = self._impair.pop(key)
                 if ent.get("proc"):
@@ -325,9 +370,16 @@ class Lab:
         n = self.node(node)
         if self.state is None:
             raise LabError("lab is not up")
-        popen = popen_in_ns(n.ns, argv, stdin=stdin, env=env, cwd=cwd)
         assert self.workdir is not None
-        log = self.workdir / f"{n.role}-{Path(argv[0]).name}-{popen.pid}.log"
+        name = Path(argv[0]).name + (f"-{argv[2]}" if len(argv) > 2 and argv[1] == "-m" else "")
+        if self.detached and not stdin:
+            # A detached lab outlives this process: no pipe that would break when it exits.
+            self._nspawn += 1
+            log = self.workdir / f"{n.role}-{name}-{os.getpid()}-{self._nspawn}.log"
+            popen = popen_in_ns(n.ns, argv, env=env, cwd=cwd, log_file=log)
+        else:
+            popen = popen_in_ns(n.ns, argv, stdin=stdin, env=env, cwd=cwd)
+            log = self.workdir / f"{n.role}-{name}-{popen.pid}.log"
         p = Proc(n.role, n.ns, argv, popen, log)
         with self._lock:
             self.procs.append(p)
@@ -340,6 +392,14 @@ class Lab:
                 self.stop(p)
                 raise
         return p
+
+    def helper_failures(self, n: int = 15) -> str:
+        """Every helper of this lab that has exited on its own, with its exit status and last
+        output lines (kept in memory: still there once the run's directory is deleted); "" if
+        none. For a failing test's message: a dead helper is often the real cause."""
+        with self._lock:
+            dead = [p for p in self.procs if not p.alive()]
+        return "\n".join(p.describe_exit(n=n) for p in dead)
 
     def stop(self, proc: Proc, timeout: float = 3.0) -> int | None:
         rc = proc.stop(timeout)
@@ -373,6 +433,9 @@ class Lab:
         if site == "host":
             self.host.nft(fw.host_ruleset(host_p))
         self._fw[site] = tuple(presets)
+        if self.state is not None:
+            self.state.config["firewall"] = {k: list(v) for k, v in self._fw.items()}
+            self.state.save()
 
     def firewall_counters(self, site: str) -> dict[str, int]:
         """Packets dropped so far per preset at ``site``."""
@@ -429,31 +492,63 @@ class Lab:
         receiver = self.nodes[rcv.node]
         if imp.needs_queue():
             cfg = json.dumps(imp.to_dict())
-            if ent and ent.get("proc") and ent["proc"].alive():
-                mark = ent["proc"].mark()
-                ent["proc"].send_line(cfg)
-                ent["proc"].wait_for_line(r"^CONFIGURED$", 5.0, since=mark)
-                ent["imp"] = imp
+            proc = ent.get("proc") if ent else None
+            if proc is not None and proc.alive() and proc.popen.stdin is not None:
+                mark = proc.mark()
+                proc.send_line(cfg)
+                proc.wait_for_line(r"^CONFIGURED$", 5.0, since=mark)
+                ent["imp"] = imp  # type: ignore[index]
             else:
+                if ent:
+                    self._drop_emulator(ent, receiver)
                 q = self._next_queue
                 self._next_queue += 1
-                proc = self.spawn(receiver, [sys.executable, "-m", "netns_lab.emulator",
-                                             "--queue", str(q), "--config", cfg],
-                                  stdin=True, ready=r"^READY")
+                argv = [sys.executable, "-m", "netns_lab.emulator", "--queue", str(q),
+                        "--config", cfg]
+                if self.detached:       # nobody will hold its stdin: reconfigure = replace
+                    argv.append("--no-stdin")
+                proc = self.spawn(receiver, argv, stdin=not self.detached, ready=r"^READY")
                 receiver.run(["iptables", "-w", "-t", "raw", "-A", "PREROUTING", "-i",
                               rcv.ifname, "-j", "NFQUEUE", "--queue-num", str(q),
                               "--queue-bypass"])
-                self._impair[key] = {"imp": imp, "proc": proc, "queue": q,
+                self._impair[key] = {"imp": imp, "proc": proc, "rec": proc.record(), "queue": q,
                                      "node": rcv.node, "if": rcv.ifname}
         elif ent:
-            if ent.get("proc"):
-                receiver.run(["iptables", "-w", "-t", "raw", "-D", "PREROUTING", "-i",
-                              ent["if"], "-j", "NFQUEUE", "--queue-num", str(ent["queue"]),
-                              "--queue-bypass"], check=False)
-                self.stop(ent["proc"])
+            self._drop_emulator(ent, receiver)
             del self._impair[key]
         if imp.rate_kbit and not imp.needs_queue():
             self._impair[key] = {"imp": imp, "proc": None}
+        self._save_impairments()
+
+    def _drop_emulator(self, ent: dict, receiver: Node) -> None:
+        """Remove one direction's NFQUEUE rule and stop its emulator (ours, or recorded)."""
+        if ent.get("queue") is None:
+            return
+        receiver.run(["iptables", "-w", "-t", "raw", "-D", "PREROUTING", "-i",
+                      ent["if"], "-j", "NFQUEUE", "--queue-num", str(ent["queue"]),
+                      "--queue-bypass"], check=False)
+        if ent.get("proc") is not None:
+            self.stop(ent["proc"])
+        elif ent.get("rec") is not None:        # started by another process (attached lab)
+            rec = ent["rec"]
+            kill_pid(rec.pid, rec.start)
+            with self._lock:
+                if self.state is not None:
+                    self.state.procs = [r for r in self.state.procs if r.pid != rec.pid]
+                    self.state.save()
+
+    def _save_impairments(self) -> None:
+        """Record the impairments in the state file (what ``Lab.attach`` reads back)."""
+        if self.state is None:
+            return
+        from dataclasses import asdict
+        self.state.config["impair"] = {
+            f"{link}/{d}": {"params": e["imp"].to_dict(), "queue": e.get("queue"),
+                            "node": e.get("node"), "if": e.get("if"),
+                            "rec": asdict(e["rec"]) if e.get("rec") else None}
+            for (link, d), e in self._impair.items()}
+        self.state.config["next_queue"] = self._next_queue
+        self.state.save()
 
     def emulator_stats(self, link: str, direction: str) -> dict:
         ent = self._impair.get((link, direction))

@@ -26,25 +26,20 @@ class LabError(RuntimeError):
     """A lab operation failed (a command returned an error, a process did not become ready)."""
 
 
-#: Commands every lab run needs (iptables for the emulator's NFQUEUE rules, sysctl from procps).
-LAB_TOOLS = ("ip", "nft", "iptables", "sysctl")
+#: What every lab run needs (see netns_lab.prereq for the table: programs, packages, users).
+LAB_TOOLS = ("lab",)
 
 
 def unavailable_reason(tools: Sequence[str] = LAB_TOOLS) -> str | None:
-    """Why the lab cannot run on this machine, or None if it can: what the lab
-    tests skip with and the lab benchmarks print."""
-    import shutil
-    if sys.platform != "linux":
-        return "netns lab needs Linux"
-    if os.geteuid() != 0:
-        return "netns lab needs root (network namespaces, nftables, NFQUEUE)"
-    for tool in tools:
-        if not shutil.which(tool):
-            return f"netns lab needs the {tool!r} tool"
-    r = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
-    if r.returncode != 0:
-        return f"'ip netns' unavailable: {r.stderr.strip()}"
-    return None
+    """Why the lab cannot run on this machine, or None if it can: what the lab benchmarks print
+    and skip with. ``tools``: prerequisite or group names of ``netns_lab.prereq`` (a program
+    name such as "turnserver" works). One line per missing prerequisite, naming its package."""
+    from .prereq import environment_reason, missing
+    why = environment_reason()
+    if why:
+        return why
+    lines = missing(*tools)
+    return "\n".join(lines) if lines else None
 
 
 def lab_env(extra: dict | None = None) -> dict:
@@ -94,6 +89,12 @@ class Proc:
             self._reader = threading.Thread(target=self._drain, daemon=True,
                                             name=f"proc-{self.pid}")
             self._reader.start()
+        elif log_path is not None:
+            # Output goes straight to the log file (a detached lab: the process must outlive
+            # the one that started it, so no pipe); follow the file instead.
+            self._reader = threading.Thread(target=self._follow, daemon=True,
+                                            name=f"proc-{self.pid}")
+            self._reader.start()
 
     def record(self) -> ProcRecord:
         return ProcRecord(self.pid, self.start_time, self.node, os.path.basename(self.argv[0]))
@@ -104,16 +105,59 @@ class Proc:
             for line in self.popen.stdout:  # type: ignore[union-attr]
                 if log:
                     log.write(line)
-                with self._cond:
-                    self.lines.append(line.rstrip("\n"))
-                    self.nlines += 1
-                    self._cond.notify_all()
+                self._add(line)
         finally:
             if log:
                 log.close()
             with self._cond:
                 self._eof = True
                 self._cond.notify_all()
+
+    def _add(self, line: str) -> None:
+        with self._cond:
+            self.lines.append(line.rstrip("\n"))
+            self.nlines += 1
+            self._cond.notify_all()
+
+    def _follow(self) -> None:
+        assert self.log_path is not None
+        try:
+            with open(self.log_path, "r", errors="replace") as f:
+                partial = ""
+                while True:
+                    chunk = f.readline()
+                    if chunk:
+                        partial += chunk
+                        if partial.endswith("\n"):
+                            self._add(partial)
+                            partial = ""
+                        continue
+                    if self.popen.poll() is not None:
+                        rest = partial + f.read()
+                        for line in rest.splitlines():
+                            self._add(line)
+                        break
+                    # A regular file has no "data ready" event to wait on; a short pause
+                    # bounds the delay a readiness line sees (detached labs only).
+                    time.sleep(0.05)
+        finally:
+            with self._cond:
+                self._eof = True
+                self._cond.notify_all()
+
+    def tail(self, n: int = 20) -> str:
+        """The last ``n`` lines of its output (stdout and stderr), kept in memory: still there
+        after the lab's temporary directory (and the log file in it) has been deleted."""
+        with self._cond:
+            return "\n".join(list(self.lines)[-n:])
+
+    def describe_exit(self, what: str = "", n: int = 20) -> str:
+        """One message for a helper that failed: what it is, its exit status, its last output."""
+        rc = self.popen.poll()
+        state = "still running" if rc is None else f"exited rc={rc}"
+        name = what or os.path.basename(self.argv[0]) + (
+            f" {self.argv[2]}" if len(self.argv) > 2 and self.argv[1] == "-m" else "")
+        return f"{name} in {self.ns} {state}; its last output:\n{self.tail(n) or '(none)'}"
 
     def mark(self) -> int:
         """A position in the output; pass it as ``since`` to only look at later lines."""
@@ -137,13 +181,14 @@ class Proc:
                         return lines[i - first]
                 pos = self.nlines
                 if self._eof:
-                    raise LabError(f"{self.argv[0]} in {self.ns} exited "
-                                   f"(rc={self.popen.poll()}) before ready; last output:\n"
-                                   + "\n".join(lines[-20:]))
+                    try:
+                        self.popen.wait(2)      # output closed: the exit status follows
+                    except subprocess.TimeoutExpired:
+                        pass
+                    raise LabError(f"not ready: {self.describe_exit()}")
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise LabError(f"{self.argv[0]} in {self.ns} not ready after {timeout}s; "
-                                   "last output:\n" + "\n".join(lines[-20:]))
+                    raise LabError(f"not ready after {timeout}s: {self.describe_exit()}")
                 self._cond.wait(left)
 
     def send_line(self, line: str) -> None:
@@ -226,10 +271,18 @@ class Node:
 
 
 def popen_in_ns(ns: str, argv: Sequence[str], *, stdin: bool = False,
-                env: dict | None = None, cwd: str | None = None) -> subprocess.Popen:
+                env: dict | None = None, cwd: str | None = None,
+                log_file: Path | None = None) -> subprocess.Popen:
+    """Start ``argv`` in namespace ``ns``: stdout and stderr merged into a pipe, or with
+    ``log_file`` appended straight to that file (for processes that outlive their starter)."""
     e = lab_env(env)
-    return subprocess.Popen(
-        ["ip", "netns", "exec", ns, *argv],
-        stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-        start_new_session=True, env=e, cwd=cwd)
+    out = open(log_file, "ab") if log_file is not None else subprocess.PIPE
+    try:
+        return subprocess.Popen(
+            ["ip", "netns", "exec", ns, *argv],
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            stdout=out, stderr=subprocess.STDOUT, text=True, bufsize=1,
+            start_new_session=True, env=e, cwd=cwd)
+    finally:
+        if log_file is not None:
+            out.close()  # type: ignore[union-attr]

@@ -10,6 +10,7 @@ candidate types of the selected pair, time to relay first byte and time to UDP.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -48,8 +49,16 @@ credential_ttl = 600
 """)
 
 
-def start_stack(lab: Lab, *, managed: bool = True) -> dict:
-    """coturn + gateway in the core, host h1 behind the host NAT. Returns the paths a client needs."""
+def _write_private(path: Path, text: str) -> None:
+    """Write a secret (a token) readable by its owner only (0600), never briefly wider."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def start_stack(lab: Lab, *, managed: bool = True, host_app: str | None = None) -> dict:
+    """coturn + gateway in the core, host h1 behind the host NAT. Returns the paths a client needs.
+    ``host_app``: the host's ``--app MODULE:ATTR`` (default: the example desktop app)."""
     from shortpath.auth.tokens import TokenSigner
     from shortpath.config import DEFAULT_GATEWAY_ID
 
@@ -61,9 +70,10 @@ def start_stack(lab: Lab, *, managed: bool = True) -> dict:
     _gateway_config(cfg, state, turn)
     signer = TokenSigner.load_or_create(str(state / "signing.key"))
     now = time.time()
-    (work / "host.tok").write_text(signer.mint("host", "h1", DEFAULT_GATEWAY_ID, 3600, now, pool="desktop"))
-    (work / "user.tok").write_text(signer.mint("user", "alice", DEFAULT_GATEWAY_ID, 3600, now,
-                                               resources=["desktop"]))
+    _write_private(work / "host.tok", signer.mint("host", "h1", DEFAULT_GATEWAY_ID, 3600, now,
+                                                  pool="desktop"))
+    _write_private(work / "user.tok", signer.mint("user", "alice", DEFAULT_GATEWAY_ID, 3600, now,
+                                                  resources=["desktop"]))
     py = sys.executable
     lab.spawn("core", [py, "-m", "shortpath", "gateway", "--config", str(cfg), "--state", str(state)],
               ready="gateway-ready", ready_timeout=15)
@@ -72,6 +82,8 @@ def start_stack(lab: Lab, *, managed: bool = True) -> dict:
                  "--state", str(work / "h1"), "--turn-ca", str(turn.cert)]
     if managed:
         host_argv += ["--managed", f"{lab.addr('host')}:{MANAGED_PORT}"]
+    if host_app:
+        host_argv += ["--app", host_app]
     host = lab.spawn("host", host_argv, ready="host-registered", ready_timeout=15,
                      env={"SHORTPATH_LOG": "INFO"})     # path changes, for a failure's report
     return {"work": work, "state": state, "turn_cert": str(turn.cert), "host_proc": host}
@@ -82,10 +94,17 @@ def _shortpath_lines(text: str, limit: int = 3000) -> str:
     return "\n".join(l for l in text.splitlines() if "aioice" not in l)[-limit:]
 
 
-def client_argv(stack: dict, *extra: str) -> list[str]:
+def client_argv(stack: dict, *extra: str, as_json: bool = True) -> list[str]:
+    """``python`` arguments of a ``shortpath connect`` to the stack (``--json`` unless told)."""
     return ["-m", "shortpath", "connect", "--gateway", f"{plan.SERVICES['gateway']}:443",
             "--token-file", str(stack["work"] / "user.tok"), "--ca", str(stack["state"] / "gateway.crt"),
-            "--json", "--turn-ca", stack["turn_cert"], *extra]
+            *(["--json"] if as_json else []), "--turn-ca", stack["turn_cert"], *extra]
+
+
+def connect_command(lab: Lab, stack: dict, *extra: str) -> list[str]:
+    """The whole ``shortpath connect`` command a shell user runs from the client namespace."""
+    return ["ip", "netns", "exec", lab.client.ns, sys.executable,
+            *client_argv(stack, *extra, as_json=False)]
 
 
 def summarize(info: dict) -> dict:
@@ -111,7 +130,9 @@ def run_in_lab(lab: Lab, *, client_fw: tuple = (), host_fw: tuple = (), managed:
                    check=False, timeout=wait_udp + 40)
     elapsed = time.monotonic() - t0
     if r.returncode != 0:
-        return {"ok": False, "error": (r.stderr or r.stdout)[-1500:], "elapsed_s": elapsed}
+        dead = lab.helper_failures()
+        return {"ok": False, "error": (r.stderr or r.stdout)[-1500:]
+                + (f"\nhelpers that exited:\n{dead}" if dead else ""), "elapsed_s": elapsed}
     out = summarize(json.loads(r.stdout.strip().splitlines()[-1]))
     out.update({"client_log": r.stderr[-6000:], "elapsed_s": round(elapsed, 2)})
     return out
@@ -157,22 +178,21 @@ def run_captured(client_nat: str = "port-restricted", host_nat: str = "port-rest
     Capture phase 1 covers set-up on the relay; phase 2 starts once the host reports
     the session on UDP (or after ``wait_udp``). Returns (client info, phase
     summaries, lab addresses needed to judge them)."""
-    import os
     import signal
+
+    from . import capture
 
     with Lab(client_nat=client_nat, host_nat=host_nat, private_link=private_link) as lab:
         stack = start_stack(lab)
         if client_fw:
             lab.firewall("client", *client_fw)
-        out = stack["work"] / "capture.json"
-        cap = lab.spawn("client", [sys.executable, "-m", "netns_lab.capture", "--iface", "lan",
-                                   "--seconds", "120", "--out", str(out)], ready="capturing", ready_timeout=20)
+        cap = capture.start(lab, "client", "lan", stack["work"] / "capture.json")
         live = lab.spawn("client", [sys.executable, *client_argv(stack, "--wait-udp", str(wait_udp),
                                                                  "--count", "5", "--hold", str(hold))],
                          env={"SHORTPATH_LOG": "INFO"})     # path changes in the log if it fails
         wait_host_on_udp(stack, wait_udp + 10, live)
         time.sleep(0.3)                      # let the switch-over replay drain before phase 2
-        os.kill(cap.pid, signal.SIGUSR1)
+        cap.next_phase()
         try:
             rc = live.popen.wait(wait_udp + hold + 60)
         except subprocess.TimeoutExpired:
@@ -180,15 +200,17 @@ def run_captured(client_nat: str = "port-restricted", host_nat: str = "port-rest
             time.sleep(1.0)
             raise RuntimeError(f"client hung past {wait_udp + hold + 60:.0f} s; its log and tasks:\n"
                                f"{live.log_path.read_text()[-6000:]}") from None
-        lab.stop(cap)
+        phases = cap.stop()                  # raises with the helper's own error if it failed
         lines = [l for l in live.log_path.read_text().splitlines() if l.startswith("{")]
         if rc != 0 or not lines:
+            dead = "\n".join(p.describe_exit() for p in lab.procs if p is not live and not p.alive())
             raise RuntimeError(f"client failed (rc={rc}): {_shortpath_lines(live.log_path.read_text())}\n"
-                               f"host log:\n{_shortpath_lines(stack['host_proc'].log_path.read_text())}")
+                               f"host log:\n{_shortpath_lines(stack['host_proc'].log_path.read_text())}"
+                               + (f"\nhelpers that exited:\n{dead}" if dead else ""))
         addrs = {"host_lan": lab.addr("host"), "host_public": lab.addr("host-public")}
         info = json.loads(lines[-1])
         info["client_log"] = live.log_path.read_text()[-6000:]
-        return info, json.loads(out.read_text())["phases"], addrs
+        return info, phases, addrs
 
 
 def check_capture(path: str, phases: list[dict], addrs: dict) -> list[str]:

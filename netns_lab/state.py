@@ -37,9 +37,21 @@ def proc_start_time(pid: int) -> int | None:
     return int(rest[19])
 
 
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return False
+    return data[data.rindex(b")") + 2:data.rindex(b")") + 3] == b"Z"
+
+
 def pid_alive(pid: int, start: int | None) -> bool:
+    """``pid`` is running and is the process recorded (same start time). An exited process
+    that its parent has not reaped yet (a zombie) is not alive: processes of a detached lab
+    are reaped by whatever adopted them, sometimes seconds later."""
     now = proc_start_time(pid)
-    return now is not None and (start is None or now == start)
+    return now is not None and (start is None or now == start) and not _zombie(pid)
 
 
 @dataclass

@@ -12,29 +12,106 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import errno
 import json
+import math
 import os
 import signal
 import socket
+import ssl
+import stat
 import statistics
 import sys
 import time
 
 from . import log
 from .config import DEFAULT_GATEWAY_ID, load_gateway_config, state_path
-from .errors import ShortpathError
+from .errors import AuthError, ConfigError, PathError, ShortpathError
+
+#: How long past ``exp`` a verifier still accepts a token (clock skew between the
+#: minting and the checking machine); the value lives in auth/tokens.py.
+_SKEW_HELP = "verifiers accept a token up to 30 s past its expiry (clock-skew allowance)"
+
+
+def _warn(text: str) -> None:
+    print(f"shortpath: warning: {text}", file=sys.stderr, flush=True)
 
 
 def _read_token(args) -> str:
-    if getattr(args, "token_file", None):
-        with open(args.token_file) as f:
-            return f.read().strip()
+    """The token from --token-file (preferred), --token or SHORTPATH_TOKEN.
+
+    A token on the command line is visible to every local user (``ps``,
+    /proc/PID/cmdline): it works, with a warning. SHORTPATH_TOKEN is visible to
+    the same user and root (/proc/PID/environ) and to child processes."""
+    path = getattr(args, "token_file", None)
+    if path:
+        try:
+            with open(path, encoding="utf-8") as f:
+                mode = os.fstat(f.fileno()).st_mode
+                token = f.read().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read --token-file {path}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"--token-file {path} does not hold a token (not text)") from None
+        if not token:
+            raise ConfigError(f"--token-file {path} is empty")
+        if stat.S_IMODE(mode) & 0o077:
+            _warn(f"--token-file {path} is readable by other users (mode {stat.S_IMODE(mode):o}); "
+                  f"chmod 600 {path}")
+        return token
     if getattr(args, "token", None):
+        _warn("--token puts the token in the process list where any local user can read it; "
+              "prefer --token-file FILE (mode 0600)")
         return args.token
-    env = os.environ.get("SHORTPATH_TOKEN")
+    env = os.environ.get("SHORTPATH_TOKEN", "").strip()
     if env:
         return env
-    raise ShortpathError("no token: pass --token-file, --token or set SHORTPATH_TOKEN")
+    raise ConfigError("no token: pass --token-file FILE (or --token, or set SHORTPATH_TOKEN)")
+
+
+def _check_ca(path: str | None, option: str = "--ca") -> None:
+    """Fail early, in one line, when a CA file is missing or holds no certificate."""
+    if not path:
+        return
+    from .auth import certs
+    try:
+        certs.client_context(path)
+    except ssl.SSLError:
+        raise ConfigError(f"{option} {path} holds no PEM certificate; pass the gateway's certificate "
+                          f"(gateway.crt in the gateway's --state directory)") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {option} {path}: {exc.strerror or exc}") from None
+
+
+def _gateway_failure(exc: BaseException | None, gateway: str, ca: str | None,
+                     waiting_for: str = "the gateway") -> ShortpathError | None:
+    """One sentence for a failure to reach or talk to the gateway (None if ``exc``
+    is not that kind of failure). Codes: ``gateway-certificate`` (wrong or missing
+    --ca), ``gateway-unreachable`` (refused, timed out, TLS or connection failed)."""
+    def unreachable(text: str) -> PathError:
+        return PathError(text, code="gateway-unreachable")
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        why = exc.verify_message or "certificate verify failed"
+        if ca:
+            return AuthError(f"certificate verify failed ({why}): the gateway at {gateway} does not present "
+                             f"the certificate in --ca {ca}; pass that gateway's own gateway.crt (in its "
+                             f"--state directory)", code="gateway-certificate")
+        return AuthError(f"certificate verify failed ({why}): the system's CAs do not trust the gateway at "
+                         f"{gateway}; pass --ca with its gateway.crt (in the gateway's --state directory)",
+                         code="gateway-certificate")
+    if isinstance(exc, ConnectionRefusedError):
+        return unreachable(f"connection refused by {gateway}: no gateway listens there (is it running, and "
+                           f"is that the port it printed?)")
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return unreachable(f"timed out waiting for {waiting_for} at {gateway}")
+    if isinstance(exc, ssl.SSLError):
+        return unreachable(f"TLS with {gateway} failed: {exc.reason or exc}")
+    if isinstance(exc, (ConnectionError, asyncio.IncompleteReadError)):
+        return unreachable(f"the gateway at {gateway} closed the connection")
+    if isinstance(exc, OSError):
+        return unreachable(f"cannot reach the gateway at {gateway}: {exc.strerror or exc}")
+    return None
 
 
 def _run_until_signal(coro_factory) -> int:
@@ -54,10 +131,12 @@ def cmd_demo(args) -> int:
 
 def cmd_gateway(args) -> int:
     from .gateway import Gateway
+    from .netaddr import parse_hostport
     listen_host = listen_port = None
     if args.listen:
-        listen_host, _, port = args.listen.rpartition(":")
-        listen_port = int(port)
+        if ":" not in args.listen:
+            raise ConfigError(f"bad --listen {args.listen!r}: expected host:port")
+        listen_host, listen_port = parse_hostport(args.listen)
     cfg = load_gateway_config(args.config, state_dir=args.state, listen_host=listen_host or None,
                               listen_port=listen_port)
 
@@ -65,15 +144,34 @@ def cmd_gateway(args) -> int:
         gw = Gateway(cfg)
         await gw.start()
         print(json.dumps({"event": "gateway-ready", "port": gw.port, "cert": gw.cert_path,
-                          "admin": state_path(cfg.state_dir, "admin.sock")}), flush=True)
+                          "admin": state_path(cfg.state_dir, "admin.sock"),
+                          "signing_key": gw.signer.public_hex()}), flush=True)   # for host --signing-key
         await stop.wait()
         await gw.stop()
         return 0
     return _run_until_signal(run)
 
 
+def _write_private(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` with mode 0600 (also when the file existed with
+    another mode), never through a symbolic link."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ConfigError(f"--out {path} is a symbolic link; refusing to write a token through it") from None
+        raise ConfigError(f"cannot write --out {path}: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "w") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfigError(f"--out {path} is not a regular file")
+        os.fchmod(fd, 0o600)
+        f.write(text + "\n")
+
+
 def cmd_token(args) -> int:
     from .auth.tokens import TokenSigner
+    if not (math.isfinite(args.ttl) and args.ttl > 0):
+        raise ConfigError(f"--ttl must be a positive, finite number of seconds (got {args.ttl})")
     cfg = load_gateway_config(args.config, state_dir=args.state)
     signer = TokenSigner.load_or_create(state_path(cfg.state_dir, "signing.key"))
     if args.kind == "user":
@@ -81,14 +179,36 @@ def cmd_token(args) -> int:
         tok = signer.mint("user", args.sub, cfg.gateway_id, args.ttl, time.time(), resources=resources)
     else:
         tok = signer.mint("host", args.sub, cfg.gateway_id, args.ttl, time.time(), pool=args.pool)
+    if args.out:
+        _write_private(args.out, tok)
+        return 0
+    with contextlib.suppress(OSError, ValueError):
+        st = os.fstat(sys.stdout.fileno())
+        if stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) & 0o077:
+            _warn(f"the token went to a file other users can read (mode {stat.S_IMODE(st.st_mode):o}); "
+                  f"use --out FILE, which writes it with mode 0600")
     print(tok)
     return 0
 
 
+def _load_app(spec: str):
+    """``module:attribute`` -> the host application (an async callable taking a Session)."""
+    import importlib
+    module, sep, attr = spec.partition(":")
+    if not sep or not module or not attr:
+        raise ConfigError(f"--app wants MODULE:ATTRIBUTE, not {spec!r}")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"--app {spec}: {exc}") from None
+
+
 def cmd_host(args) -> int:
-    from .app.desktop import host_handler
     from .host import HostAgent
+    host_handler = _load_app(args.app)
     token = _read_token(args)
+    _check_ca(args.ca)
+    _check_ca(args.turn_ca, "--turn-ca")
 
     async def run(stop):
         from .netaddr import parse_hostport
@@ -97,42 +217,79 @@ def cmd_host(args) -> int:
         if args.turn_ca:
             udp["turn_cafile"] = args.turn_ca
         agent = HostAgent(args.gateway, token, args.host_id, host_handler, state_dir=args.state, cafile=args.ca,
-                          managed=managed, udp=udp)
-        agent.start()
-        reg = asyncio.ensure_future(agent.registered.wait())
-        stopper = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({reg, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        if agent.registered.is_set():
+                          managed=managed, udp=udp, signing_key=args.signing_key)
+        fatal: list[ShortpathError] = []
+
+        def on_retry(exc: BaseException | None, delay: float) -> None:
+            err = _gateway_failure(exc, args.gateway, args.ca)
+            if isinstance(exc, ssl.SSLCertVerificationError):
+                fatal.append(err)        # the pinned certificate will not change: stop
+                stop.set()
+                return
+            if err is not None:
+                why = err.message
+            elif isinstance(exc, ShortpathError):
+                why = f"{exc.code}: {exc.message}"
+            elif exc is not None:
+                why = f"{type(exc).__name__}: {exc}"
+            else:
+                why = "the gateway closed the control channel"
+            print(f"shortpath: host {args.host_id}: retrying in {delay:.1f} s: {why}", file=sys.stderr, flush=True)
+
+        agent.on_retry = on_retry
+
+        async def announce():
+            await agent.registered.wait()
             print(json.dumps({"event": "host-registered", "host_id": args.host_id,
                               "fingerprint": agent.fingerprint}), flush=True)
-        await stopper
-        reg.cancel()
+
+        agent.start()
+        waits = [asyncio.ensure_future(w) for w in (announce(), agent.refused.wait(), stop.wait())]
+        await asyncio.wait(waits[1:], return_when=asyncio.FIRST_COMPLETED)
+        for w in waits:
+            w.cancel()
         await agent.stop()
+        if fatal:
+            raise fatal[0]
+        if agent.refused.is_set() and agent.last_error is not None:
+            err = agent.last_error
+            raise ShortpathError(f"host {args.host_id} gave up registering with the gateway at {args.gateway}: "
+                                 f"{err.message}", code=err.code)
         return 0
     return _run_until_signal(run)
 
 
-async def _hold(session, seconds: float) -> dict:
-    """Keep the session busy: a numbered, checksummed echo every 50 ms for ``seconds``."""
+async def _hold(session, seconds: float) -> tuple[dict, ShortpathError | None]:
+    """Keep the session busy: a numbered, checksummed echo every 50 ms for ``seconds``.
+    Returns the counts and, if the hold ended early, why (as a ShortpathError)."""
     from .app.desktop import check_numbered, numbered
-    end = time.monotonic() + seconds
+    t0 = time.monotonic()
+    end = t0 + seconds
     sent = ok = 0
-    error = None
+    error = failure = None
     transports = []
     try:
         while time.monotonic() < end:
             await session.send(numbered(sent))
             sent += 1
-            got = check_numbered(await asyncio.wait_for(session.recv(), 5.0))
+            try:
+                got = check_numbered(await asyncio.wait_for(session.recv(), 5.0))
+            except asyncio.TimeoutError:
+                raise PathError(f"no echo of message {sent - 1} within 5 s on {session.info.transport}") from None
             if got != ok:
                 raise ShortpathError(f"echo {got} arrived when {ok} was expected")
             ok += 1
             if not transports or transports[-1] != session.info.transport:
                 transports.append(session.info.transport)
             await asyncio.sleep(0.05)
-    except (ShortpathError, asyncio.TimeoutError, ValueError) as exc:
+    except (ShortpathError, ValueError) as exc:
         error = f"{type(exc).__name__}: {exc}"
-    return {"hold_sent": sent, "hold_echoed_in_order": ok, "hold_error": error, "hold_transports": transports}
+        why = exc.message if isinstance(exc, ShortpathError) else f"bad echo: {exc}"
+        failure = ShortpathError(f"the session ended {time.monotonic() - t0:.1f} s into --hold {seconds:g} "
+                                 f"({ok} of {sent} echoed): {why}",
+                                 code=exc.code if isinstance(exc, ShortpathError) else "protocol")
+    return ({"hold_sent": sent, "hold_echoed_in_order": ok, "hold_error": error, "hold_transports": transports},
+            failure)
 
 
 def _dump_tasks_on_sigusr2(loop) -> None:
@@ -157,22 +314,35 @@ async def _recv(session, what: str, timeout: float = 10.0) -> bytes:
 def cmd_connect(args) -> int:
     from .client import connect, feed
     token = _read_token(args)
+    _check_ca(args.ca)
+    _check_ca(args.turn_ca, "--turn-ca")
+    _check_ca(getattr(args, "host_ca", None), "--host-ca")
+
+    async def reach(coro):
+        """Await a call that dials the gateway; a failure to reach it becomes one sentence."""
+        try:
+            return await coro
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError) as exc:
+            err = _gateway_failure(exc, args.gateway, args.ca, "the gateway (or the host behind it)")
+            if err is None:
+                raise
+            raise err from None
 
     async def run():
         _dump_tasks_on_sigusr2(asyncio.get_running_loop())
         if args.feed:
-            print(json.dumps(await feed(args.gateway, token, cafile=args.ca)))
+            print(json.dumps(await reach(feed(args.gateway, token, cafile=args.ca))))
             return 0
         t0 = time.monotonic()
         udp = {"host_addresses": args.udp_address} if args.udp_address else {}
         if args.turn_ca:
             udp["turn_cafile"] = args.turn_ca
-        session = await connect(args.gateway, token, args.resource, cafile=args.ca, udp=udp,
-                                shortpath=not args.no_shortpath)
+        session = await reach(connect(args.gateway, token, args.resource, cafile=args.ca, udp=udp,
+                                      shortpath=not args.no_shortpath, host_ca=args.host_ca))
         setup = (time.monotonic() - t0) * 1000
         async with session:
             await session.send(b"echo")
-            if args.wait_udp > 0 and session.driver is not None:
+            if args.wait_udp > 0 and session.shortpath_enabled:
                 end = time.monotonic() + args.wait_udp
                 while session.info.transport == "tcp-relay" and time.monotonic() < end:
                     await session.send(b"probe")      # traffic lets the path manager act
@@ -186,18 +356,21 @@ def cmd_connect(args) -> int:
                 if await _recv(session, f"echo {i}") != payload:
                     raise ShortpathError("echo mismatch")
                 rtts.append((time.monotonic() - t) * 1000)
-            hold = {}
+            hold, failure = {}, None
             if args.hold > 0:
-                hold = await _hold(session, args.hold)
+                hold, failure = await _hold(session, args.hold)
             info = session.info.to_dict()
         info.update(hold)
         info.update({"setup_ms": round(setup, 2), "echo_count": len(rtts),
                      "echo_rtt_p50_ms": round(statistics.median(rtts), 3) if rtts else None})
         if args.json:
-            print(json.dumps(info))
+            print(json.dumps(info), flush=True)
         else:
+            held = (f"; held {hold['hold_echoed_in_order']}/{hold['hold_sent']} echoes in order" if hold else "")
             print(f"session {info['session_id']} transport={info['transport']} setup={setup:.1f} ms "
-                  f"echo p50={info['echo_rtt_p50_ms']} ms over {len(rtts)} messages")
+                  f"echo p50={info['echo_rtt_p50_ms']} ms over {len(rtts)} messages{held}", flush=True)
+        if failure is not None:
+            raise failure        # after the summary: one error line on stderr, exit 2
         return 0
     return asyncio.run(run())
 
@@ -210,17 +383,29 @@ def cmd_admin(args) -> int:
         if not args.host:
             raise ShortpathError(f"admin {args.action} needs a host id")
         req = {"cmd": "drain", "host": args.host, "on": args.action == "drain"}
+    if args.action == "revoke":   # a host id and/or --jti token ids; live registrations are cut at once
+        if not args.host and not args.jti:
+            raise ShortpathError("admin revoke needs a host id and/or --jti TOKEN_ID")
+        req = {"cmd": "revoke", "hosts": [args.host] if args.host else [], "jtis": args.jti or []}
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         try:
             s.connect(path)
         except OSError as exc:
-            raise ShortpathError(f"cannot reach the gateway admin socket {path}: {exc.strerror}") from None
+            raise ConfigError(f"cannot reach the gateway admin socket {path}: {exc.strerror} (is a gateway "
+                              f"running with this --state?)") from None
         s.sendall((json.dumps(req) + "\n").encode())
-        resp = json.loads(s.makefile().readline())
+        try:
+            resp = json.loads(s.makefile().readline())
+        except ValueError:
+            raise ShortpathError(f"the gateway closed the admin socket {path} without an answer") from None
     if not resp.get("ok"):
         raise ShortpathError(resp.get("error", "admin command failed"))
     if args.json:
         print(json.dumps(resp))
+    elif "hosts" in resp and not resp["hosts"]:
+        print("no hosts registered")
+    elif "sessions" in resp and not resp["sessions"]:
+        print("no sessions")
     elif "hosts" in resp:
         print(f"{'HOST':16} {'POOL':12} {'STATUS':12} {'SESSIONS':>8} {'PENDING':>7} {'SEEN':>6}")
         for h in resp["hosts"]:
@@ -235,19 +420,35 @@ def cmd_admin(args) -> int:
     return 0
 
 
+def cmd_ca(args) -> int:
+    from .auth import ca
+    if args.action == "init":
+        path = ca.init(args.ca_dir)
+        print(json.dumps({"event": "ca-ready", "cert": path}))
+        return 0
+    if not args.host_id or not args.cert:
+        raise ConfigError("ca sign needs --host-id and --cert")
+    out = ca.sign_host(args.ca_dir, args.host_id, args.cert, args.out, days=args.days)
+    print(json.dumps({"event": "host-cert-signed", "host_id": args.host_id, "cert": out}))
+    return 0
+
+
 def cmd_stats(args) -> int:
     path = os.path.join(args.state, f"host-{args.host_id}.sock")
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         try:
             s.connect(path)
         except OSError as exc:
-            raise ShortpathError(f"cannot reach host {args.host_id} at {path}: {exc.strerror}") from None
+            raise ConfigError(f"cannot reach host {args.host_id} at {path}: {exc.strerror} (is that host "
+                              f"running with this --state?)") from None
         s.sendall(b"stats\n")
         data = json.loads(s.makefile().readline())
     if args.json:
         print(json.dumps(data, indent=2))
         return 0
     print(f"host {data['host_id']} registered={data['registered']} sessions={len(data['sessions'])}")
+    if not data["sessions"]:
+        print("no live sessions (stats lists live sessions only; ended ones are not kept)")
     ml = data.get("managed_listener")
     if ml:
         drops = {k[5:]: v for k, v in ml.items() if k.startswith("drop_") and v}
@@ -294,14 +495,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--sub", required=True, help="user name, or host id for a host token")
     t.add_argument("--resources", default="", help="user: comma-separated pools the user may launch")
     t.add_argument("--pool", default="desktop", help="host: the pool it registers into")
-    t.add_argument("--ttl", type=float, default=3600.0, help="lifetime in seconds")
+    t.add_argument("--ttl", type=float, default=3600.0,
+                   help=f"lifetime in seconds (positive, finite; default 3600); {_SKEW_HELP}")
+    t.add_argument("--out", default=None, metavar="FILE",
+                   help="write the token to FILE with mode 0600 (instead of printing it)")
     t.set_defaults(func=cmd_token)
 
     h = sub.add_parser("host", help="run a session host (outbound connections only)")
     h.add_argument("--gateway", required=True)
     h.add_argument("--host-id", required=True)
-    h.add_argument("--token", default=None)
-    h.add_argument("--token-file", default=None)
+    h.add_argument("--token", default=None, help="the host token itself (visible in ps: prefer --token-file)")
+    h.add_argument("--token-file", default=None, help="file holding the host token (mode 0600)")
     h.add_argument("--ca", default=None, help="the gateway's certificate (pinned)")
     h.add_argument("--state", default="./host-state")
     h.add_argument("--managed", default=None, metavar="IP:PORT",
@@ -309,25 +513,35 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--udp-address", action="append", default=None, metavar="IP",
                    help="local IP to gather ICE candidates on (repeatable; default: all interfaces)")
     h.add_argument("--turn-ca", default=None, help="CA file to verify the TURN server's TLS certificate")
+    h.add_argument("--signing-key", default=None, metavar="HEX",
+                   help="the gateway's ticket signing public key, given out of band (refuse a gateway "
+                        "announcing another)")
+    h.add_argument("--app", default="shortpath.app.desktop:host_handler", metavar="MODULE:ATTR",
+                   help="the application serving each session (default: the example desktop app; "
+                        "the lab benchmark uses benchmarks.bench_app:host_handler)")
     h.set_defaults(func=cmd_host)
 
     c = sub.add_parser("connect", help="launch a resource and run an echo exchange")
     c.add_argument("--gateway", required=True)
     c.add_argument("--resource", default="desktop")
-    c.add_argument("--token", default=None)
-    c.add_argument("--token-file", default=None)
-    c.add_argument("--ca", default=None)
+    c.add_argument("--token", default=None, help="the user token itself (visible in ps: prefer --token-file)")
+    c.add_argument("--token-file", default=None, help="file holding the user token (mode 0600)")
+    c.add_argument("--ca", default=None, help="the gateway's certificate (pinned)")
     c.add_argument("--count", type=int, default=20)
     c.add_argument("--feed", action="store_true", help="only list the resources")
     c.add_argument("--udp-address", action="append", default=None, metavar="IP",
                    help="local IP to gather ICE candidates on (repeatable)")
     c.add_argument("--no-shortpath", action="store_true", help="stay on the tcp-relay")
     c.add_argument("--hold", type=float, default=0.0,
-                   help="after the echo test, keep echoing numbered messages for this many seconds")
+                   help="after the echo test, keep echoing numbered messages for this many seconds "
+                        "(a session that ends sooner: exit code 2 and the reason)")
     c.add_argument("--turn-ca", default=None, help="CA file to verify the TURN server's TLS certificate")
     c.add_argument("--wait-udp", type=float, default=3.0,
                    help="seconds to wait for the UDP upgrade before the echo test (0: do not wait)")
     c.add_argument("--json", action="store_true")
+    c.add_argument("--host-ca", default=None, metavar="FILE",
+                   help="deployment CA certificate: the host must present a certificate it issued for the "
+                        "host id (see 'shortpath ca')")
     c.set_defaults(func=cmd_connect)
 
     st = sub.add_parser("stats", help="per-session path, candidates, RTT, bytes and switch history of a running host")
@@ -338,10 +552,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     a = sub.add_parser("admin", help="talk to a running gateway's local admin socket")
     common(a)
-    a.add_argument("action", choices=["hosts", "sessions", "drain", "undrain", "stats"])
+    a.add_argument("action", choices=["hosts", "sessions", "drain", "undrain", "stats", "revoke"])
     a.add_argument("host", nargs="?")
+    a.add_argument("--jti", action="append", default=None, metavar="TOKEN_ID",
+                   help="revoke: a token id (the 'token_jti' of 'admin hosts --json'); repeatable")
     a.add_argument("--json", action="store_true")
     a.set_defaults(func=cmd_admin)
+
+    ca_p = sub.add_parser("ca", help="optional deployment CA for host certificates (keep it off the gateway)")
+    ca_p.add_argument("action", choices=["init", "sign"])
+    ca_p.add_argument("--ca-dir", required=True, help="directory of ca.key and ca.crt")
+    ca_p.add_argument("--host-id", default=None, help="sign: the host id the certificate is for")
+    ca_p.add_argument("--cert", default=None,
+                      help="sign: the host's current certificate (its state dir's host-ID.crt); only its "
+                           "public key is used")
+    ca_p.add_argument("--out", default=None, help="sign: where to write the new certificate (default: --cert)")
+    ca_p.add_argument("--days", type=int, default=365, help="sign: validity in days")
+    ca_p.set_defaults(func=cmd_ca)
     return p
 
 
@@ -352,6 +579,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except ShortpathError as exc:
         print(f"shortpath: error [{exc.code}]: {exc.message}", file=sys.stderr)
+        return 2
+    except OSError as exc:       # the environment (a file, a socket): one line, no traceback
+        print(f"shortpath: error [os]: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -34,7 +34,7 @@ the broker hands the pool policy to the client and the host of every session,
 so both ends use the same value. A process can override it locally with the
 environment variable ``SHORTPATH_KEEPALIVE_INTERVAL`` (seconds; ``0`` turns the
 keepalives off). :func:`keepalive_interval` is the one place that resolves it;
-the path driver feeds the result to ``PathTiming.keepalive_interval``. (aioice's
+the session (session/session.py) feeds the result to ``PathTiming.keepalive_interval``. (aioice's
 ICE consent checks, one STUN request per side every 4-6 s, also cross the NAT;
 the keepalive does not rely on them.)
 """
@@ -130,12 +130,17 @@ class PoolConfig:
     #: personal pools: user -> host id
     assignments: dict = field(default_factory=dict)
     shortpath: ShortpathPolicy = field(default_factory=ShortpathPolicy)
+    #: sessions one user may hold in this pool at once (live + launching); 0 = no limit
+    max_sessions_per_user: int = 0
 
     def __post_init__(self) -> None:
         if self.load_balancer not in LOAD_BALANCERS:
             raise ConfigError(f"pool {self.name}: load_balancer must be one of {', '.join(LOAD_BALANCERS)}")
         if self.max_sessions < 1:
             raise ConfigError(f"pool {self.name}: max_sessions must be >= 1")
+        if isinstance(self.max_sessions_per_user, bool) or not isinstance(self.max_sessions_per_user, int) \
+                or self.max_sessions_per_user < 0:
+            raise ConfigError(f"pool {self.name}: max_sessions_per_user must be an integer >= 0 (0 = no limit)")
 
     @property
     def kind(self) -> str:
@@ -164,10 +169,20 @@ class GatewayConfig:
     turn: TurnConfig = field(default_factory=TurnConfig)
     #: caps against abuse (issue: resource limits)
     max_unauthenticated: int = 2000
+    #: ... of which one source address may hold (both counted from accept() to the
+    #: first message; lowered at start to fit the fd limit: gateway/admission.py)
+    max_unauthenticated_per_source: int = 32
     max_pending_legs: int = 1000
     #: launches per second per client source address, and the burst allowed
     launch_rate: float = 5.0
     launch_burst: float = 20.0
+    #: revocation list (issue #11): token ids (``jti``, any token type) and host ids
+    #: refused at registration, launch and every heartbeat of a live host
+    revoked_jtis: tuple[str, ...] = ()
+    revoked_hosts: tuple[str, ...] = ()
+    #: optional deployment CA certificate (PEM file, ``shortpath ca init``): when
+    #: set, a host must present a certificate this CA issued for its host id
+    host_ca: str = ""
 
     def pool(self, name: str) -> PoolConfig | None:
         for p in self.pools:
@@ -198,10 +213,20 @@ def load_gateway_config(path: str | None, **overrides) -> GatewayConfig:
     if "listen" in gw:
         host, _, port = str(gw.pop("listen")).rpartition(":")
         kwargs["listen_host"], kwargs["listen_port"] = host or "0.0.0.0", int(port)
-    for key in ("gateway_id", "state_dir", "max_unauthenticated", "max_pending_legs", "launch_rate",
-                "launch_burst"):
+    for key in ("gateway_id", "state_dir", "max_unauthenticated", "max_unauthenticated_per_source",
+                "max_pending_legs", "launch_rate",
+                "launch_burst", "host_ca"):
         if key in gw:
             kwargs[key] = gw.pop(key)
+    revoked = dict(data.get("revoked", {}))
+    for key, name in (("jtis", "revoked_jtis"), ("hosts", "revoked_hosts")):
+        value = revoked.pop(key, [])
+        if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+            raise ConfigError(f"[revoked] {key} must be a list of strings")
+        if value:
+            kwargs[name] = tuple(value)
+    if revoked:
+        raise ConfigError(f"unknown [revoked] keys: {', '.join(sorted(revoked))}")
     if gw:
         raise ConfigError(f"unknown [gateway] keys: {', '.join(sorted(gw))}")
     if pools:
@@ -218,5 +243,8 @@ def load_gateway_config(path: str | None, **overrides) -> GatewayConfig:
 
 
 def state_path(state_dir: str, name: str) -> str:
-    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    """A path in the state directory, which is created if needed and kept 0700
+    (auth/files.py: also when it already existed with a looser mode)."""
+    from .auth.files import private_dir
+    private_dir(state_dir)
     return os.path.join(state_dir, name)

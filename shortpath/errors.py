@@ -137,10 +137,14 @@ for _cls in list(globals().values()):
 def from_wire(code: str, message: str, reason: str = "") -> ShortpathError:
     """Rebuild an error received in an ``error`` control message."""
     cls = _BY_CODE.get(code, RemoteError)
-    if cls is NoResourcesError:
-        return NoResourcesError(reason or "unknown", message)
-    if cls is SessionClosed:
-        return SessionClosed(reason or "unknown", message)
+    if cls is NoResourcesError or cls is SessionClosed:
+        err = cls(reason or "unknown")
+        if message:
+            # The sender's whole sentence already names the reason ("no resources
+            # available: draining (host-1: draining)"): keep it as it is instead of
+            # wrapping it in a second "no resources available: draining (...)".
+            err.args = (message,)
+        return err
     err = cls(message)
     err.code = code
     return err

@@ -5,13 +5,16 @@ The client's first reliable message picks the mode:
 * ``b"echo"`` -- the host echoes every reliable message and every datagram.
 * ``b"sink <bytes>"`` -- the host reads messages until it has ``bytes``
   bytes, then answers ``b"sunk <n>"`` (bulk throughput measurements).
+* ``b"bulk"`` -- the host counts the bytes of every message and answers each
+  ``b"?"`` with ``b"got <n>"`` (``shortpath connect --workload bulk``).
 * ``b"desktop <seconds> <fps>"`` -- the host streams frame-sized updates
   (20-60 KB, like screen regions) at ``fps`` for ``seconds`` on the reliable
   channel, while echoing the client's small input events (64-byte datagrams
   and reliable messages) so their latency can be measured. It ends with a
   ``b"done <frames>"`` message.
-* ``b"bench"`` -- one-way latency and throughput measurements (benchmarks/lab_paths.py);
-  see :func:`bench_mode`.
+
+More modes can be added with :func:`make_host_handler` (benchmarks/bench_app.py adds
+``b"bench"`` for the lab benchmark and runs it with ``shortpath host --app``).
 
 Frames carry a header ``b"F" + u32 index + u64 sent_us`` and a body whose
 bytes are derived from the index, so the receiver can check integrity.
@@ -22,13 +25,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import random
 import struct
 import time
+from typing import Awaitable, Callable
 
 from ..errors import SessionClosed
 from ..session.session import Session
+
+#: An extra mode: called with the session and the task echoing datagrams (cancel it to
+#: take the datagrams over); returns when the mode is done or the session closed.
+Mode = Callable[[Session, asyncio.Future], Awaitable[None]]
 
 _FRAME_HDR = struct.Struct("!cIQ")
 
@@ -57,19 +64,41 @@ async def _echo_datagrams(session: Session) -> None:
             session.send_datagram(await session.recv_datagram())
 
 
+def make_host_handler(extra_modes: dict[bytes, Mode] | None = None):
+    """The host application, with ``extra_modes`` (first message -> Mode) besides the
+    built-in ones."""
+    modes = dict(extra_modes or {})
+
+    async def handler(session: Session) -> None:
+        await _serve(session, modes)
+    return handler
+
+
 async def host_handler(session: Session) -> None:
     """Serve one session until the client closes it."""
+    await _serve(session, {})
+
+
+async def _serve(session: Session, modes: dict[bytes, Mode]) -> None:
     dgrams = asyncio.ensure_future(_echo_datagrams(session))
     try:
         first = await session.recv()
-        if first.startswith(b"sink"):
+        if first in modes:
+            await modes[first](session, dgrams)
+        elif first == b"bulk":
+            got = 0
+            while True:
+                m = await session.recv()
+                if m == b"?":
+                    await session.send(b"got %d" % got)
+                else:
+                    got += len(m)
+        elif first.startswith(b"sink"):
             want, got = int(first.split()[1]), 0
             while got < want:
                 got += len(await session.recv())
             await session.send(b"sunk %d" % got)
             await session.recv()   # wait for the client to close
-        elif first == b"bench":
-            await bench_mode(session, dgrams)
         elif first.startswith(b"desktop"):
             parts = first.split()
             seconds = float(parts[1]) if len(parts) > 1 else 2.0
@@ -116,130 +145,3 @@ def check_numbered(msg: bytes) -> int:
     if len(msg) < 12 or hashlib.sha256(body).digest()[:8] != tag:
         raise ValueError("corrupt numbered message")
     return _NUM.unpack_from(body)[0]
-
-
-# ---------------------------------------------------------------- bench mode
-# Used by benchmarks/lab_paths.py. Client and host run on one machine (network namespaces
-# share CLOCK_MONOTONIC), so the sender stamps time.monotonic_ns() into each event and the
-# receiving application subtracts: a one-way latency that includes both Python stacks.
-#
-# An event entry is 63 bytes: u8 channel, u32 sequence, u64 sender CLOCK_MONOTONIC ns, zero
-# padding. A reliable event is b"E" + entry (64 bytes); a datagram is b"D" + one or more
-# entries (one entry = a 64-byte event; more = the same event sent with earlier ones, for
-# redundancy). Other tags: b"P" (echoed back on the channel it came on: RTT probes), b"B"
-# (bulk bytes, counted), b"A" (the client acknowledges a frame), b"C" + JSON command
-# ({"cmd": "frames", "seconds", "fps", "max_inflight"} starts the frame stream towards the
-# client; {"cmd": "report"} answers b"R" + JSON and resets).
-BENCH_EVENT = struct.Struct("!BIQ")
-BENCH_ENTRY = 63
-
-
-def bench_entry(channel: int, seq: int, t_ns: int) -> bytes:
-    return BENCH_EVENT.pack(channel, seq, t_ns).ljust(BENCH_ENTRY, b"\0")
-
-
-class _BenchRecord:
-    def __init__(self) -> None:
-        self.first: dict[int, dict[int, int]] = {}   # channel -> seq -> latency ns (first copy)
-        self.dups: dict[int, int] = {}
-        self.bulk_bytes = 0
-        self.bulk_first_ns = self.bulk_last_ns = None
-
-    def entries(self, data: bytes, now: int) -> None:
-        for off in range(0, len(data) - BENCH_EVENT.size + 1, BENCH_ENTRY):
-            chan, seq, sent = BENCH_EVENT.unpack_from(data, off)
-            seen = self.first.setdefault(chan, {})
-            if seq in seen:
-                self.dups[chan] = self.dups.get(chan, 0) + 1
-            else:
-                seen[seq] = now - sent
-
-    def bulk(self, n: int, now: int) -> None:
-        self.bulk_bytes += n
-        if self.bulk_first_ns is None:
-            self.bulk_first_ns = now
-        self.bulk_last_ns = now
-
-    def report(self) -> dict:
-        return {"events": {str(c): [list(d.keys()), [v // 1000 for v in d.values()]]
-                           for c, d in self.first.items()},
-                "dups": {str(c): n for c, n in self.dups.items()}, "bulk_bytes": self.bulk_bytes,
-                "bulk_first_ns": self.bulk_first_ns, "bulk_last_ns": self.bulk_last_ns}
-
-
-async def bench_mode(session, echo_task: asyncio.Future | None = None) -> None:
-    """Record stamped events (reliable and datagram), count bulk bytes, echo probes and
-    stream frames on request, until the client closes. ``session`` may be any object with
-    the Session channel API (the benchmark also runs it over raw TLS/UDP and aiortc)."""
-    if echo_task is not None:
-        echo_task.cancel()              # datagrams are recorded here, not echoed
-    rec = _BenchRecord()
-    streamer: asyncio.Future | None = None
-    frames = {"sent": 0, "acked": 0, "skipped": 0}
-
-    async def datagrams() -> None:
-        with contextlib.suppress(SessionClosed):
-            while True:
-                d = await session.recv_datagram()
-                now = time.monotonic_ns()
-                tag = d[:1]
-                if tag == b"D":
-                    rec.entries(d[1:], now)
-                elif tag == b"P":
-                    session.send_datagram(d)
-                elif tag == b"B":
-                    rec.bulk(len(d), now)
-
-    dg = asyncio.ensure_future(datagrams())
-    try:
-        await session.send(b"ready")
-        while True:
-            m = await session.recv()
-            now = time.monotonic_ns()
-            tag = m[:1]
-            if tag == b"E":
-                rec.entries(m[1:], now)
-            elif tag == b"B":
-                rec.bulk(len(m), now)
-            elif tag == b"P":
-                await session.send(m)
-            elif tag == b"A":
-                frames["acked"] += 1
-            elif tag == b"C":
-                cmd = json.loads(m[1:])
-                if cmd["cmd"] == "frames":
-                    if streamer is not None:
-                        streamer.cancel()
-                    frames = {"sent": 0, "acked": 0, "skipped": 0}
-                    streamer = asyncio.ensure_future(_paced_frames(
-                        session, float(cmd["seconds"]), float(cmd.get("fps", 30)),
-                        int(cmd.get("max_inflight", 3)), frames))
-                elif cmd["cmd"] == "report":
-                    out, rec = rec.report(), _BenchRecord()
-                    out["frames"] = dict(frames)
-                    await session.send(b"R" + json.dumps(out).encode())
-    except SessionClosed:
-        pass
-    finally:
-        dg.cancel()
-        if streamer is not None:
-            streamer.cancel()
-
-
-async def _paced_frames(session, seconds: float, fps: float, max_inflight: int, st: dict) -> None:
-    """Frames at ``fps`` like :func:`_stream_frames`, but a frame that falls due while
-    ``max_inflight`` frames are unacknowledged by the client is skipped (counted), as a screen
-    encoder coalesces updates when the network cannot keep up. Without this the sender queues
-    frames without bound on a slow or lossy path and everything behind them waits."""
-    rng = random.Random(7)
-    start = time.monotonic()
-    for i in range(int(seconds * fps)):
-        size = rng.randint(20_000, 60_000)
-        if st["sent"] - st["acked"] < max_inflight:
-            st["sent"] += 1
-            await session.send(frame_payload(i, size))
-        else:
-            st["skipped"] += 1
-        delay = start + (i + 1) / fps - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import ipaddress
-import os
 import ssl
 
 from cryptography import x509
@@ -20,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from ..errors import FingerprintMismatch
+from . import files
 
 
 def generate_self_signed(common_name: str, sans: list[str] | None = None,
@@ -49,15 +49,18 @@ def generate_self_signed(common_name: str, sans: list[str] | None = None,
 
 def load_or_create(cert_path: str, key_path: str, common_name: str,
                    sans: list[str] | None = None) -> None:
-    """Create a cert/key pair at the given paths unless both exist."""
-    if os.path.exists(cert_path) and os.path.exists(key_path):
+    """Create a cert/key pair at the given paths unless both exist.
+
+    Both files are private state (auth/files.py): created 0600, tightened to
+    0600 when they already exist, and refused (ConfigError) if either is a
+    symbolic link."""
+    have_key = files.tighten(key_path)
+    have_cert = files.tighten(cert_path)
+    if have_key and have_cert:
         return
     cert_pem, key_pem = generate_self_signed(common_name, sans)
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key_pem)
-    with open(cert_path, "wb") as f:
-        f.write(cert_pem)
+    files.write_private(key_path, key_pem)
+    files.write_private(cert_path, cert_pem)
 
 
 def fingerprint_der(der: bytes) -> str:

@@ -17,13 +17,23 @@ Verification takes ``now`` as an argument (pure; tests pass a fake clock) and
 raises a typed AuthError: BadSignature, TokenExpired, WrongAudience, or
 AuthError for a token of the wrong type or shape. Tokens are secrets: never log
 them; :func:`describe` gives a loggable summary.
+
+One spelling per token: both base64url parts must be *canonical* -- the
+unpadded urlsafe alphabet only, no ``=``, and the unused low bits of the last
+character zero (re-encoding the decoded bytes gives back the same text).
+Otherwise one signed token would have several spellings (and several log
+hashes, and several entries in a replay cache). ``jti`` must be present and
+16-64 lowercase hex digits; ``iat`` and ``exp`` finite numbers. Single-use
+tokens (session tickets) are remembered by :class:`ReplayCache` until they
+expire, so a captured ticket cannot be presented twice.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import os
+import math
+import re
 import secrets
 from dataclasses import dataclass, field
 
@@ -32,12 +42,16 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from ..errors import AuthError, BadSignature, TokenExpired, WrongAudience
+from . import files
 
 PREFIX = "sp1"
 #: Tolerated clock skew between the minting and the checking machine.
 CLOCK_SKEW = 30.0
 #: Longest token we accept at all, so a stray token does not stay valid forever.
 MAX_TOKEN_CHARS = 8192
+#: What a ``jti`` looks like (mint() makes 16 hex digits).
+JTI_RE = re.compile(r"[0-9a-f]{16,64}")
+_B64URL_RE = re.compile(r"[A-Za-z0-9_-]*")
 
 
 def _b64e(data: bytes) -> str:
@@ -45,7 +59,13 @@ def _b64e(data: bytes) -> str:
 
 
 def _b64d(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """Decode canonical unpadded base64url; anything else raises ValueError."""
+    if not _B64URL_RE.fullmatch(text) or len(text) % 4 == 1:
+        raise ValueError("not canonical base64url")
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if _b64e(data) != text:      # non-zero spare bits in the last character
+        raise ValueError("not canonical base64url")
+    return data
 
 
 @dataclass(frozen=True)
@@ -80,26 +100,25 @@ class TokenSigner:
 
     @classmethod
     def load_or_create(cls, path: str) -> "TokenSigner":
-        if os.path.exists(path):
-            with open(path, "rb") as f:
-                key = serialization.load_pem_private_key(f.read(), password=None)
+        """Load the key at ``path`` (a private state file: 0600, no symlink), or create it."""
+        pem = files.read_private(path)
+        if pem is not None:
+            key = serialization.load_pem_private_key(pem, password=None)
             if not isinstance(key, Ed25519PrivateKey):
                 raise AuthError(f"{path} is not an Ed25519 key")
             return cls(key)
         key = Ed25519PrivateKey.generate()
         pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(pem)
+        files.write_private(path, pem, exclusive=True)
         return cls(key)
 
     def public_hex(self) -> str:
         return self.public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
 
     def mint(self, typ: str, sub: str, aud: str, ttl: float, now: float, **extra) -> str:
-        if ttl <= 0:
-            raise AuthError("token lifetime must be positive")
+        if not (math.isfinite(ttl) and ttl > 0) or not math.isfinite(now):
+            raise AuthError("token lifetime must be a positive, finite number of seconds")
         claims = {"typ": typ, "sub": sub, "aud": aud, "iat": int(now), "exp": now + ttl,
                   "jti": secrets.token_hex(8), **extra}
         body = _b64e(json.dumps(claims, separators=(",", ":"), sort_keys=True).encode())
@@ -138,11 +157,18 @@ class TokenVerifier:
             raise BadSignature("token signature does not verify") from None
         try:
             raw = json.loads(body)
-            claims = Claims(typ=str(raw.pop("typ")), sub=str(raw.pop("sub")), aud=str(raw.pop("aud")),
-                            iat=float(raw.pop("iat")), exp=float(raw.pop("exp")),
-                            jti=str(raw.pop("jti")), extra=raw)
+            for name in ("typ", "sub", "aud", "jti"):
+                if not isinstance(raw[name], str):
+                    raise TypeError(name)
+            claims = Claims(typ=raw.pop("typ"), sub=raw.pop("sub"), aud=raw.pop("aud"),
+                            iat=_number(raw.pop("iat")), exp=_number(raw.pop("exp")),
+                            jti=raw.pop("jti"), extra=raw)
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
             raise AuthError("token claims are malformed") from None
+        if not (math.isfinite(claims.iat) and math.isfinite(claims.exp)):
+            raise AuthError("token times are not finite")
+        if not JTI_RE.fullmatch(claims.jti):
+            raise AuthError("token id (jti) is malformed")
         if claims.typ != typ:
             raise AuthError(f"expected a {typ} token, got {claims.typ}")
         if claims.aud != audience:
@@ -152,6 +178,52 @@ class TokenVerifier:
         if claims.iat > now + CLOCK_SKEW:
             raise AuthError("token issued in the future")
         return claims
+
+
+def _number(v) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise TypeError("not a number")
+    return float(v)
+
+
+class ReplayCache:
+    """Single-use token ids, remembered until the token could no longer verify anyway.
+
+    Pure: the caller passes ``now``. ``use(claims, now)`` raises AuthError if
+    the id was seen before; otherwise it remembers it until ``exp + CLOCK_SKEW``.
+    At ``max_entries`` live ids, new ones are refused (AuthError) rather than
+    forgetting a live one, which would re-open replay."""
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self.max_entries = max_entries
+        self._seen: dict[str, float] = {}    # jti -> forget after
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def _expire(self, now: float) -> None:
+        for jti in [j for j, until in self._seen.items() if until < now]:
+            del self._seen[jti]
+
+    def use(self, claims: Claims, now: float) -> None:
+        if claims.jti in self._seen and self._seen[claims.jti] >= now:
+            raise AuthError("token was already used (replay)")
+        if len(self._seen) >= self.max_entries:
+            self._expire(now)
+            if len(self._seen) >= self.max_entries:
+                raise AuthError("too many single-use tokens in flight")
+        self._seen[claims.jti] = claims.exp + CLOCK_SKEW
+
+
+def unverified_audience(token: str) -> str:
+    """The ``aud`` claim of a token *without* checking it: for the token's own
+    holder (a host binds its registration proof to the gateway its token names).
+    Never use this to trust a token. "" if it cannot be read."""
+    try:
+        aud = json.loads(_b64d(token.split(".")[1])).get("aud", "")
+    except (ValueError, IndexError, AttributeError, RecursionError):
+        return ""
+    return aud if isinstance(aud, str) else ""
 
 
 def describe(token: str) -> str:

@@ -13,10 +13,23 @@ Selection rules
   its limit before starting the next); ties go to host id.
 * personal: the host assigned to the user in the pool config, if assignable.
 
+Per-user limit: with ``max_sessions_per_user`` > 0 a user may hold at most that
+many sessions in the pool at once, counting live sessions and launches still
+pending (reserved by :meth:`Registry.select`, released by ``launch_done`` with
+``stitched=False`` or by ``session_ended``). The limit is checked before any
+host is looked at, so a user at the limit gets ``user-limit`` whatever the hosts'
+state.
+
 When nothing is assignable, :class:`NoResourcesError` says why: the reason is
-``none-registered``, ``not-assigned``, or the set of reasons the hosts were
-excluded for (``unavailable``, ``draining``, ``full``) joined by ``+``, and the
-detail names each host's reason.
+``user-limit``, ``none-registered``, ``not-assigned``, or the set of reasons the
+hosts were excluded for (``unavailable``, ``draining``, ``full``) joined by
+``+``, and the detail names each host's reason.
+
+Registration validity: each record keeps its registration token's id and
+expiry; :meth:`Registry.invalid` says whether a live registration must be cut
+(token expired, token id or host id revoked). The broker asks on every
+message a host sends (a heartbeat at least every interval) and when the
+revocation list changes.
 """
 
 from __future__ import annotations
@@ -40,6 +53,8 @@ class HostRecord:
     pending: int = 0           # launches dispatched but not yet stitched
     last_assigned: float = float("-inf")
     total_sessions: int = 0
+    token_jti: str = ""        # id of the registration token (not a secret)
+    token_exp: float = float("inf")
 
     @property
     def load(self) -> int:
@@ -51,11 +66,15 @@ class Registry:
     heartbeat_interval: float = 2.0
     heartbeat_misses: int = 3
     hosts: dict[str, HostRecord] = field(default_factory=dict)
+    #: (pool, user) -> sessions the user holds there (live + pending launches)
+    user_sessions: dict[tuple[str, str], int] = field(default_factory=dict)
 
     # --- host lifecycle ------------------------------------------------------
-    def register(self, host_id: str, pool: str, fingerprint: str, now: float) -> HostRecord:
+    def register(self, host_id: str, pool: str, fingerprint: str, now: float,
+                 token_jti: str = "", token_exp: float = float("inf")) -> HostRecord:
         old = self.hosts.get(host_id)
-        rec = HostRecord(host_id, pool, fingerprint, registered_at=now, last_seen=now)
+        rec = HostRecord(host_id, pool, fingerprint, registered_at=now, last_seen=now,
+                         token_jti=token_jti, token_exp=token_exp)
         if old is not None:
             # Reconnect: keep operator state and counters.
             rec.drain = old.drain
@@ -87,6 +106,15 @@ class Registry:
     def available(self, rec: HostRecord, now: float) -> bool:
         return rec.connected and now - rec.last_seen <= self.heartbeat_interval * self.heartbeat_misses
 
+    def invalid(self, rec: HostRecord, now: float, revoked_jtis=(), revoked_hosts=(),
+                skew: float = 0.0) -> str | None:
+        """Why a registration may no longer stand (``revoked`` or ``token-expired``), or None."""
+        if rec.host_id in revoked_hosts or (rec.token_jti and rec.token_jti in revoked_jtis):
+            return "revoked"
+        if now > rec.token_exp + skew:
+            return "token-expired"
+        return None
+
     def status(self, rec: HostRecord, now: float) -> str:
         if not self.available(rec, now):
             return "unavailable"
@@ -103,7 +131,12 @@ class Registry:
         return None
 
     def select(self, pool: PoolConfig, user: str, now: float) -> HostRecord:
-        """Pick a host for ``user`` in ``pool`` and reserve a pending slot on it."""
+        """Pick a host for ``user`` in ``pool`` and reserve a pending slot on it
+        (and one of the user's slots in the pool)."""
+        held = self.user_sessions.get((pool.name, user), 0)
+        if pool.max_sessions_per_user and held >= pool.max_sessions_per_user:
+            raise NoResourcesError("user-limit", f"{user} holds {held} of {pool.max_sessions_per_user} "
+                                                 f"sessions allowed per user in pool {pool.name}")
         members = sorted((r for r in self.hosts.values() if r.pool == pool.name), key=lambda r: r.host_id)
         if pool.load_balancer == "personal":
             target = pool.assignments.get(user)
@@ -126,10 +159,24 @@ class Registry:
             chosen = min(candidates, key=lambda r: (r.load, r.last_assigned, r.host_id))
         chosen.pending += 1
         chosen.last_assigned = now
+        self.user_sessions[(pool.name, user)] = held + 1
         return chosen
 
-    def launch_done(self, host_id: str, stitched: bool) -> None:
-        """A pending launch finished: stitched (now a live session) or abandoned."""
+    def _release_user(self, pool: str | None, user: str | None) -> None:
+        if pool is None or user is None:
+            return
+        key = (pool, user)
+        left = self.user_sessions.get(key, 0) - 1
+        if left > 0:
+            self.user_sessions[key] = left
+        else:
+            self.user_sessions.pop(key, None)
+
+    def launch_done(self, host_id: str, stitched: bool, pool: str | None = None, user: str | None = None) -> None:
+        """A pending launch finished: stitched (now a live session) or abandoned.
+        ``pool``/``user``: whose slot an abandoned launch gives back."""
+        if not stitched:
+            self._release_user(pool, user)
         rec = self.hosts.get(host_id)
         if rec is None:
             return
@@ -138,7 +185,8 @@ class Registry:
             rec.sessions += 1   # until the host's next heartbeat says otherwise
             rec.total_sessions += 1
 
-    def session_ended(self, host_id: str) -> None:
+    def session_ended(self, host_id: str, pool: str | None = None, user: str | None = None) -> None:
+        self._release_user(pool, user)
         rec = self.hosts.get(host_id)
         if rec is not None:
             rec.sessions = max(0, rec.sessions - 1)

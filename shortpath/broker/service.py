@@ -5,6 +5,21 @@ host (registry.py), mints a one-time ``conn_id`` and a session ticket, and
 sends ``Dial`` over the host's control channel. The gateway parks the client
 until the host's data leg arrives with that ``conn_id`` (``claim_leg``), then
 stitches the two legs itself.
+
+Host registration (issue #11) is two steps: :meth:`Broker.begin_registration`
+checks the host token and returns a challenge; :meth:`Broker.register_host`
+checks the host's proof that it holds its certificate's key (auth/proof.py)
+and, with a deployment CA configured, that the CA issued that certificate for
+the host id. Only then may a registration replace a live one of the same host
+id, and the replaced link is closed at once (never left behind: a link the
+registry no longer points at could keep a record "available" with its
+heartbeats while launches found no link). Heartbeats and dial results are only
+taken from the current link of a host.
+
+A live registration is cut (error sent, link closed) when its token expires or
+its token id or host id is revoked: checked at every message the host sends
+(it must send a heartbeat every interval or be dropped) and at once when
+:meth:`Broker.revoke` adds to the revocation list.
 """
 
 from __future__ import annotations
@@ -16,10 +31,11 @@ from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 from .. import log
-from ..auth.tokens import Claims, TokenSigner, describe
+from ..auth import ca, proof
+from ..auth.tokens import CLOCK_SKEW, Claims, TokenSigner, describe
 from ..auth.turn import rest_credentials
 from ..config import GatewayConfig
-from ..errors import AuthError, LocalError, NoResourcesError, NotAssigned
+from ..errors import AuthError, LocalError, NoResourcesError, NotAssigned, TokenExpired
 from ..wire import control
 from .registry import Registry
 
@@ -28,6 +44,21 @@ _log = log.get("broker")
 
 class HostLink(Protocol):
     def send(self, msg: control.Message) -> None: ...
+
+    def close(self, error: control.Error | None = None) -> None:
+        """Send ``error`` (if any) and close the control connection."""
+
+
+@dataclass
+class PendingRegistration:
+    """A registration whose token checked out, waiting for the host's proof."""
+    hello: control.RegisterHost
+    claims: Claims
+    nonce: str
+
+    @property
+    def challenge(self) -> control.RegisterChallenge:
+        return control.RegisterChallenge(nonce=self.nonce)
 
 
 @dataclass
@@ -71,32 +102,105 @@ class Broker:
         self.links: dict[str, HostLink] = {}
         self.pending: dict[str, LaunchPlan] = {}
         self.sessions: dict[str, SessionRecord] = {}
+        self.revoked_jtis: set[str] = set(config.revoked_jtis)
+        self.revoked_hosts: set[str] = set(config.revoked_hosts)
+        self.host_ca = ca.load_cert(config.host_ca) if config.host_ca else None
 
     # --- tokens ----------------------------------------------------------------
     def verify(self, token: str, typ: str) -> Claims:
-        return self.verifier.verify(token, typ=typ, audience=self.config.gateway_id, now=self.clock())
+        claims = self.verifier.verify(token, typ=typ, audience=self.config.gateway_id, now=self.clock())
+        if claims.jti in self.revoked_jtis:
+            raise AuthError("token has been revoked")
+        return claims
 
     # --- hosts -----------------------------------------------------------------
-    def register_host(self, msg: control.RegisterHost, link: HostLink) -> control.Registered:
+    def begin_registration(self, msg: control.RegisterHost) -> PendingRegistration:
+        """Check a host's token; the reply is the challenge its proof must answer."""
         claims = self.verify(msg.token, "host")
         if claims.sub != msg.host_id:
             raise AuthError(f"registration token is for host {claims.sub!r}, not {msg.host_id!r}")
+        if msg.host_id in self.revoked_hosts:
+            raise AuthError(f"host id {msg.host_id} has been revoked")
         if self.config.pool(claims.pool) is None:
             raise AuthError(f"registration token names unknown pool {claims.pool!r}")
         if not msg.fingerprint.startswith("sha-256 "):
             raise AuthError("host fingerprint must be 'sha-256 <hex>'")
+        return PendingRegistration(msg, claims, proof.new_nonce())
+
+    def register_host(self, reg: PendingRegistration, answer: control.RegisterProof,
+                      link: HostLink) -> control.Registered:
+        """Check the proof of key possession, then register (replacing a live link of the same host)."""
+        msg = reg.hello
+        cert = proof.verify(answer.certificate, msg.fingerprint,
+                            proof.challenge_message(self.config.gateway_id, msg.host_id, msg.fingerprint, reg.nonce),
+                            answer.signature)
+        if self.host_ca is not None:
+            ca.verify_host_cert(cert, self.host_ca, msg.host_id)
+        # The token may have expired (or been revoked) while the proof was on its way.
+        claims = self.verify(msg.token, "host")
         known = self.registry.hosts.get(msg.host_id)
         if known is not None and known.connected and known.fingerprint != msg.fingerprint:
-            # Another live host already holds this identity: do not let a second
-            # machine with a stolen token take its sessions.
+            # Another live host holds this identity with another key: a stolen
+            # token and the public fingerprint are not enough to take its place.
             raise AuthError(f"host id {msg.host_id} is already registered with another certificate")
         old = self.links.get(msg.host_id)
         self.links[msg.host_id] = link
-        self.registry.register(msg.host_id, claims.pool, msg.fingerprint, self.clock())
+        self.registry.register(msg.host_id, claims.pool, msg.fingerprint, self.clock(),
+                               token_jti=claims.jti, token_exp=claims.exp)
+        if old is not None and old is not link:
+            # Same host, proven key: the newer connection wins; the old one is closed, not orphaned.
+            old.close(control.Error(code="auth", reason="replaced",
+                                    message="this registration was replaced by a newer one of the same host"))
         _log.info(log.kv("host-registered", host=msg.host_id, pool=claims.pool, token=describe(msg.token),
                          replaced=old is not None or None))
         return control.Registered(host_id=msg.host_id, heartbeat_interval=self.config.timing.heartbeat_interval,
                                   signing_key=self.signer.public_hex(), gateway_id=self.config.gateway_id)
+
+    def check_host_link(self, host_id: str, link: HostLink) -> None:
+        """Called for every message a host sends on its control channel: it must come
+        from the host's current link, and the registration must still stand (token
+        not expired, nothing revoked); otherwise AuthError (the caller closes the link)."""
+        if self.links.get(host_id) is not link:
+            raise AuthError("this control channel was replaced by a newer registration of the host")
+        rec = self.registry.hosts.get(host_id)
+        if rec is None:
+            return
+        why = self.registry.invalid(rec, self.clock(), self.revoked_jtis, self.revoked_hosts, CLOCK_SKEW)
+        if why is not None:
+            self._cut(host_id, why)
+            if why == "token-expired":
+                raise TokenExpired(f"registration token of host {host_id} has expired")
+            raise AuthError(f"registration of host {host_id} has been revoked")
+
+    def _cut(self, host_id: str, why: str) -> None:
+        """End a live registration now: forget its link, fail its pending launches, close it."""
+        link = self.links.get(host_id)
+        if link is None:
+            return
+        self.host_disconnected(host_id, link)
+        code = "token-expired" if why == "token-expired" else "auth"
+        link.close(control.Error(code=code, reason=why, message=f"host registration ended: {why}"))
+        _log.info(log.kv("host-cut", host=host_id, why=why))
+
+    def sweep(self) -> list[str]:
+        """Cut every live registration whose token expired or was revoked; their host ids."""
+        now = self.clock()
+        cut = []
+        for host_id in list(self.links):
+            rec = self.registry.hosts.get(host_id)
+            why = rec and self.registry.invalid(rec, now, self.revoked_jtis, self.revoked_hosts, CLOCK_SKEW)
+            if why:
+                self._cut(host_id, why)
+                cut.append(host_id)
+        return cut
+
+    def revoke(self, jtis=(), hosts=()) -> dict:
+        """Add token ids / host ids to the revocation list and apply it to live registrations."""
+        self.revoked_jtis.update(str(j) for j in jtis)
+        self.revoked_hosts.update(str(h) for h in hosts)
+        cut = self.sweep()
+        _log.info(log.kv("revoked", jtis=len(jtis), hosts=len(hosts), cut=",".join(cut) or None))
+        return {"revoked_jtis": len(self.revoked_jtis), "revoked_hosts": len(self.revoked_hosts), "cut": cut}
 
     def heartbeat(self, host_id: str, msg: control.Heartbeat) -> control.HeartbeatAck:
         self.registry.heartbeat(host_id, msg.sessions, self.clock())
@@ -138,11 +242,11 @@ class Broker:
         rec = self.registry.select(pool, claims.sub, now)
         link = self.links.get(rec.host_id)
         if link is None:  # registry said available, but the link is gone: should never happen
-            self.registry.launch_done(rec.host_id, stitched=False)
+            self.registry.launch_done(rec.host_id, stitched=False, pool=pool.name, user=claims.sub)
             _log.error(log.kv("BUG selected host has no link", host=rec.host_id))
             raise NoResourcesError("host-unavailable", rec.host_id)
         if len(self.pending) >= self.config.max_pending_legs:
-            self.registry.launch_done(rec.host_id, stitched=False)
+            self.registry.launch_done(rec.host_id, stitched=False, pool=pool.name, user=claims.sub)
             raise NoResourcesError("gateway-busy", "too many launches in progress")
         session_id = secrets.token_hex(8)
         conn_id = secrets.token_urlsafe(24)
@@ -174,7 +278,7 @@ class Broker:
 
     def launch_finished(self, plan: LaunchPlan, ok: bool) -> None:
         self.pending.pop(plan.conn_id, None)
-        self.registry.launch_done(plan.host_id, stitched=ok)
+        self.registry.launch_done(plan.host_id, stitched=ok, pool=plan.resource, user=plan.user)
         if ok:
             self.sessions[plan.session_id] = SessionRecord(plan.session_id, plan.user, plan.host_id,
                                                            plan.resource, self.clock())
@@ -182,7 +286,7 @@ class Broker:
     def session_ended(self, session_id: str, reason: str) -> None:
         rec = self.sessions.pop(session_id, None)
         if rec is not None:
-            self.registry.session_ended(rec.host_id)
+            self.registry.session_ended(rec.host_id, pool=rec.resource, user=rec.user)
             _log.info(log.kv("session-ended", sid=session_id, reason=reason))
 
     # --- admin -----------------------------------------------------------------
@@ -191,7 +295,8 @@ class Broker:
         return [{"host_id": r.host_id, "pool": r.pool, "status": self.registry.status(r, now),
                  "drain": r.drain, "sessions": r.sessions, "pending": r.pending,
                  "total_sessions": r.total_sessions, "last_seen_s": round(now - r.last_seen, 1),
-                 "fingerprint": r.fingerprint}
+                 "fingerprint": r.fingerprint, "token_jti": r.token_jti,
+                 "token_expires_in_s": round(r.token_exp - now, 1) if r.token_exp != float("inf") else None}
                 for r in sorted(self.registry.hosts.values(), key=lambda r: r.host_id)]
 
     def session_table(self) -> list[dict]:

@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 
 from .. import __version__, log
-from ..auth import certs
+from ..auth import ca, certs
 from ..config import Timing
-from ..errors import PathError, RemoteError, SessionClosed, from_wire
+from ..errors import AuthError, PathError, RemoteError, SessionClosed, from_wire
 from ..framed import FramedConn
 from ..netaddr import parse_hostport
-from ..session.session import Session
-from ..transport.tcp_relay import InnerTls, RelayPath
+from ..session.session import Session, start_session
+from ..transport.tcp_relay import InnerTls
 from ..wire import control
 from ..wire.frames import MAX_CONTROL_PAYLOAD, MAX_RELAY_PAYLOAD
 
@@ -66,7 +67,8 @@ async def feed(gateway, token: str, *, cafile: str | None = None, timing: Timing
 
 
 async def connect(gateway, token: str, resource: str, *, cafile: str | None = None,
-                  timing: Timing | None = None, udp: dict | None = None, shortpath: bool = True) -> Session:
+                  timing: Timing | None = None, udp: dict | None = None, shortpath: bool = True,
+                  host_ca: str | None = None) -> Session:
     """Launch ``resource`` and return a live session.
 
     The session starts on the tcp-relay; when the pool's policy allows it (and
@@ -75,6 +77,10 @@ async def connect(gateway, token: str, resource: str, *, cafile: str | None = No
     gather candidates on), ``modes`` (subset of managed/direct/turn),
     ``turn_cafile``, ``connect_timeout``.
 
+    ``host_ca``: the deployment CA certificate (auth/ca.py). With it the host must
+    present a certificate chain to that CA naming the host id the broker announced,
+    so the client no longer relies on the gateway-supplied fingerprint alone.
+
     Set-up phases land in ``session.timeline`` (time.monotonic() seconds, see
     Session.timeline): ``connect`` (this call), ``gateway_tls`` (TCP + TLS to the
     gateway up), ``welcome`` (gateway accepted the token), ``launched`` (broker chose
@@ -82,6 +88,7 @@ async def connect(gateway, token: str, resource: str, *, cafile: str | None = No
     (end-to-end TLS with the host done), ``session_ok`` (host confirmed the ticket)."""
     timing = timing or Timing()
     marks = {"connect": time.monotonic()}
+    inner_ctx = ca.client_context(host_ca) if host_ca else certs.pinned_client_context()
     conn = await _hello(gateway, token, cafile, timing, marks)
     ok = False
     try:
@@ -89,18 +96,18 @@ async def connect(gateway, token: str, resource: str, *, cafile: str | None = No
         launched = await _expect(conn, control.Launched, timing.launch_timeout)
         marks["launched"] = time.monotonic()
         conn.max_payload = MAX_RELAY_PAYLOAD
-        tls = InnerTls(conn, certs.pinned_client_context(), server_side=False)
-        await asyncio.wait_for(tls.handshake(expected_fingerprint=launched.host_fingerprint),
-                               timing.handshake_timeout)
+        tls = InnerTls(conn, inner_ctx, server_side=False)
+        try:
+            await asyncio.wait_for(tls.handshake(expected_fingerprint=launched.host_fingerprint),
+                                   timing.handshake_timeout)
+        except ssl.SSLCertVerificationError as exc:
+            raise AuthError(f"host certificate does not chain to the deployment CA: {exc.verify_message}") from None
+        if host_ca:
+            ca.verify_host_der(tls.ssl.getpeercert(binary_form=True), host_ca, launched.host_id)
         marks["inner_tls"] = time.monotonic()
-        session = Session(launched.session_id, "client", timing, peer=launched.host_id)
-        session.timeline.update(marks)
-        session.policy = launched.policy
-        ready = asyncio.get_running_loop().create_future()
-        session.on_signal("hello-ok", lambda m: ready.done() or ready.set_result(m))
-        path = RelayPath(tls, launched.session_id, timing.relay_high_water)
-        session.attach_relay(path)
-        path.start()
+        session, ready = start_session(tls, launched.session_id, "client", timing=timing,
+                                       peer=launched.host_id, policy=launched.policy, marks=marks,
+                                       wait_for="hello-ok")
         session.send_signal({"type": "hello", "ticket": launched.ticket})
         closed = asyncio.ensure_future(session.wait_closed())
         try:
@@ -116,8 +123,7 @@ async def connect(gateway, token: str, resource: str, *, cafile: str | None = No
         session.timeline["session_ok"] = time.monotonic()
         _log.info(log.kv("session-up", sid=launched.session_id, host=launched.host_id, transport="tcp-relay"))
         if shortpath:
-            from ..session.driver import PathDriver
-            PathDriver(session, options=udp)
+            session.enable_shortpath(udp)
         ok = True
         return session
     finally:

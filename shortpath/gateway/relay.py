@@ -23,16 +23,15 @@ this one session. When one leg ends, the other is sent GATEWAY_END with the
 reason (``host-gone`` / ``client-gone`` / ``gateway-shutdown``) and closed.
 GATEWAY_END is only added where the receiving leg is at a frame boundary.
 
-``SHORTPATH_RELAY_PUMP=streams`` selects the previous StreamReader/StreamWriter
-pump (one task per direction); it is kept for side-by-side benchmarks
-(``python -m benchmarks.relay_ab``) and as a fallback.
+The first version pumped each direction with a task over the legs'
+StreamReader/StreamWriter; docs/relay.md has the side-by-side figures that
+replaced it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from dataclasses import dataclass
 
 from .. import log
@@ -52,8 +51,6 @@ class RelayStats:
     pauses: int = 0
 
 
-READ_SIZE = 256 * 1024
-PUMP = os.environ.get("SHORTPATH_RELAY_PUMP", "protocol")
 
 
 class _LegProtocol(asyncio.Protocol):
@@ -214,66 +211,14 @@ async def _stitch_protocols(client: FramedConn, host: FramedConn, stop: asyncio.
     return outcome, up.count, down.count, up.pauses + down.pauses, overrides
 
 
-async def _pump(src: FramedConn, dst: FramedConn, counter: list[int], scanner: RelayScanner,
-                mid_frame: list[bool]) -> str:
-    """The StreamReader/StreamWriter pump (SHORTPATH_RELAY_PUMP=streams)."""
-    try:
-        while True:
-            chunk = await src.reader.read(READ_SIZE)
-            if not chunk:
-                if not scanner.at_boundary:
-                    raise MalformedFrame("leg ended inside a frame")
-                return "eof"
-            mid_frame[0] = not scanner.at_boundary   # what dst has seen if this chunk is refused
-            scanner.feed(chunk)
-            mid_frame[0] = False
-            dst.write(chunk)
-            counter[0] += len(chunk)
-            if dst.buffered > dst.high_water:
-                await dst.drain()
-    except ShortpathError as exc:
-        return exc.code
-    except (ConnectionError, OSError):
-        return "reset"
-
-
-async def _stitch_streams(client: FramedConn, host: FramedConn, stop: asyncio.Event | None,
-                          to_host: RelayScanner, to_client: RelayScanner):
-    c2h, h2c = [0], [0]
-    host_mid, client_mid = [False], [False]
-    up = asyncio.ensure_future(_pump(client, host, c2h, to_host, host_mid))
-    down = asyncio.ensure_future(_pump(host, client, h2c, to_client, client_mid))
-    waiters = {up, down}
-    stopper = None
-    if stop is not None:
-        stopper = asyncio.ensure_future(stop.wait())
-        waiters.add(stopper)
-    done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    if stopper is not None and stopper in done:
-        outcome = ("stop", "stop")
-    elif down in done:
-        outcome = ("host", down.result())
-    else:
-        outcome = ("client", up.result())
-    for t in (up, down, stopper):
-        if t is not None and not t.done():
-            t.cancel()
-    for t in (up, down):
-        with contextlib.suppress(BaseException):
-            await t
-    overrides = {id(host): False if host_mid[0] else None, id(client): False if client_mid[0] else None}
-    return outcome, c2h[0], h2c[0], 0, overrides
-
-
 async def stitch(session_id: str, client: FramedConn, host: FramedConn,
-                 stop: asyncio.Event | None = None, pump: str | None = None) -> tuple[str, RelayStats]:
+                 stop: asyncio.Event | None = None) -> tuple[str, RelayStats]:
     """Relay until either leg ends; returns (reason, stats)."""
     # Each scanner tracks the frames *written to* one leg, so the gateway knows
     # whether that leg is at a frame boundary before it adds GATEWAY_END.
     to_host = RelayScanner(MAX_RELAY_PAYLOAD)
     to_client = RelayScanner(MAX_RELAY_PAYLOAD)
-    impl = _stitch_streams if (pump or PUMP) == "streams" else _stitch_protocols
-    (who, outcome), c2h, h2c, pauses, overrides = await impl(client, host, stop, to_host, to_client)
+    (who, outcome), c2h, h2c, pauses, overrides = await _stitch_protocols(client, host, stop, to_host, to_client)
     if who == "stop":
         reason, tell = "gateway-shutdown", (client, host)
     elif who == "host":

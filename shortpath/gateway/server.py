@@ -1,11 +1,15 @@
 """Gateway: one TLS listener for hosts, clients and host data legs.
 
 Every connection must complete TLS and send its first CONTROL message within
-``handshake_timeout``; at most ``max_unauthenticated`` connections may be in
-that state at once (the rest are closed at once), so half-open floods do not
-starve real users. The first message decides the connection's role:
+``handshake_timeout``. Until then it is *pre-auth*, counted from ``accept()``
+(before the TLS handshake, which we start ourselves) per source address and in
+total; over a cap it is closed at once, before any TLS work (admission.py: one
+address cannot lock everyone out, and a live host's address is never starved
+by strangers). The caps are kept under the fd limit, which start() raises to
+the hard limit. The first message decides the connection's role:
 
-* ``register``     -> host control channel (heartbeats, dial orders)
+* ``register``     -> host control channel: challenge, proof of the host key
+                      (broker/service.py), then heartbeats and dial orders
 * ``client-hello`` -> client: feed, launch, then the connection becomes the
                       client's relay leg
 * ``leg-hello``    -> a host's data leg for one launch
@@ -18,8 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
+import resource
 import time
 
 from .. import log
@@ -27,10 +33,11 @@ from ..auth import certs
 from ..auth.tokens import TokenSigner
 from ..broker.service import Broker
 from ..config import GatewayConfig, state_path
-from ..errors import AuthError, NoResourcesError, RateLimited, RemoteError, ShortpathError
+from ..errors import AuthError, ConfigError, NoResourcesError, RateLimited, RemoteError, ShortpathError
 from ..framed import FramedConn
 from ..wire import control
 from ..wire.frames import MAX_CONTROL_PAYLOAD, MAX_RELAY_PAYLOAD
+from .admission import Admission, plan_caps
 from .ratelimit import RateLimiter
 from .relay import stitch
 
@@ -54,6 +61,23 @@ def _shrink_tls_read_buffer() -> None:
 _log = log.get("gateway")
 
 
+def _raise_nofile() -> int | None:
+    """Raise this process's soft RLIMIT_NOFILE to the hard limit; return the
+    soft limit now in force (None if unknown). The connection caps are planned
+    under it (admission.plan_caps)."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or hard > 1 << 20:
+            hard = 1 << 20
+        if soft == resource.RLIM_INFINITY or soft < hard:
+            with contextlib.suppress(ValueError, OSError):
+                resource.setrlimit(resource.RLIMIT_NOFILE, (hard, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        return None if soft == resource.RLIM_INFINITY else int(soft)
+    except (ValueError, OSError):
+        return None
+
+
 def _error(exc: ShortpathError) -> control.Error:
     return control.Error(code=exc.code, message=exc.message, reason=getattr(exc, "reason", ""))
 
@@ -68,6 +92,13 @@ class _Link:
         if not self.conn.closing():
             self.conn.send(msg)
 
+    def close(self, error: control.Error | None = None) -> None:
+        """The broker ends this link (replaced, revoked, token expired): say why, then close."""
+        if error is not None:
+            self.send(error)
+        if not self.conn.closing():
+            self.conn.writer.close()
+
 
 class Gateway:
     def __init__(self, config: GatewayConfig) -> None:
@@ -81,28 +112,77 @@ class Gateway:
         self._server: asyncio.AbstractServer | None = None
         self._admin: asyncio.AbstractServer | None = None
         self._stop = asyncio.Event()
-        self._unauth = 0
+        self.admission = Admission(plan_caps(config.max_unauthenticated, config.max_unauthenticated_per_source, None))
+        self._tls = None
         self._conns: dict[asyncio.Task, FramedConn] = {}
-        self.counters = {"accepted": 0, "refused_unauth_cap": 0, "handshake_timeouts": 0,
+        self.counters = {"accepted": 0, "refused_unauth_cap": 0, "refused_per_source": 0, "tls_failures": 0,
+                         "handshake_timeouts": 0,
                          "protocol_errors": 0, "auth_failures": 0, "sessions_stitched": 0, "rate_limited": 0}
         self.port: int | None = None
         self.launch_limiter = RateLimiter(config.launch_rate, config.launch_burst)
+        self.admin_path = state_path(config.state_dir, "admin.sock")
+        self._lock_fd: int | None = None
 
     # --- lifecycle -------------------------------------------------------------
     async def start(self) -> None:
+        """Lock the state directory, bind the TLS listener, open the admin socket.
+        Each failure is a ConfigError in one sentence (another gateway on the same
+        state directory, a port in use), and leaves nothing behind."""
         _shrink_tls_read_buffer()
-        ctx = certs.server_context(self.cert_path, self.key_path)
-        self._server = await asyncio.start_server(
-            self._accept, self.config.listen_host, self.config.listen_port, ssl=ctx,
-            ssl_handshake_timeout=self.config.timing.handshake_timeout, limit=MAX_RELAY_PAYLOAD * 2,
-            backlog=1024)
-        self.port = self._server.sockets[0].getsockname()[1]
-        admin_path = state_path(self.config.state_dir, "admin.sock")
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(admin_path)
-        self._admin = await asyncio.start_unix_server(self._admin_conn, admin_path)
-        os.chmod(admin_path, 0o600)
+        ctx = self._tls = certs.server_context(self.cert_path, self.key_path)
+        self.admission = Admission(plan_caps(self.config.max_unauthenticated,
+                                             self.config.max_unauthenticated_per_source, _raise_nofile()))
+        self._lock_state_dir()
+        try:
+            try:
+                self._server = await asyncio.start_server(
+                    self._accept, self.config.listen_host, self.config.listen_port,  # TLS: in _accept
+                    limit=MAX_RELAY_PAYLOAD * 2, backlog=1024)
+            except OSError as exc:
+                where = f"{self.config.listen_host}:{self.config.listen_port}"
+                why = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+                raise ConfigError(f"cannot listen on {where}: {why} (another gateway or program has that "
+                                  f"port? pick another --listen)") from None
+            self.port = self._server.sockets[0].getsockname()[1]
+            # The lock makes the admin socket ours: one left by a gateway that died is stale.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.admin_path)
+            self._admin = await asyncio.start_unix_server(self._admin_conn, self.admin_path)
+            os.chmod(self.admin_path, 0o600)
+        except BaseException:
+            if self._server is not None:
+                self._server.close()
+                self._server = None
+            self._unlock_state_dir()
+            raise
         _log.info(log.kv("listening", addr=f"{self.config.listen_host}:{self.port}", gateway=self.config.gateway_id))
+
+    def _lock_state_dir(self) -> None:
+        """One gateway per state directory: an exclusive ``flock`` on ``gateway.lock``
+        there, held while the gateway runs (the kernel drops it when the process
+        dies, however it dies). ``flock`` rather than ``lockf``: two gateways in one
+        process (tests) exclude each other too. The file is never removed; removing
+        it would let a third gateway lock a fresh file while the first still runs."""
+        path = state_path(self.config.state_dir, "gateway.lock")
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise ConfigError(f"cannot open the state lock {path}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise ConfigError(f"state directory {self.config.state_dir} is in use by another gateway "
+                              f"(pid {holder}); stop it, or give this one another --state") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def _unlock_state_dir(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)      # closing the descriptor releases the flock
+            self._lock_fd = None
 
     async def stop(self) -> None:
         self._stop.set()
@@ -123,34 +203,54 @@ class Gateway:
             if srv is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(srv.wait_closed(), 2.0)
+        if self._admin is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.admin_path)      # only ours: the state lock is still held
+            self._admin = None
+        self._unlock_state_dir()
 
     async def serve_forever(self) -> None:
         await self.start()
         await self._stop.wait()
 
     # --- accepting -------------------------------------------------------------
+    @property
+    def _unauth(self) -> int:
+        """Pre-auth connections now (all sources)."""
+        return self.admission.pending
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         conn = FramedConn(reader, writer, MAX_CONTROL_PAYLOAD, self.config.timing.relay_high_water)
         self._conns[task] = conn
         self.counters["accepted"] += 1
         try:
-            if self._unauth >= self.config.max_unauthenticated:
-                self.counters["refused_unauth_cap"] += 1
+            # Pre-auth admission, counted from accept(): see admission.py.
+            ticket = self.admission.admit(str(conn.peer[0]) if conn.peer else "?")
+            if isinstance(ticket, str):
+                self.counters["refused_per_source" if ticket == "per-source" else "refused_unauth_cap"] += 1
                 conn.abort()
                 return
-            self._unauth += 1
-            authed = False
             try:
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + self.config.timing.handshake_timeout
                 try:
-                    first = await asyncio.wait_for(conn.read_control(), self.config.timing.handshake_timeout)
+                    await writer.start_tls(self._tls, ssl_handshake_timeout=self.config.timing.handshake_timeout)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # handshake failed or timed out, peer gone, gateway stopping
+                    self.counters["tls_failures"] += 1
+                    return
+                with contextlib.suppress(Exception):
+                    writer.transport.set_write_buffer_limits(high=self.config.timing.relay_high_water)
+                try:
+                    first = await asyncio.wait_for(conn.read_control(), max(0.0, deadline - loop.time()))
                 except asyncio.TimeoutError:
                     self.counters["handshake_timeouts"] += 1
                     return
                 if first is None:
                     return
-                authed = True
-                self._unauth -= 1
+                self.admission.release(ticket)
                 if isinstance(first, control.RegisterHost):
                     await self._serve_host(conn, first)
                 elif isinstance(first, control.ClientHello):
@@ -160,8 +260,7 @@ class Gateway:
                 else:
                     raise RemoteError(f"{first.TYPE} is not a valid first message")
             finally:
-                if not authed:
-                    self._unauth -= 1
+                self.admission.release(ticket)   # idempotent
         except AuthError as exc:
             self.counters["auth_failures"] += 1
             _log.info(log.kv("auth-failed", peer=conn.peer, error=exc.code, why=exc.message))
@@ -184,9 +283,17 @@ class Gateway:
     # --- hosts -----------------------------------------------------------------
     async def _serve_host(self, conn: FramedConn, hello: control.RegisterHost) -> None:
         link = _Link(conn)
-        conn.send(self.broker.register_host(hello, link))
+        # Proof of possession of the host key (broker/service.py, auth/proof.py).
+        reg = self.broker.begin_registration(hello)
+        conn.send(reg.challenge)
+        answer = await asyncio.wait_for(conn.read_control(), self.config.timing.handshake_timeout)
+        if not isinstance(answer, control.RegisterProof):
+            raise RemoteError(f"expected register-proof, got {answer.TYPE if answer else 'end of connection'}")
+        conn.send(self.broker.register_host(reg, answer, link))
         host_id = hello.host_id
         timeout = self.config.timing.heartbeat_interval * self.config.timing.heartbeat_misses
+        source = str(conn.peer[0]) if conn.peer else "?"
+        self.admission.trust(source)   # this host's data legs are not counted against strangers
         try:
             while True:
                 try:
@@ -196,6 +303,8 @@ class Gateway:
                     return
                 if msg is None:
                     return
+                # current link, token unexpired, nothing revoked: else AuthError ends it
+                self.broker.check_host_link(host_id, link)
                 if isinstance(msg, control.Heartbeat):
                     conn.send(self.broker.heartbeat(host_id, msg))
                 elif isinstance(msg, control.DialResult):
@@ -203,6 +312,7 @@ class Gateway:
                 else:
                     raise RemoteError(f"{msg.TYPE} is not valid on a host control channel")
         finally:
+            self.admission.untrust(source)
             self.broker.host_disconnected(host_id, link)
 
     # --- clients ---------------------------------------------------------------
@@ -287,6 +397,9 @@ class Gateway:
                         resp = {"ok": True, **self.broker.set_drain(str(req["host"]), bool(req.get("on", True)))}
                     elif cmd == "stats":
                         resp = {"ok": True, "counters": dict(self.counters)}
+                    elif cmd == "revoke":   # {"cmd": "revoke", "jtis": [...], "hosts": [...]}
+                        resp = {"ok": True, **self.broker.revoke(list(req.get("jtis", [])),
+                                                                 list(req.get("hosts", [])))}
                     else:
                         resp = {"ok": False, "error": f"unknown command {cmd!r}"}
                 except (ValueError, KeyError, TypeError, ShortpathError) as exc:

@@ -25,13 +25,14 @@ from typing import Awaitable, Callable
 
 from .. import __version__, log
 from ..auth import certs
-from ..auth.tokens import TokenVerifier
+from ..auth import proof
+from ..auth.tokens import ReplayCache, TokenVerifier, unverified_audience
 from ..config import Timing, state_path
 from ..errors import AuthError, RemoteError, ShortpathError, from_wire
 from ..framed import FramedConn
 from ..netaddr import parse_hostport
-from ..session.session import Session
-from ..transport.tcp_relay import InnerTls, RelayPath
+from ..session.session import Session, start_session
+from ..transport.tcp_relay import InnerTls
 from ..wire import control
 from ..wire.frames import MAX_CONTROL_PAYLOAD, MAX_RELAY_PAYLOAD
 
@@ -43,10 +44,14 @@ Handler = Callable[[Session], Awaitable[None]]
 class HostAgent:
     def __init__(self, gateway: str | tuple, token: str, host_id: str, handler: Handler, *,
                  state_dir: str = "./state", cafile: str | None = None, timing: Timing | None = None,
-                 managed: tuple[str, int] | None = None, udp: dict | None = None) -> None:
+                 managed: tuple[str, int] | None = None, udp: dict | None = None,
+                 signing_key: str | None = None) -> None:
         """``managed``: (ip, port) to listen on for managed Shortpath (UDP 3390 on
         the private network); None = no managed mode, and no socket at all.
-        ``udp``: local UDP options (see client.connect)."""
+        ``udp``: local UDP options (see client.connect).
+        ``signing_key``: the gateway's ticket signing public key (hex), given out
+        of band; the agent then refuses a gateway that announces another key
+        instead of trusting whatever key the gateway sends (README, security)."""
         self.gateway = parse_hostport(gateway)
         self.token = token
         self.host_id = host_id
@@ -65,8 +70,17 @@ class HostAgent:
         self.registered = asyncio.Event()
         self.registrations = 0
         self.last_error: ShortpathError | None = None
+        #: Set when the gateway refused the registration (an AuthError: wrong host id,
+        #: not a host token, expired, bad signature...): retrying cannot help, so the
+        #: agent stops trying; ``last_error`` says why.
+        self.refused = asyncio.Event()
+        #: Called as ``on_retry(error_or_None, delay_s)`` before each reconnect wait
+        #: (None: the gateway closed the channel), so an owner can say it is retrying.
+        self.on_retry: Callable[[BaseException | None, float], None] | None = None
         self._verifier: TokenVerifier | None = None
         self._gateway_id = ""
+        self.signing_key = signing_key.strip().lower() if signing_key else None
+        self._tickets = ReplayCache()    # session tickets are single use
         self._stop = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._session_tasks: set[asyncio.Task] = set()
@@ -137,13 +151,19 @@ class HostAgent:
             _log.info(log.kv("managed-listener", host=self.host_id, addr=f"{self.managed[0]}:{self.listener.address[1]}"))
         attempt = 0
         while not self._stop.is_set():
+            failure: BaseException | None = None
             try:
                 await self._control_channel()
                 attempt = 0
             except AuthError as exc:
                 self.last_error = exc
-                _log.error(log.kv("registration-refused", host=self.host_id, error=exc.code, why=exc.message))
+                # INFO: the agent stops here and ``refused``/``last_error`` tell its owner,
+                # who reports it (the CLI prints one line and exits non-zero).
+                _log.info(log.kv("registration-refused", host=self.host_id, error=exc.code, why=exc.message))
+                self.refused.set()
+                break
             except (OSError, ConnectionError, asyncio.TimeoutError, RemoteError, ssl.SSLError) as exc:
+                failure = exc
                 _log.info(log.kv("control-channel-lost", host=self.host_id, error=type(exc).__name__))
             finally:
                 self.registered.clear()
@@ -153,6 +173,8 @@ class HostAgent:
             cap = min(self.timing.reconnect_cap, self.timing.reconnect_base * (2 ** attempt))
             delay = random.uniform(0, cap)   # full jitter
             attempt += 1
+            if self.on_retry is not None:
+                self.on_retry(failure, delay)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), delay)
 
@@ -172,10 +194,22 @@ class HostAgent:
             conn.send(control.RegisterHost(token=self.token, host_id=self.host_id,
                                            fingerprint=self.fingerprint, version=__version__))
             msg = await asyncio.wait_for(conn.read_control(), self.timing.handshake_timeout)
+            if isinstance(msg, control.RegisterChallenge):
+                # Prove we hold our certificate's key (auth/proof.py).
+                signed = proof.challenge_message(unverified_audience(self.token), self.host_id,
+                                                 self.fingerprint, msg.nonce)
+                with open(self.cert_path) as f:
+                    cert_pem = f.read()   # (must still be the certificate behind self.fingerprint)
+                conn.send(control.RegisterProof(certificate=cert_pem,
+                                                signature=proof.sign(proof.load_private_key(self.key_path), signed)))
+                msg = await asyncio.wait_for(conn.read_control(), self.timing.handshake_timeout)
             if isinstance(msg, control.Error):
                 raise from_wire(msg.code, msg.message, msg.reason)
             if not isinstance(msg, control.Registered):
                 raise RemoteError(f"expected 'registered', got {msg.TYPE if msg else 'EOF'}")
+            if self.signing_key is not None and msg.signing_key.lower() != self.signing_key:
+                raise AuthError("the gateway announced a ticket signing key other than the one configured "
+                                "for this host (--signing-key)")
             self._verifier = TokenVerifier.from_hex(msg.signing_key)
             self._gateway_id = msg.gateway_id
             interval = msg.heartbeat_interval
@@ -215,6 +249,7 @@ class HostAgent:
     async def _serve_dial(self, control_conn: FramedConn, dial: control.Dial) -> None:
         sid = dial.session_id
         session: Session | None = None
+        leg: FramedConn | None = None
         end_reason = "host-app-done"
         marks = {"dial": time.monotonic()}     # set-up phases, see Session.timeline
         try:
@@ -231,22 +266,16 @@ class HostAgent:
             tls = InnerTls(leg, self._e2e_ctx, server_side=True)
             await asyncio.wait_for(tls.handshake(), self.timing.handshake_timeout)
             marks["inner_tls"] = time.monotonic()
-            session = Session(sid, "host", self.timing, peer=dial.user)
-            session.timeline.update(marks)
-            session.policy = dial.policy
-            hello = asyncio.get_running_loop().create_future()
-            session.on_signal("hello", lambda m: hello.done() or hello.set_result(m))
-            path = RelayPath(tls, sid, self.timing.relay_high_water)
-            session.attach_relay(path)
-            path.start()
+            session, hello = start_session(tls, sid, "host", timing=self.timing, peer=dial.user,
+                                           policy=dial.policy, marks=marks, wait_for="hello")
             msg = await asyncio.wait_for(hello, self.timing.handshake_timeout)
             session.timeline["hello"] = time.monotonic()
             claims = self._verifier.verify(str(msg.get("ticket", "")), typ="session",
                                            audience=self._gateway_id, now=time.time())
             if claims.extra.get("sid") != sid or claims.extra.get("host") != self.host_id:
                 raise AuthError("session ticket is for another session or host")
-            from ..session.driver import PathDriver
-            PathDriver(session, options=self.udp_options, listener=self.listener)
+            self._tickets.use(claims, time.time())
+            session.enable_shortpath(self.udp_options, listener=self.listener)
             session.send_signal({"type": "hello-ok", "host_id": self.host_id})
             session.timeline["hello_ok"] = time.monotonic()
             self.sessions[sid] = session
@@ -265,3 +294,5 @@ class HostAgent:
             self.sessions.pop(sid, None)
             if session is not None:
                 await session.close(end_reason)
+            if leg is not None:
+                await leg.close()   # also after a set-up failure: never leave the data leg open

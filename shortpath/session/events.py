@@ -1,7 +1,10 @@
-"""Outputs of the path manager: small dataclasses under one base.
+"""What the session core (connection.py) tells its pump: small dataclasses under one base.
 
-The manager (manager.py) never acts; it returns these for the asyncio edge
-(session.py) to carry out.
+The core never acts on the world. After each input the pump (session.py) takes
+these one by one with ``SessionConnection.next_event()`` and, separately, the
+frames to send with ``SessionConnection.transmits()``. Some events are news for
+the application (data, datagrams, the end of the session); the others ask the
+pump for I/O the core cannot do itself (start a UDP attempt, close a path).
 """
 
 from __future__ import annotations
@@ -10,36 +13,89 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
-class Action:
-    """Base of every path-manager output."""
+class Event:
+    """Base of every session-core event."""
 
 
 @dataclass(frozen=True)
-class SwitchPath(Action):
-    #: path id to send on from now on
-    to: str
-    #: path id we sent on until now
-    from_: str
-    #: why, e.g. ``upgrade``, ``failover: silent 0.60s``, ``recovered``
-    reason: str
+class DataReceived(Event):
+    #: one application message from the reliable channel, in order, exactly once
+    data: bytes
+    #: reliable channel it arrived on; only channel 0 exists today (room for more, #13)
+    channel: int = 0
 
 
 @dataclass(frozen=True)
-class SendProbe(Action):
-    #: path to send a PING on
+class DatagramReceived(Event):
+    #: one best-effort datagram, as the peer passed it to send_datagram
+    data: bytes
+
+
+@dataclass(frozen=True)
+class SendWindowOpened(Event):
+    """The peer acknowledged messages, so the send window has room again."""
+    #: how many messages the ACK released
+    released: int
+
+
+@dataclass(frozen=True)
+class PingAnswered(Event):
+    #: the id ``SessionConnection.ping()`` returned
+    ping_id: int
+    #: round trip in seconds, on the core's clock
+    rtt: float
+
+
+@dataclass(frozen=True)
+class SignalReceived(Event):
+    """A SIGNAL frame for someone else than the core (``hello``, ``hello-ok``,
+    ``udp`` messages for a UDP attempt, ...). The core keeps ``switch`` and
+    ``upgrade`` for itself."""
+    #: the decoded JSON object; its ``type`` key says what it is
+    message: dict
+
+
+@dataclass(frozen=True)
+class PathSwitched(Event):
+    """We send on another path from now on (the peer was told, and our
+    unacknowledged messages were replayed on it)."""
+    #: path id we send on now (``relay``, ``udp-<attempt>``)
     path_id: str
-    #: True for a NAT keepalive on an idle path, False for a liveness probe
-    keepalive: bool = False
+    #: its kind (``tcp-relay``, ``udp-managed``, ``udp-direct``, ``udp-turn``)
+    kind: str
+    #: path id we sent on until now (None if there was none)
+    from_path_id: str | None
+    #: why: ``upgrade``, ``failover: silent 0.60s``, ``recovered`` ...
+    reason: str
+    #: unacknowledged messages sent again on the new path
+    replayed: int
 
 
 @dataclass(frozen=True)
-class StartUpgrade(Action):
-    #: attempt number (increases by one per attempt; tags the signaling)
+class UpgradeRequested(Event):
+    """Start UDP attempt ``attempt`` now: set up a path and report
+    ``path_added(f"udp-{attempt}", kind, now)`` or ``upgrade_failed(attempt, ...)``."""
+    #: attempt number; tags the attempt's signaling both ways
     attempt: int
+    #: True on the side that asked for it (the client); False when answering the peer
+    initiator: bool
+
+
+@dataclass(frozen=True)
+class PathAbandoned(Event):
+    """The core will not use this path any more: close it (and its resources)."""
+    path_id: str
+    #: why, for the log and the path's close reason
     reason: str
 
 
 @dataclass(frozen=True)
-class ClosePath(Action):
-    path_id: str
+class SessionEnded(Event):
+    """The session is over; the pump closes every path. (Named apart from the
+    exception ``errors.SessionClosed``, which is what the application sees.)"""
+    #: short code: ``closed``, ``host-gone``, ``all-paths-lost``, ``protocol-error`` ...
     reason: str
+    #: free text for humans
+    detail: str
+    #: True when this side closed it (``close()``), False when the peer or the paths did
+    local: bool

@@ -1,4 +1,4 @@
-"""The application-facing session (asyncio).
+"""The application-facing session: the asyncio pump around the session core.
 
 A session offers two channels whatever path carries it:
 
@@ -7,20 +7,23 @@ A session offers two channels whatever path carries it:
 * datagrams: ``send_datagram(bytes) -> bool`` / ``await recv_datagram()`` --
   best effort; never blocks, returns False when it had to drop.
 
-The session starts on the TCP relay. The UDP upgrade is driven by
-driver.py (the asyncio edge of the pure path manager), which adds paths with
-:meth:`Session.add_path` and moves sending with :meth:`Session.switch_to`.
-A switch replays every unacknowledged message on the new path; the receiver
-drops duplicates by sequence number, so nothing is lost, duplicated or
-reordered. Losing the relay does not end a session that is live on UDP
-(a gateway restart must not cut running sessions); losing the last path does.
-When the relay goes while UDP carries the session, the driver probes the UDP
-path at once (``on_relay_lost``): if the gateway said the peer is gone
-(``host-gone`` / ``client-gone``) and the UDP path is silent too, the session
-ends with that reason within the path manager's ``dead_after``; otherwise
-(gateway restart) a silence on the last path is ridden out for up to
-``alone_dead_after`` (manager.py) before the session ends ``all-paths-lost``.
-``info`` reports what is in use.
+Every decision is the core's (connection.py: sequencing, acks, switch and
+replay, failover, probes, RTT, when to try UDP). This module only does what
+the core cannot: it owns the paths and feeds the core what they deliver (frames,
+closes, packet liveness), sends the frames the core hands out, keeps one asyncio
+timer at ``connection.get_timer()``, turns core events into wake-ups for the
+application, and carries out UDP attempts (``UdpUpgrader``) when the core asks.
+After every input it pumps: events first, then transmits, then the timer.
+
+Signaling for an attempt travels inside the session's end-to-end protected
+channel on the relay as SIGNAL frames: ``{"type": "upgrade", "attempt": n}``
+(client -> host, starts attempt n; the core sends and answers it) and
+``{"type": "udp", "attempt": n, "m": {...}}`` carrying the UDP layer's own
+messages (ICE parameters, trickled candidates, DTLS fingerprints), routed here
+to attempt n's upgrader. The gateway sees none of it.
+
+Clock: ``time.monotonic()`` for everything fed to the core (the UDP layer's
+``last_rx_at`` uses it too); ``history`` is shown in wall-clock seconds.
 """
 
 from __future__ import annotations
@@ -30,26 +33,26 @@ import contextlib
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
+from typing import Callable
 
 from .. import log
-from ..config import Timing
-from ..errors import LocalError, PathError, RemoteError, SessionClosed, ShortpathError
+from ..config import DEFAULT_KEEPALIVE_INTERVAL, Timing, keepalive_interval
+from ..errors import ConfigError, LocalError, PathError, SessionClosed, ShortpathError
+from ..netaddr import parse_hostport
+from ..paths.manager import RELAY_ID, PathTiming
 from ..transport.base import Path
-from ..wire import frames as fr
 from ..wire.frames import Frame, FrameType
-from .reliable import AckClock, ReliableReceiver, ReliableSender
+from . import events as ev
+from .connection import MAX_DATAGRAM, MAX_MESSAGE, PEER_GONE, SessionConnection, Transmit
 
 _log = log.get("session")
+_splog = log.get("shortpath")
 
-#: Largest application message on the reliable channel.
-MAX_MESSAGE = 256 * 1024
-#: Largest datagram (it must fit one UDP-path message without fragmentation games).
-MAX_DATAGRAM = 1200
 #: Datagrams kept for an application that is not reading; older ones are dropped.
 DATAGRAM_QUEUE = 1024
-#: Relay end reasons (the gateway's GATEWAY_END) that say the peer's leg is gone.
-PEER_GONE = ("host-gone", "client-gone")
+
+__all__ = ["Session", "SessionInfo", "start_session", "udp_config", "MAX_MESSAGE", "MAX_DATAGRAM",
+           "PEER_GONE", "DATAGRAM_QUEUE"]
 
 
 @dataclass
@@ -78,51 +81,107 @@ class SessionInfo:
         return dict(self.__dict__)
 
 
+def udp_config(policy: dict, options: dict):
+    """Build the UDP layer's config from the broker's per-pool policy plus local options.
+
+    Returns None when the policy allows no UDP path."""
+    from ..transport.udp import TurnServer, UdpConfig
+
+    sp = policy.get("shortpath", {})
+    if not sp.get("enabled", True):
+        return None
+    ice = policy.get("ice", {})
+    turn: list = []
+    if ice.get("turn") and sp.get("turn", True):
+        h, p = parse_hostport(ice["turn"], 3478)
+        for transport in ("udp", "tcp"):          # UDP to TURN first, TCP when UDP is blocked
+            turn.append(TurnServer(h, p, transport, ice.get("username", ""), ice.get("password", "")))
+    if ice.get("turn_tls") and sp.get("turn", True):
+        h, p = parse_hostport(ice["turn_tls"], 443)
+        turn.append(TurnServer(h, p, "tls", ice.get("username", ""), ice.get("password", ""),
+                               cafile=options.get("turn_cafile")))
+    allow_managed = bool(sp.get("managed", True))
+    allow_direct = bool(sp.get("public_direct", True))
+    allow_turn = bool(turn)
+    if options.get("modes") is not None:         # local restriction (tests, lab scenarios)
+        modes = set(options["modes"])
+        allow_managed &= "managed" in modes
+        allow_direct &= "direct" in modes
+        allow_turn &= "turn" in modes
+    if not (allow_managed or allow_direct or allow_turn):
+        return None
+    stun = parse_hostport(ice["stun"], 3478) if ice.get("stun") and allow_direct else None
+    return UdpConfig(allow_managed=allow_managed, allow_direct=allow_direct, allow_turn=allow_turn,
+                     stun_server=stun, turn_servers=tuple(turn),
+                     managed_port=int(sp.get("managed_port", 3390)),
+                     host_addresses=tuple(options["host_addresses"]) if options.get("host_addresses") else None,
+                     # TURN transports are tried in turn (UDP, TCP, TLS; 1.5 s each at worst),
+                     # so gathering and the whole attempt must leave room for all three.
+                     gather_timeout=float(options.get("gather_timeout", 6.0)),
+                     connect_timeout=float(options.get("connect_timeout", 8.0)))
+
+
+def _keepalive(policy: dict, session_id: str) -> float:
+    """Idle keepalive interval for this session (pool policy, env override; see config.py)."""
+    try:
+        return keepalive_interval((policy or {}).get("shortpath"))
+    except ConfigError as exc:
+        _log.warning(log.kv("keepalive-setting-ignored", sid=session_id, why=exc.message,
+                            using=DEFAULT_KEEPALIVE_INTERVAL))
+        return DEFAULT_KEEPALIVE_INTERVAL
+
+
+def start_session(tls, session_id: str, role: str, *, timing: Timing, peer: str, policy: dict,
+                  marks: dict, wait_for: str) -> tuple["Session", asyncio.Future]:
+    """Assemble a session on an end-to-end TLS channel through the relay (both peers
+    use this). Returns the session, live on the relay, and a future for the first
+    SIGNAL of type ``wait_for`` (the host waits for ``hello``, the client for
+    ``hello-ok``), watched before the relay's first byte is read. Once the peer is
+    confirmed, call ``session.enable_shortpath(...)`` to allow UDP upgrades."""
+    from ..transport.tcp_relay import RelayPath
+
+    session = Session(session_id, role, timing, peer=peer, policy=policy)
+    session.timeline.update(marks)
+    got = asyncio.get_running_loop().create_future()
+    session.on_signal(wait_for, lambda m: got.done() or got.set_result(m))
+    path = RelayPath(tls, session_id, timing.relay_high_water)
+    session.attach_relay(path)
+    path.start()
+    return session, got
+
+
 class Session:
     def __init__(self, session_id: str, role: str, timing: Timing | None = None,
-                 peer: str = "") -> None:
+                 peer: str = "", policy: dict | None = None) -> None:
         self.session_id = session_id
         self.role = role               # "client" or "host"
         self.peer = peer               # user (on a host) or host id (on a client)
         self.timing = timing or Timing()
+        self.policy: dict = policy or {}
         self.started_at = time.time()
-        self._sender = ReliableSender(self.timing.send_window_bytes)
-        self._receiver = ReliableReceiver()
-        self._acks = AckClock(self.timing.ack_every, self.timing.ack_delay)
+        self._t0 = time.monotonic()
+        #: the sans-I/O core: every protocol decision and its state
+        self.connection = SessionConnection(
+            role, self._t0, timing=self.timing, session_id=session_id,
+            path_timing=PathTiming(keepalive_interval=_keepalive(self.policy, session_id)))
+        self._paths: dict[str, Path] = {}            # open paths by id
+        self._known: dict[str, Path] = {}            # every path by id, closed ones too
         self._inbox: deque[bytes] = deque()
         self._dgrams: deque[bytes] = deque(maxlen=DATAGRAM_QUEUE)
         self._inbox_ready = asyncio.Event()
         self._dgram_ready = asyncio.Event()
         self._window_open = asyncio.Event()
         self._closed = asyncio.Event()
-        self.close_reason: str | None = None
-        self.close_detail = ""
-        self.relay: Path | None = None
-        self.active: Path | None = None
-        self.paths: dict[str, Path] = {}
-        self.policy: dict = {}
-        self.driver = None
-        # hooks for the path driver (each takes the Path)
-        self.on_rx: Callable[[Path], None] | None = None
-        self.on_tx: Callable[[Path], None] | None = None
-        self.on_pong: Callable[[Path, float, int], None] | None = None
-        self.on_path_down: Callable[[Path, str], None] | None = None
-        self.on_relay_lost: Callable[[str], None] | None = None
-        self.on_answered: Callable[[Path], None] | None = None   # we answered a PING on a path
-        self.on_peer_switch: Callable[[str, str], None] | None = None   # (to kind, reason)
-        #: why the relay ended while the session went on over UDP (None while it is up)
-        self.relay_lost_reason: str | None = None
-        self._activity = 0
-        self.history: list[dict] = []
         self._signal_handlers: dict[str, Callable[[dict], None]] = {}
-        self._dgram_id = 0
-        self._ping_id = 0
         self._pings: dict[int, asyncio.Future] = {}
-        self.srtt: float | None = None
-        self.counters = {"messages_sent": 0, "messages_received": 0, "datagrams_sent": 0,
-                         "datagrams_received": 0, "datagrams_dropped": 0}
-        self._ack_handle: asyncio.TimerHandle | None = None
-        self._tasks: list[asyncio.Task] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._pumping = False
+        self._tasks: set[asyncio.Task] = set()        # UDP attempts
+        self._closers: set[asyncio.Task] = set()      # paths being closed
+        self._udp_config = None
+        self._udp_listener = None
+        self._upgraders: dict[int, object] = {}
         self.on_close: list[Callable[[str], None]] = []
         #: Set-up phase timestamps, time.monotonic() seconds, keyed by phase end.
         #: Written once each by whoever reaches the point, read by benchmarks
@@ -130,46 +189,81 @@ class Session:
         #: gateway_tls, welcome, launched, inner_tls, session_ok. Host
         #: (host/agent.py): dial, leg_tls, leg_accepted, inner_tls, hello, hello_ok.
         #: Both: udp_switch (first switch onto a UDP path, below). The UDP attempt's
-        #: own phases are in that path's info()["timeline"] (transport/udp.py).
+        #: own phases are in that path's info()["timeline"] (transport/udp/).
         self.timeline: dict[str, float] = {}
+
+    # --- what the core knows, as the application sees it -------------------------
+    @property
+    def active(self) -> Path | None:
+        """The path we send on."""
+        pid = self.connection.active
+        return None if pid is None else self._known.get(pid)
+
+    @property
+    def relay(self) -> Path | None:
+        pid = self.connection.relay
+        return None if pid is None else self._paths.get(pid)
+
+    @property
+    def paths(self) -> dict[str, Path]:
+        return dict(self._paths)
+
+    @property
+    def close_reason(self) -> str | None:
+        return self.connection.close_reason
+
+    @property
+    def close_detail(self) -> str:
+        return self.connection.close_detail
+
+    @property
+    def relay_lost_reason(self) -> str | None:
+        return self.connection.relay_lost_reason
+
+    @property
+    def counters(self) -> dict:
+        return self.connection.counters
+
+    @property
+    def srtt(self) -> float | None:
+        """Smoothed RTT of the active path, seconds."""
+        return self.connection.rtt(self.connection.active)
+
+    @property
+    def history(self) -> list[dict]:
+        """Path events (start, switch, peer-switch, relay-lost, end), ``t`` in wall-clock seconds."""
+        return [dict(h, t=self.started_at + (h["t"] - self._t0)) for h in self.connection.history]
+
+    @property
+    def shortpath_enabled(self) -> bool:
+        """True once UDP upgrades are allowed for this session (enable_shortpath with a usable policy)."""
+        return self._udp_config is not None
 
     # --- wiring paths ---------------------------------------------------------
     def attach_relay(self, path: Path) -> None:
-        path.path_id = "relay"
-        self.relay = path
-        self.active = path
+        """The session starts on ``path``, the relay."""
+        path.path_id = RELAY_ID
         self.add_path(path)
-        self._record("start", path.kind, "session starts on the relay")
-        self._tasks.append(asyncio.get_running_loop().create_task(self._ping_loop()))
+        self.connection.path_added(RELAY_ID, path.kind, time.monotonic())
+        self._pump()
 
     def add_path(self, path: Path) -> None:
-        """Start receiving on ``path`` (it carries nothing of ours until switch_to)."""
-        self.paths[path.path_id] = path
+        """Start receiving on ``path`` (it carries nothing of ours until the core switches to it)."""
+        self._paths[path.path_id] = path
+        self._known[path.path_id] = path
         path.on_frame = lambda f, p=path: self._on_frame(p, f)
         path.on_closed = lambda reason, p=path: self._on_path_closed(p, reason)
 
-    def switch_to(self, path: Path, reason: str) -> None:
-        """Send on ``path`` from now on; replay what the peer has not acknowledged."""
-        if path is self.active or self.close_reason is not None:
+    def enable_shortpath(self, options: dict | None = None, listener=None) -> None:
+        """Allow UDP upgrades, if the pool's policy and ``options`` (see client.connect)
+        leave any UDP mode: the client starts attempts, the host answers them (with
+        its managed ``listener``, if any)."""
+        self._udp_config = udp_config(self.policy or {}, options or {})
+        if self._udp_config is None:
             return
-        if path.closed_reason is not None:
-            raise PathError(f"cannot switch to closed path {path.path_id}")
-        old = self.active
-        self.active = path
-        pending = self._sender.pending()
-        path.send_reliable(fr.encode_json(FrameType.SIGNAL, {
-            "type": "switch", "to": path.kind, "reason": reason, "next_seq": self._sender.next_seq,
-            "replay_from": pending[0][0] if pending else self._sender.next_seq}))
-        for seq, msg in pending:
-            path.send_reliable(fr.encode_data(seq, msg))
-        self._record("switch", path.kind, f"{reason} (from {old.kind if old else '-'}, replayed {len(pending)})")
-        if path.kind.startswith("udp"):
-            self.timeline.setdefault("udp_switch", time.monotonic())
-
-    def _record(self, event: str, transport: str, reason: str) -> None:
-        entry = {"t": time.time(), "event": event, "transport": transport, "reason": reason}
-        self.history.append(entry)
-        _log.info(log.kv("path", sid=self.session_id, event=event, transport=transport, reason=reason))
+        self._udp_listener = listener if self.role == "host" else None
+        self.connection.allow_upgrade(time.monotonic())
+        self._pump()
 
     def on_signal(self, kind: str, handler: Callable[[dict], None]) -> None:
         """Register a handler for SIGNAL frames whose ``type`` is ``kind``."""
@@ -177,104 +271,127 @@ class Session:
 
     def send_signal(self, msg: dict) -> None:
         """Send a SIGNAL frame on the reliable lane of the relay (the authenticated channel)."""
-        path = self.relay if self.relay is not None and self.relay.closed_reason is None else self.active
-        if path is None:
-            raise PathError("no path to signal on")
-        path.send_reliable(fr.encode_json(FrameType.SIGNAL, msg))
+        self.connection.send_signal(msg)
+        self._pump()
+
+    # --- the pump ----------------------------------------------------------------
+    def _pump(self) -> list[Transmit]:
+        """Hand out the core's events, send its frames, re-arm the timer. Returns the
+        transmits the paths refused (empty when called from inside a pump)."""
+        if self._pumping:
+            return []
+        self._pumping = True
+        failed: list[Transmit] = []
+        try:
+            core = self.connection
+            while True:
+                event = core.next_event()
+                if event is not None:
+                    self._handle(event)
+                    continue
+                out = core.transmits()
+                if not out:
+                    break
+                for t in out:
+                    if not self._transmit(t):
+                        failed.append(t)
+        finally:
+            self._pumping = False
+        self._arm_timer()
+        return failed
+
+    def _transmit(self, t: Transmit) -> bool:
+        path = self._paths.get(t.path_id)
+        ok = False
+        if path is not None:
+            if t.reliable:
+                try:
+                    path.send_reliable(t.frame)
+                    ok = True
+                except PathError:
+                    pass     # a DATA frame stays in the window; a switch replays it
+            else:
+                ok = path.send_unreliable(t.frame)
+        if not ok:
+            self.connection.transmit_refused(t)
+        return ok
+
+    def _handle(self, e: ev.Event) -> None:
+        if isinstance(e, ev.DataReceived):
+            self._inbox.append(e.data)
+            self._inbox_ready.set()
+        elif isinstance(e, ev.DatagramReceived):
+            self._dgrams.append(e.data)
+            self._dgram_ready.set()
+        elif isinstance(e, ev.SendWindowOpened):
+            self._window_open.set()
+        elif isinstance(e, ev.PingAnswered):
+            fut = self._pings.pop(e.ping_id, None)
+            if fut is not None and not fut.done():
+                fut.set_result(e.rtt)
+        elif isinstance(e, ev.SignalReceived):
+            self._on_signal_frame(e.message)
+        elif isinstance(e, ev.PathSwitched):
+            if e.kind.startswith("udp"):
+                self.timeline.setdefault("udp_switch", time.monotonic())
+        elif isinstance(e, ev.UpgradeRequested):
+            self._start_attempt(e.attempt)
+        elif isinstance(e, ev.PathAbandoned):
+            path = self._paths.pop(e.path_id, None)
+            if path is not None:
+                self._close_later(path, e.reason)
+        elif isinstance(e, ev.SessionEnded):
+            self._on_ended(e)
+
+    def _on_signal_frame(self, msg: dict) -> None:
+        kind = str(msg.get("type"))
+        if kind == "udp":
+            up = self._upgraders.get(msg.get("attempt"))
+            m = msg.get("m")
+            if up is not None and isinstance(m, dict):
+                up.on_signal(m)
+            return
+        handler = self._signal_handlers.get(kind)
+        if handler is None:
+            _log.debug(log.kv("signal-ignored", sid=self.session_id, kind=kind))
+        else:
+            handler(msg)
+
+    def _arm_timer(self) -> None:
+        deadline = self.connection.get_timer()
+        if deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = deadline
+        if deadline is not None:
+            delay = max(0.0, deadline - time.monotonic())
+            self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        # asyncio may run a handle a hair before its time: never tell the core less
+        # than the deadline it asked for, or it would ask again at once.
+        now = max(time.monotonic(), self._timer_at or 0.0)
+        self._timer = None
+        self._timer_at = None
+        for pid, path in list(self._paths.items()):
+            heard = path.last_rx_at
+            if heard is not None:
+                self.connection.path_heard(pid, heard)
+        self.connection.handle_timer(now)
+        self._pump()
 
     # --- inbound --------------------------------------------------------------
     def _on_frame(self, path: Path, frame: Frame) -> None:
-        if self.on_rx is not None:
-            self.on_rx(path)
-        try:
-            self._dispatch(path, frame)
-        except RemoteError as exc:
-            _log.warning(log.kv("protocol-error", sid=self.session_id, path=path.kind, error=exc.code))
-            self._finish("protocol-error", str(exc))
-
-    def _dispatch(self, path: Path, frame: Frame) -> None:
-        t = frame.type
-        if t == FrameType.DATA:
-            seq, msg = fr.decode_data(frame.payload)
-            ready = self._receiver.on_data(seq, msg)
-            if ready:
-                self._inbox.extend(ready)
-                self._inbox_ready.set()
-        elif t == FrameType.ACK:
-            if self._sender.on_ack(fr.decode_ack(frame.payload)):
-                self._window_open.set()
-        elif t == FrameType.DGRAM:
-            _ident, _sent, data = fr.decode_dgram(frame.payload)
-            self.counters["datagrams_received"] += 1
-            self._dgrams.append(data)
-            self._dgram_ready.set()
-        elif t == FrameType.PING:
-            ident, sent = fr.decode_ping(frame.payload)
-            path.send_unreliable(fr.encode_ping(FrameType.PONG, ident, sent))
-            if self.on_answered is not None:
-                self.on_answered(path)          # an outbound packet: refreshes NAT bindings too
-        elif t == FrameType.PONG:
-            ident, sent = fr.decode_ping(frame.payload)
-            sample = time.monotonic() - sent / 1e6
-            if 0 <= sample < 60:
-                prev = getattr(path, "srtt", None)
-                path.srtt = sample if prev is None else 0.875 * prev + 0.125 * sample
-                if path is self.active:
-                    self.srtt = path.srtt
-                if self.on_pong is not None:
-                    self.on_pong(path, sample, ident)
-                fut = self._pings.pop(ident, None)
-                if fut is not None and not fut.done():
-                    fut.set_result(sample)
-        elif t == FrameType.SIGNAL:
-            msg = fr.decode_json(frame.payload)
-            if msg.get("type") == "switch":
-                self._record("peer-switch", str(msg.get("to")), str(msg.get("reason")))
-                if self.on_peer_switch is not None:
-                    self.on_peer_switch(str(msg.get("to")), str(msg.get("reason")))
-                return
-            handler = self._signal_handlers.get(str(msg.get("type")))
-            if handler is None:
-                _log.debug(log.kv("signal-ignored", sid=self.session_id, kind=msg.get("type")))
-            else:
-                handler(msg)
-        elif t == FrameType.CLOSE:
-            info = fr.decode_json(frame.payload)
-            self._finish(str(info.get("reason", "peer-closed")), str(info.get("detail", "")))
-        else:
-            raise RemoteError(f"{t.name} frame is not valid inside a session")
+        self.connection.receive_frame(path.path_id, frame, time.monotonic())
+        self._pump()
 
     def _on_path_closed(self, path: Path, reason: str) -> None:
-        self.paths.pop(getattr(path, "path_id", ""), None)
-        if self.close_reason is not None:
-            return
-        if path is self.relay:
-            self.relay = None
-            if self.active is path or self.active is None:
-                self._finish(reason, "relay path closed")
-                return
-            self.relay_lost_reason = reason
-            self._record("relay-lost", self.active.kind, f"{reason}; session continues on {self.active.kind}")
-            if self.on_relay_lost is not None:
-                self.on_relay_lost(reason)      # the driver checks the UDP path is still alive
-        elif self.on_path_down is not None:
-            self.on_path_down(path, reason)     # the driver fails over (SwitchPath) if needed
-        elif path is self.active:
-            self._finish(reason, f"{path.kind} path closed")
-
-    def fail_over_to_relay(self, reason: str) -> bool:
-        """Switch to the relay if it is still there; else end the session."""
-        if self.relay is not None and self.relay.closed_reason is None:
-            self.switch_to(self.relay, reason)
-            return True
-        if self.relay_lost_reason in PEER_GONE:
-            # The gateway told us the peer's leg ended, and now the UDP path is silent
-            # too: the peer is gone, say so rather than a generic "all paths lost".
-            self._finish(self.relay_lost_reason, f"relay ended ({self.relay_lost_reason}), then the "
-                                                 f"{self.active.kind if self.active else 'UDP'} path failed: {reason}")
-        else:
-            self._finish("all-paths-lost", reason)
-        return False
+        if self._paths.get(path.path_id) is path:
+            del self._paths[path.path_id]
+        self.connection.path_closed(path.path_id, reason, time.monotonic())
+        self._pump()
 
     # --- reliable channel -----------------------------------------------------
     async def send(self, data: bytes) -> None:
@@ -284,22 +401,20 @@ class Session:
         if len(data) > MAX_MESSAGE:
             raise LocalError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE}")
         self._check_open()
-        while not self._sender.can_send(len(data)):
+        while not self.connection.can_send(len(data)):
             self._window_open.clear()
             await self._wait_or_closed(self._window_open)
             self._check_open()
-        seq = self._sender.push(bytes(data))
-        self.counters["messages_sent"] += 1
-        path = self.active
-        try:
-            path.send_reliable(fr.encode_data(seq, bytes(data)))
-            if self.on_tx is not None:
-                self.on_tx(path)
-            await path.drain()
-        except PathError:
+        path_id = self.connection.send(data, time.monotonic())
+        failed = self._pump()
+        if any(t.frame_type == FrameType.DATA and t.path_id == path_id for t in failed):
             # The message stays in the sender's window; a path switch replays it.
-            if path is self.relay:
+            if path_id == RELAY_ID:
                 self._check_open()
+            return
+        path = self._paths.get(path_id)
+        if path is not None:
+            await path.drain()
 
     async def recv(self) -> bytes:
         """Next message. Raises SessionClosed once the session ended and the inbox is empty."""
@@ -309,38 +424,17 @@ class Session:
             self._inbox_ready.clear()
             await self._wait_or_closed(self._inbox_ready)
         msg = self._inbox.popleft()
-        self.counters["messages_received"] += 1
-        if self._acks.on_consumed(time.monotonic()):
-            self._send_ack()
-        elif self._ack_handle is None:
-            self._ack_handle = asyncio.get_running_loop().call_later(self.timing.ack_delay, self._ack_timer)
+        self.connection.message_consumed(time.monotonic())
+        self._pump()
         return msg
-
-    def _ack_timer(self) -> None:
-        self._ack_handle = None
-        if self._acks.consumed > self._acks.acked:
-            self._send_ack()
-
-    def _send_ack(self) -> None:
-        if self._ack_handle is not None:
-            self._ack_handle.cancel()
-            self._ack_handle = None
-        value = self._acks.sent()
-        if self.active is not None and self.close_reason is None:
-            with contextlib.suppress(PathError):
-                self.active.send_reliable(fr.encode_ack(value))
 
     # --- datagrams -------------------------------------------------------------
     def send_datagram(self, data: bytes) -> bool:
         if len(data) > MAX_DATAGRAM:
             raise LocalError(f"datagram of {len(data)} bytes exceeds {MAX_DATAGRAM}")
-        if self.close_reason is not None or self.active is None:
-            self.counters["datagrams_dropped"] += 1
+        if not self.connection.send_datagram(bytes(data), time.monotonic()):
             return False
-        self._dgram_id += 1
-        ok = self.active.send_unreliable(fr.encode_dgram(self._dgram_id, time.time_ns() // 1000, bytes(data)))
-        self.counters["datagrams_sent" if ok else "datagrams_dropped"] += 1
-        return ok
+        return not any(t.frame_type == FrameType.DGRAM for t in self._pump())
 
     async def recv_datagram(self) -> bytes:
         while not self._dgrams:
@@ -350,39 +444,71 @@ class Session:
             await self._wait_or_closed(self._dgram_ready)
         return self._dgrams.popleft()
 
-    # --- liveness / RTT --------------------------------------------------------
-    async def _ping_loop(self) -> None:
-        # RTT samples only while the application is active: an idle session
-        # sends nothing here (NAT keepalives are the path manager's job).
-        last = -1
-        while self.close_reason is None:
-            path = self.active
-            busy = self.counters["messages_sent"] + self.counters["messages_received"] + \
-                self.counters["datagrams_sent"]
-            if path is not None and busy != last:
-                last = busy
-                self._ping_id += 1
-                path.send_unreliable(fr.encode_ping(FrameType.PING, self._ping_id, int(time.monotonic() * 1e6)))
-            try:
-                await asyncio.wait_for(self._closed.wait(), self.timing.ping_interval)
-            except asyncio.TimeoutError:
-                pass
-
+    # --- RTT ---------------------------------------------------------------------
     async def ping(self, timeout: float = 5.0) -> float:
         """Measure one round trip on the active path's best-effort lane (seconds)."""
         self._check_open()
-        self._ping_id += 1
-        ident = self._ping_id
+        ident = self.connection.ping(time.monotonic())
         fut = asyncio.get_running_loop().create_future()
         self._pings[ident] = fut
         try:
-            if not self.active.send_unreliable(fr.encode_ping(FrameType.PING, ident, int(time.monotonic() * 1e6))):
+            if any(t.frame_type == FrameType.PING for t in self._pump()):
                 raise PathError("ping dropped: path buffer full")
             return await asyncio.wait_for(fut, timeout)
         except asyncio.TimeoutError:
             raise PathError("ping timed out") from None
         finally:
             self._pings.pop(ident, None)
+
+    # --- UDP upgrade attempts (the I/O the core asks for) ------------------------------
+    def _new_upgrader(self, attempt: int):
+        from ..transport.udp import UdpUpgrader
+
+        def send(m: dict) -> None:
+            if self.close_reason is None:
+                with contextlib.suppress(PathError):
+                    self.send_signal({"type": "udp", "attempt": attempt, "m": m})
+        up = UdpUpgrader(role=self.role, config=self._udp_config, send_signal=send,
+                         managed_listener=self._udp_listener)
+        self._upgraders[attempt] = up
+        return up
+
+    def _start_attempt(self, attempt: int) -> None:
+        if self._udp_config is None or attempt in self._upgraders:
+            _log.error(log.kv("BUG upgrade without a UDP config or twice", sid=self.session_id, attempt=attempt))
+            return
+        up = self._new_upgrader(attempt)     # ready before the peer can answer
+        task = asyncio.get_running_loop().create_task(self._attempt(attempt, up))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _attempt(self, attempt: int, up) -> None:
+        t0 = time.monotonic()
+        try:
+            udp = await up.connect(timeout=self._udp_config.connect_timeout)
+        except (ShortpathError, OSError, asyncio.TimeoutError, Exception) as exc:
+            code = getattr(exc, "code", type(exc).__name__)
+            if isinstance(exc, (ShortpathError, OSError, asyncio.TimeoutError)):
+                _splog.info(log.kv("upgrade-failed", sid=self.session_id, attempt=attempt, error=code,
+                                   why=str(exc)[:120]))
+            else:       # a bug in the UDP layer: the session stays on the relay, the log says so
+                _splog.exception(log.kv("BUG upgrade attempt crashed", sid=self.session_id, attempt=attempt))
+            self._upgraders.pop(attempt, None)
+            with contextlib.suppress(Exception):
+                await up.close()
+            self.connection.upgrade_failed(attempt, str(code), time.monotonic())
+            self._pump()
+            return
+        from ..transport.udp import UdpSessionPath
+        path = UdpSessionPath(udp, f"udp-{attempt}", self.session_id)
+        if self.close_reason is not None:
+            await path.close("session closed")
+            return
+        self.add_path(path)
+        _splog.info(log.kv("udp-path-up", sid=self.session_id, attempt=attempt, kind=udp.kind,
+                           setup_ms=round((time.monotonic() - t0) * 1000, 1)))
+        self.connection.path_added(path.path_id, udp.kind, time.monotonic())
+        self._pump()
 
     # --- lifecycle -------------------------------------------------------------
     def _check_open(self) -> None:
@@ -400,43 +526,47 @@ class Session:
             waiter.cancel()
             closer.cancel()
 
-    def _finish(self, reason: str, detail: str = "") -> None:
-        if self.close_reason is not None:
-            return
-        self.close_reason = reason
-        self.close_detail = detail
+    def _close_later(self, path: Path, reason: str) -> None:
+        task = asyncio.get_running_loop().create_task(path.close(reason))
+        self._closers.add(task)
+        task.add_done_callback(self._closers.discard)
+
+    def _on_ended(self, e: ev.SessionEnded) -> None:
         self._closed.set()
         self._inbox_ready.set()
         self._dgram_ready.set()
         self._window_open.set()
-        if self._ack_handle is not None:
-            self._ack_handle.cancel()
-        self._record("end", self.active.kind if self.active else "-", reason)
         for cb in list(self.on_close):
             try:
-                cb(reason)
+                cb(e.reason)
             except Exception:  # pragma: no cover - a callback bug must not stop the close
                 _log.exception(log.kv("BUG on_close callback failed", sid=self.session_id))
-        if self.driver is not None:
-            self.driver.stop()
-        for path in {id(p): p for p in (self.relay, self.active, *self.paths.values()) if p is not None}.values():
-            asyncio.get_running_loop().create_task(path.close(reason))
+        if not e.local:        # close() drains the CLOSE frame first, then closes the paths itself
+            for path in list(self._paths.values()):
+                self._close_later(path, e.reason)
 
     async def close(self, reason: str = "closed", detail: str = "") -> None:
         """Tell the peer why, then close every path."""
         if self.close_reason is None:
-            # Tell the peer on every open path: the first to arrive wins.
-            for path in {id(p): p for p in (self.active, self.relay) if p is not None}.values():
+            core = self.connection
+            told = [self._paths[p] for p in dict.fromkeys((core.active, core.relay)) if p in self._paths]
+            core.close(reason, detail, time.monotonic())
+            self._pump()
+            for path in told:
                 if path.closed_reason is None:
                     with contextlib.suppress(PathError, asyncio.TimeoutError):
-                        path.send_reliable(fr.encode_json(FrameType.CLOSE, {"reason": reason, "detail": detail}))
                         await asyncio.wait_for(path.drain(), 2.0)
-            self._finish(reason, detail)
-        for task in self._tasks:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for task in list(self._tasks):
             task.cancel()
-        if self.driver is not None:
-            await self.driver.aclose()
-        for path in {id(p): p for p in (self.relay, self.active, *self.paths.values()) if p is not None}.values():
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for up in list(self._upgraders.values()):
+            with contextlib.suppress(Exception):
+                await up.close()
+        self._upgraders.clear()
+        for path in list(self._paths.values()):
             await path.close(reason)
 
     @property
@@ -455,25 +585,30 @@ class Session:
 
     @property
     def info(self) -> SessionInfo:
+        core = self.connection
         paths = []
-        for p in {id(p): p for p in (self.relay, self.active, *self.paths.values()) if p is not None}.values():
+        active = self.active
+        for p in {id(p): p for p in (self.relay, active, *self._paths.values()) if p is not None}.values():
             d = p.info()
-            d["active"] = p is self.active
-            if self.driver is not None and p.path_id:
-                d["quality"] = self.driver.path_quality(p.path_id)
+            d["active"] = p is active
+            if p.path_id:
+                d["quality"] = core.path_quality(p.path_id)
+                rtt = core.rtt(p.path_id)
+                d["rtt_ms"] = None if rtt is None else round(rtt * 1000, 3)
             paths.append(d)
+        history = self.history
+        rtt = core.rtt(core.active)
         return SessionInfo(
             session_id=self.session_id, role=self.role,
-            transport=self.active.kind if self.active else "none",
-            rtt_ms=(None if getattr(self.active, "srtt", None) is None
-                    else round(self.active.srtt * 1000, 3)),
+            transport=active.kind if active is not None else "none",
+            rtt_ms=None if rtt is None else round(rtt * 1000, 3),
             bytes_sent=sum(p["bytes_sent"] for p in paths),
             bytes_received=sum(p["bytes_received"] for p in paths),
             started_at=self.started_at,
             messages_sent=self.counters["messages_sent"], messages_received=self.counters["messages_received"],
             datagrams_sent=self.counters["datagrams_sent"], datagrams_received=self.counters["datagrams_received"],
             datagrams_dropped=self.counters["datagrams_dropped"],
-            duplicates_dropped=self._receiver.stats.duplicates,
-            paths=paths, history=list(self.history), timeline=dict(self.timeline),
-            time_to_udp=next((round(h["t"] - self.started_at, 3) for h in self.history
+            duplicates_dropped=core.duplicates_dropped,
+            paths=paths, history=history, timeline=dict(self.timeline),
+            time_to_udp=next((round(h["t"] - self.started_at, 3) for h in history
                               if h["event"] == "switch" and h["transport"].startswith("udp")), None))

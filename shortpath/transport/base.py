@@ -53,6 +53,15 @@ class Path(abc.ABC):
     async def close(self, reason: str = "closed") -> None:
         """Close the path; on_closed fires if it had not already."""
 
+    @property
+    @abc.abstractmethod
+    def last_rx_at(self) -> float | None:
+        """Liveness below the frames: time.monotonic() when the peer's traffic last
+        arrived on this path (bytes on the relay leg; SCTP packets through DTLS on
+        UDP), or None if nothing was heard yet or the path cannot tell. A packet
+        can arrive while the frames it carries wait behind a retransmission, so
+        this says "the peer is there" sooner than the next frame does."""
+
     def info(self) -> dict:
         return {"kind": self.kind, "bytes_sent": self.bytes_sent, "bytes_received": self.bytes_received}
 

@@ -17,27 +17,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import ssl
+import time
 
 from .. import log
 from ..errors import FingerprintMismatch, MalformedFrame, PathError, RemoteError, ShortpathError
 from ..framed import FramedConn
 from ..wire.buffer import FrameBuffer
 from ..wire.frames import (HEADER, HEADER_SIZE, MAX_RELAY_PAYLOAD, MAX_SESSION_PAYLOAD, VERSION, FrameType,
-                           decode_json, encode, parse_header)
+                           decode_json, parse_header)
 from ..auth.certs import check_fingerprint
 from .base import Path
 
 _log = log.get("relay")
 
-#: Bytes asked of the StreamReader per read on a relay leg in "batch" mode.
+#: Bytes asked of the StreamReader per read on a relay leg.
 _READ = 256 * 1024
-#: How a relay leg is read (kept selectable for side-by-side benchmarks):
-#: "batch" (default) -- read whatever the StreamReader holds, feed all complete frames;
-#: "frames" -- the first version: one await per frame header and payload, and
-#:     one write per RELAY frame.
-_MODE = os.environ.get("SHORTPATH_INNER_TLS", "batch")
 
 
 class InnerTls:
@@ -46,12 +41,13 @@ class InnerTls:
     Writing: everything the TLS object produced since the last flush goes out
     as one write to the leg (split into RELAY frames of at most
     MAX_RELAY_PAYLOAD), so a 64 KiB message costs one outer TLS write and one
-    send, not one per frame. Reading ("batch", the default): whatever the leg's
-    StreamReader holds (up to 256 KiB) is taken in one call and every complete
-    RELAY frame in it is fed to the TLS object before decrypting, instead of
-    one await per frame header and one per payload. (A variant that read the
-    leg through a protocol object, without the StreamReader, measured no better
-    on the 2-core test machine and was dropped.)
+    send, not one per frame. Reading: whatever the leg's StreamReader holds (up
+    to 256 KiB) is taken in one call and every complete RELAY frame in it is
+    fed to the TLS object before decrypting, instead of one await per frame
+    header and one per payload. (The first version did the latter, and wrote
+    one RELAY frame per write; a variant that read the leg through a protocol
+    object, without the StreamReader, measured no better on the 2-core test
+    machine. Both are gone; docs/relay.md has the side-by-side figures.)
     """
 
     def __init__(self, conn: FramedConn, ctx: ssl.SSLContext, server_side: bool) -> None:
@@ -60,15 +56,12 @@ class InnerTls:
         self._out = ssl.MemoryBIO()
         self.ssl = ctx.wrap_bio(self._in, self._out, server_side=server_side)
         self.end_reason: tuple[str, str] | None = None   # from GATEWAY_END
-        self._rx = bytearray()     # leg bytes not yet parsed into frames ("batch")
-        self._ended = False        # GATEWAY_END or end of leg seen ("batch")
+        self._rx = bytearray()     # leg bytes not yet parsed into frames
+        self._ended = False        # GATEWAY_END or end of leg seen
+        #: time.monotonic() when bytes last arrived on the leg (None before any)
+        self.last_rx: float | None = None
 
     def _flush(self) -> None:
-        if _MODE == "frames":
-            while self._out.pending:
-                chunk = self._out.read(MAX_RELAY_PAYLOAD)
-                self.conn.write(encode(FrameType.RELAY, chunk))
-            return
         if not self._out.pending:
             return
         data = self._out.read()
@@ -93,8 +86,6 @@ class InnerTls:
 
     async def _pull(self) -> bool:
         """Move RELAY payloads from the leg into the incoming BIO. False on end of leg."""
-        if _MODE == "frames":
-            return await self._pull_one()
         while True:
             if self._take_frames():
                 return True
@@ -106,6 +97,7 @@ class InnerTls:
                 if self._rx:
                     raise MalformedFrame("relay leg closed inside a frame")
                 return False
+            self.last_rx = time.monotonic()
             self.conn.bytes_in += len(data)
             self._rx += data
 
@@ -139,19 +131,6 @@ class InnerTls:
             del rx[:pos]
         return fed
 
-    async def _pull_one(self) -> bool:
-        """Read one RELAY frame into the incoming BIO (SHORTPATH_INNER_TLS=frames)."""
-        frame = await self.conn.read_frame()
-        if frame is None:
-            return False
-        if frame.type == FrameType.RELAY:
-            self._in.write(frame.payload)
-            return True
-        if frame.type == FrameType.GATEWAY_END:
-            self._end(frame.payload)
-            return False
-        raise RemoteError(f"unexpected {frame.type.name} frame on a relay leg")
-
     async def handshake(self, expected_fingerprint: str | None = None) -> None:
         while True:
             try:
@@ -170,7 +149,7 @@ class InnerTls:
         self.ssl.write(data)
         self._flush()
 
-    def read_available(self) -> bytes:
+    def read_available(self) -> bytearray:
         """Decrypt what the incoming BIO holds. Raises ssl.SSLZeroReturnError at close_notify."""
         out = bytearray()
         while True:
@@ -182,9 +161,9 @@ class InnerTls:
                 break
             out += chunk
         self._flush()   # TLS 1.3 may answer key updates
-        return bytes(out) if _MODE == "frames" else out
+        return out
 
-    async def read_some(self) -> bytes | None:
+    async def read_some(self) -> bytearray | None:
         """Decrypted bytes, or None at the end of the leg."""
         while True:
             data = self.read_available()
@@ -283,6 +262,11 @@ class RelayPath(Path):
             with contextlib.suppress(BaseException):
                 await self._reader
         self._closed(reason)
+
+    @property
+    def last_rx_at(self) -> float | None:
+        """When bytes last arrived on the relay leg (time.monotonic()), or None."""
+        return self.tls.last_rx
 
     def info(self) -> dict:
         d = super().info()

@@ -10,9 +10,13 @@ Conversations (-> is peer to gateway, <- gateway to peer):
 host control channel::
 
     -> RegisterHost(token, host_id, fingerprint, version)
-    <- Registered(host_id, heartbeat_interval, signing_key)    | Error
+    <- RegisterChallenge(nonce)                                  | Error
+    -> RegisterProof(certificate, signature)
+    <- Registered(host_id, heartbeat_interval, signing_key, gateway_id) | Error
     -> Heartbeat(seq, sessions)  <- HeartbeatAck(seq)           (every interval)
-    <- Dial(conn_id, session_id, user)   -> DialResult(conn_id, ok, reason)
+    <- Dial(conn_id, session_id, user, policy)   -> DialResult(conn_id, ok, reason)
+    <- Error(...)  then close: registration revoked, token expired, or taken
+                   over by a newer registration of the same host (with proof)
 
 client::
 
@@ -23,6 +27,33 @@ client::
 host data leg (a new connection per session)::
 
     -> LegHello(conn_id)    <- LegAccepted(session_id) then relay | Error
+
+Message table (peer -> gateway unless marked <-):
+
+==================  =====================================================================
+type                fields
+==================  =====================================================================
+register            token (host token), host_id, fingerprint ("sha-256 <hex>"), version
+<- register-        nonce: 64 hex digits, fresh per registration attempt
+   challenge
+register-proof      certificate: PEM of the host's end-to-end TLS certificate (its SHA-256
+                    must be the registered fingerprint); signature: base64url signature by
+                    that certificate's key over auth/proof.py's challenge_message(gateway_id,
+                    host_id, fingerprint, nonce)
+<- registered       host_id, heartbeat_interval, signing_key (hex Ed25519), gateway_id
+heartbeat           seq, sessions      <- heartbeat-ack: seq
+<- dial             conn_id, session_id, user, policy    dial-result: conn_id, ok, reason
+client-hello        token, version     <- welcome: user
+feed-request        (none)             <- feed: resources
+launch              resource           <- launched: session_id, host_id, host_fingerprint,
+                                          ticket, policy
+leg-hello           conn_id            <- leg-accepted: session_id
+<- error            code, message, reason
+==================  =====================================================================
+
+History: register-challenge / register-proof (issue #11) sit between register
+and registered: a host proves it holds its certificate's key. A host from
+before that change does not answer the challenge and is not registered.
 """
 
 from __future__ import annotations
@@ -69,6 +100,19 @@ class RegisterHost(Message):
     host_id: str
     fingerprint: str
     version: str = ""
+
+
+@message
+class RegisterChallenge(Message):
+    TYPE: ClassVar[str] = "register-challenge"
+    nonce: str        # fresh random hex; signed by the host (auth/proof.py)
+
+
+@message
+class RegisterProof(Message):
+    TYPE: ClassVar[str] = "register-proof"
+    certificate: str  # PEM of the host's certificate (hashes to the registered fingerprint)
+    signature: str    # base64url signature over proof.challenge_message(...) with its key
 
 
 @message

@@ -129,7 +129,7 @@ async def test_garbage_and_flood_are_dropped_counted_and_disturb_nobody(listener
     pairs, paths = await _three_sessions(listener)
     stop = threading.Event()
     sent: list[int] = []
-    ufrags = [(h._up._ufrag, c._up._ufrag) for c, h in paths]
+    ufrags = [(p.host.local_ufrag, p.client.local_ufrag) for p in pairs]
     flooder = threading.Thread(target=_flood, args=(listener.address, ufrags, stop, sent), daemon=True)
     flooder.start()
     try:

@@ -129,8 +129,8 @@ async def test_fingerprint_mismatch_fails_both_sides_and_delivers_nothing():
         assert isinstance(results[1], FingerprintMismatch), results  # told by the client's abort
         assert any(m["type"] == "udp.abort" and m["reason"] == "fingerprint-mismatch" for m in link.seen_to_host)
         # No path exists on either side, so nothing can have been delivered.
-        assert pair.client._path is None or pair.client._path.messages_received == 0
-        assert pair.host._path is None or pair.host._path.messages_received == 0
+        assert pair.client.path is None or pair.client.path.messages_received == 0
+        assert pair.host.path is None or pair.host.path.messages_received == 0
     finally:
         await pair.close()
     await assert_no_leaked_tasks()
@@ -147,14 +147,14 @@ async def test_blackhole_does_not_block_and_recovers(paths):
             all_in.set()
 
     host.on_reliable = on_msg
-    client._blackhole(True)
+    client.blackhole(True)
     t0 = time.perf_counter()
     for i in range(20):
         client.send_reliable(b"x%d" % i)  # must return at once, path is dark
         assert client.send_unreliable(b"u") in (True, False)
     assert time.perf_counter() - t0 < 0.2
     assert client.info()["impairment"]["blackhole"]
-    client._blackhole(False)
+    client.blackhole(False)
     # SCTP retransmits with tuned back-off (<= 1.5 s), everything arrives in order.
     await asyncio.wait_for(all_in.wait(), 5)
     assert got == [b"x%d" % i for i in range(20)]
@@ -165,8 +165,8 @@ async def test_close_is_quick_on_a_dark_path_and_leaks_nothing():
     client, host = await pair.connect()
     reasons = []
     client.on_closed = reasons.append
-    client._blackhole(True)
-    host._blackhole(True)
+    client.blackhole(True)
+    host.blackhole(True)
     client.send_reliable(b"lost in the dark")
     t0 = time.perf_counter()
     await client.close()
@@ -254,7 +254,7 @@ async def test_dead_peer_is_reported_by_sctp_retransmit_limit_without_task_error
     client, host = await pair.connect()
     closed = asyncio.get_running_loop().create_future()
     client.on_closed = lambda reason: closed.done() or closed.set_result(reason)
-    host._blackhole(True)  # the host's network goes dark; the client keeps sending
+    host.blackhole(True)  # the host's network goes dark; the client keeps sending
     for i in range(50):
         client.send_reliable(b"frame %d" % i)
         client.send_unreliable(b"cursor %d" % i)

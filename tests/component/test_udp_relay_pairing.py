@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 from conftest_udp import LOOPBACK
 from shortpath.transport.udp.ice import Impairment, TurnServer, is_private_address, make_agent
-from shortpath.transport.udp import UdpConfig, UdpUpgrader
+from shortpath.transport.udp.upgrader import pair_kind
 
 
 def _agent(**kw):
@@ -31,9 +31,16 @@ def _cand(ctype: str, ip: str, port: int):
                      host=ip, port=port, type=ctype)
 
 
+class _FakeRelaySocket(SimpleNamespace):
+    """Stands in for a relay socket: a local relay candidate on a TURN server, no socket."""
+
+    async def close(self) -> None:
+        pass
+
+
 def _relay_protocol(turn_host: str):
-    return SimpleNamespace(local_candidate=_cand("relay", "198.18.0.20", 50000),
-                           sp_turn=TurnServer(turn_host, 3478))
+    return _FakeRelaySocket(local_candidate=_cand("relay", "198.18.0.20", 50000),
+                            sp_turn=TurnServer(turn_host, 3478))
 
 
 def test_private_ranges():
@@ -48,17 +55,15 @@ async def test_public_relay_not_paired_with_private_host_candidates():
     agent = _agent()
     try:
         relay = _relay_protocol("198.18.0.20")
-        agent._protocols.append(relay)
+        agent.add_protocol(relay)
         for remote in (_cand("host", "10.1.0.10", 4000), _cand("host", "198.19.2.10", 3390),
                        _cand("srflx", "198.18.1.2", 5000), _cand("relay", "198.18.0.20", 50001)):
-            agent._pair_remote_candidate(remote)
-        paired = {(p.remote_candidate.host, p.remote_candidate.port) for p in agent._check_list
+            await agent.add_remote_candidate(remote)
+        paired = {(p.remote_candidate.host, p.remote_candidate.port) for p in agent.check_list
                   if p.protocol is relay}
         assert paired == {("198.19.2.10", 3390), ("198.18.1.2", 5000), ("198.18.0.20", 50001)}
-        assert agent._protocols[-1] is relay  # the filter is temporary
+        assert agent.protocols[-1] is relay  # the filter is temporary
     finally:
-        agent._protocols.clear()  # the fake has no socket to close
-        agent._check_list.clear()
         await agent.close()
 
 
@@ -66,12 +71,10 @@ async def test_private_turn_server_keeps_private_pairs():
     agent = _agent()
     try:
         relay = _relay_protocol("10.0.0.5")
-        agent._protocols.append(relay)
-        agent._pair_remote_candidate(_cand("host", "10.1.0.10", 4000))
-        assert [p for p in agent._check_list if p.protocol is relay]
+        agent.add_protocol(relay)
+        await agent.add_remote_candidate(_cand("host", "10.1.0.10", 4000))
+        assert [p for p in agent.check_list if p.protocol is relay]
     finally:
-        agent._protocols.clear()  # the fake has no socket to close
-        agent._check_list.clear()
         await agent.close()
 
 
@@ -83,21 +86,19 @@ async def test_unanswered_stun_does_not_hold_gathering_until_the_deadline():
         t0 = time.monotonic()
         await agent.gather_candidates()
         assert time.monotonic() - t0 < 2.0
-        assert [c.type for c in agent._local_candidates] == ["host"]
+        assert [c.type for c in agent.local_candidates] == ["host"]
     finally:
         await agent.close()
         silent.close()
 
 
 def test_relayed_pair_to_managed_listener_is_turn():
-    up = UdpUpgrader("client", UdpConfig(host_addresses=LOOPBACK), send_signal=lambda m: None)
-    up._remote_managed.add(("198.19.2.10", 3390))
+    managed = {("198.19.2.10", 3390)}
     pair = SimpleNamespace(local_candidate=_cand("relay", "198.18.0.20", 50000),
                            remote_candidate=_cand("host", "198.19.2.10", 3390))
-    up._agent = SimpleNamespace(selected_pair=lambda: pair)
-    assert up._kind() == "udp-turn"
+    assert pair_kind(pair, remote_managed=managed, remote_relay=set()) == "udp-turn"
     pair.local_candidate = _cand("host", "10.9.0.2", 40000)
-    assert up._kind() == "udp-managed"
+    assert pair_kind(pair, remote_managed=managed, remote_relay=set()) == "udp-managed"
 
 
 async def test_relay_pair_nomination_waits_for_direct_pairs():
@@ -106,16 +107,16 @@ async def test_relay_pair_nomination_waits_for_direct_pairs():
     S = CandidatePair.State
     loop = asyncio.get_running_loop()
 
-    def setup(direct_state):
+    async def setup(direct_state):
         agent = _agent()
+        await agent.add_remote_candidate(None)   # end-of-candidates: nothing more to wait for
         agent._sp_own_nomination = True
         agent._sp_hold_deadline = loop.time() + 30
-        agent._remote_candidates_end = True
         relay = CandidatePair(_relay_protocol("198.18.0.20"), _cand("srflx", "198.18.2.2", 4000))
         direct = CandidatePair(SimpleNamespace(local_candidate=_cand("host", "10.1.0.10", 5000)),
                                _cand("srflx", "198.18.2.2", 4000))
         relay.state, direct.state = S.SUCCEEDED, direct_state
-        agent._check_list = [direct, relay]
+        agent.check_list[:] = [direct, relay]
         chosen = []
 
         async def nominate(pair):
@@ -129,7 +130,7 @@ async def test_relay_pair_nomination_waits_for_direct_pairs():
             await agent._sp_nominate_task
 
     # a direct pair still in progress holds the relay back ...
-    agent, relay, direct, chosen = setup(S.IN_PROGRESS)
+    agent, relay, direct, chosen = await setup(S.IN_PROGRESS)
     agent._sp_consider_nomination()
     assert agent._sp_nominate_task is None
     # ... and wins when it succeeds
@@ -139,13 +140,13 @@ async def test_relay_pair_nomination_waits_for_direct_pairs():
     assert chosen == [direct]
 
     # no direct pair left: the relay is nominated at once
-    agent, relay, direct, chosen = setup(S.FAILED)
+    agent, relay, direct, chosen = await setup(S.FAILED)
     agent._sp_consider_nomination()
     await settle(agent)
     assert chosen == [relay]
 
     # the hold expires: the relay is nominated even with a direct pair pending
-    agent, relay, direct, chosen = setup(S.IN_PROGRESS)
+    agent, relay, direct, chosen = await setup(S.IN_PROGRESS)
     agent._sp_hold_deadline = loop.time() - 0.01
     agent._sp_consider_nomination()
     await settle(agent)

@@ -133,7 +133,7 @@ async def test_turn_path_blackhole_close_is_bounded(coturn):
     pair = make_pair(relay_only(TurnServer("127.0.0.1", coturn.port, "udp", u, p)),
                      relay_only(TurnServer("127.0.0.1", coturn.port, "udp", hu, hp)))
     client, host = await pair.connect()
-    client._blackhole(True)
+    client.blackhole(True)
     client.send_reliable(b"x")
     loop = asyncio.get_running_loop()
     t0 = loop.time()

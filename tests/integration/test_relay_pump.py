@@ -1,12 +1,9 @@
 """The gateway's relay pump on real TLS legs: bytes exact, back-pressure bounded,
-GATEWAY_END only at a frame boundary, bad frames end the session. Both pump
-implementations (protocol, the default; streams, the earlier one) must agree."""
+GATEWAY_END only at a frame boundary, bad frames end the session."""
 
 import asyncio
 import hashlib
 import os
-
-import pytest
 
 from shortpath.auth import certs
 from shortpath.framed import FramedConn
@@ -61,10 +58,9 @@ async def _read_frames(reader, until_end=True):
             return frames
 
 
-@pytest.mark.parametrize("pump", ["protocol", "streams"])
-async def test_bytes_exact_with_back_pressure_then_gateway_end(tmp_path, pump):
+async def test_bytes_exact_with_back_pressure_then_gateway_end(tmp_path):
     (client, host), (gc, gh), srv = await _legs(tmp_path)
-    relay = asyncio.ensure_future(stitch("t1", gc, gh, pump=pump))
+    relay = asyncio.ensure_future(stitch("t1", gc, gh))
     data = _relay_stream(6 * 2**20)
     client[1].write(data)                # the host does not read yet
     await asyncio.sleep(0.5)
@@ -82,16 +78,14 @@ async def test_bytes_exact_with_back_pressure_then_gateway_end(tmp_path, pump):
     reason, stats = await asyncio.wait_for(relay, 10)
     assert reason == "client-gone"
     assert stats.client_to_host == len(data)
-    if pump == "protocol":
-        assert stats.pauses >= 1          # back-pressure happened, and was counted
+    assert stats.pauses >= 1          # back-pressure happened, and was counted
     host[1].close()
     srv.close()
 
 
-@pytest.mark.parametrize("pump", ["protocol", "streams"])
-async def test_control_frame_on_stitched_leg_ends_session(tmp_path, pump):
+async def test_control_frame_on_stitched_leg_ends_session(tmp_path):
     (client, host), (gc, gh), srv = await _legs(tmp_path)
-    relay = asyncio.ensure_future(stitch("t2", gc, gh, pump=pump))
+    relay = asyncio.ensure_future(stitch("t2", gc, gh))
     ok = encode(FrameType.RELAY, b"x" * 1000)
     client[1].write(ok)
     assert await host[0].readexactly(len(ok)) == ok

@@ -250,7 +250,7 @@ async def test_back_pressure_bounds_memory_when_the_host_does_not_read(tmp_path)
         # The window stops the sender at 512 KiB plus one message; nothing was lost
         # or buffered without bound in between.
         assert 0 < sent <= 512 * 1024 + 16384
-        assert s._sender.unacked_bytes <= 512 * 1024 + 16384
+        assert s.connection.unacked_bytes <= 512 * 1024 + 16384
         stalled.set()
         await s.close()
 

@@ -76,7 +76,7 @@ def turn_server(tmp_path):
 async def test_full_session_with_turn_logs_no_secret(tmp_path, turn_server, monkeypatch):
     import aiortc
     from shortpath.broker import service
-    from shortpath.transport.udp import ice, path as udp
+    from shortpath.transport.udp import ice, upgrader as udp
 
     secrets: dict[str, list] = {"turn-password": [], "ice-pwd": [], "dtls-key": []}
 

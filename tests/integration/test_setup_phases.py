@@ -79,7 +79,7 @@ async def test_setup_phases_recorded_ordered_and_bounded(tmp_path, kind):
             assert sum(udp_phases) <= t_seen - t0
             assert "remote_hello" in utl and utl["remote_hello"] <= utl["checks"]
 
-            host_udp = host.active.upgrader.timeline
+            host_udp = host.active.setup_timeline
             _assert_in_order(host_udp, UDP_ORDER, "host UDP attempt")
             if kind == "udp-managed":
                 assert "cand_managed" in host_udp
@@ -94,7 +94,7 @@ async def test_benchmark_phase_breakdown_adds_up(tmp_path):
 
         def host_timeline(sid):
             hs = host.sessions[sid]
-            return {"session": dict(hs.timeline), "udp": dict(hs.active.upgrader.timeline)
+            return {"session": dict(hs.timeline), "udp": dict(hs.active.setup_timeline)
                     if hs.active.kind.startswith("udp") else {}}
 
         async def conn(modes):

@@ -92,7 +92,7 @@ async def test_policy_off_stays_on_relay(tmp_path):
             for i in range(20):
                 await s.send(b"%d" % i)
                 assert await s.recv() == b"%d" % i
-            assert s.info.transport == "tcp-relay" and s.driver.mgr.attempt == 0
+            assert s.info.transport == "tcp-relay" and s.connection.manager.attempt == 0
 
 
 async def test_turn_path_through_coturn(tmp_path):
@@ -132,7 +132,7 @@ async def test_fingerprint_mismatch_keeps_the_session_on_the_relay(tmp_path, mon
         async with await stack.connect() as s:
             await s.send(b"echo")
             await wait_for(lambda: any("upgrade failed: fingerprint-mismatch" in h["reason"]
-                                       for h in s.driver.mgr.history), timeout=10)
+                                       for h in s.connection.manager.history), timeout=10)
             assert s.info.transport == "tcp-relay"
             await s.send(b"still")
             assert await s.recv() == b"still"
@@ -153,7 +153,10 @@ async def test_udp_blackhole_fails_over_and_returns_without_loss(tmp_path):
     info = r["info"]
     udp_info = next(p for p in info["paths"] if p["kind"] == "udp-managed")
     q = udp_info["quality"]
-    assert udp_info["active"] and q["probes"] > 0 and 0 < q["probe_loss"] < 1   # dark probes were lost
+    # Probes lost in the dark are not held against the recovery (paths/manager.py); with aiortc's
+    # stock sender some probes sent after it still waited behind backed-off retransmissions and
+    # counted as lost, with our sender's datagram lane they are answered: loss may be 0.
+    assert udp_info["active"] and q["probes"] > 0 and 0 <= q["probe_loss"] < 1
     reasons = [h["reason"] for h in info["history"] if h["event"] == "switch"]
     assert reasons[0].startswith("upgrade") and reasons[1].startswith("failover")
     assert reasons[2].startswith("recovered")

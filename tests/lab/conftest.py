@@ -1,7 +1,19 @@
 """Fixtures for lab tests (real namespaces; need root, ``ip netns`` and nft).
 
-Tests marked ``@pytest.mark.lab`` are skipped with the reason below when the machine cannot run
-them.  Reusable fixtures:
+Prerequisites (``netns_lab.prereq``; the packages are those of ``scripts/setup.sh``):
+
+* A machine that cannot run a lab at all (not Linux, not root, ``ip netns`` refused) SKIPS
+  every ``@pytest.mark.lab`` test, with the reason.
+* A missing program or library is one line (what, needed by what, which Debian package). Every
+  lab test needs the core lab tools (ip, tc, nft, iptables, sysctl); ``@pytest.mark.needs(...)``
+  names more (``"turnserver"``, ``"libpcap"``, groups ``"turn"``, ``"capture"``). As root a missing
+  one FAILS the test: root is where the lab runs and where ``scripts/setup.sh test`` installs
+  packages, so in CI a missing install step shows up as failures, never as quiet skips. As a
+  normal user it skips (only ``needs`` tests that run without root get this far).
+* Lab code also checks at the point of use (``Lab.up``, ``Lab.coturn``, ``capture.start``), so a
+  test that uses coturn or a capture without declaring it still fails with the same line.
+
+Reusable fixtures:
 
 * ``make_lab(**kw)`` -> a started ``netns_lab.Lab``; torn down after the test even on failure.
 * ``lab`` -> the standard topology: port-restricted NAT on both sides plus the private link.
@@ -11,11 +23,18 @@ them.  Reusable fixtures:
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
-from netns_lab.netns import unavailable_reason
+from netns_lab.prereq import environment_reason, missing
 
-LAB_SKIP = unavailable_reason()
+LAB_SKIP = environment_reason()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "needs(*names): lab prerequisites (netns_lab.prereq) the "
+                            "test needs beyond the core lab tools; missing = fail as root, else skip")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -25,6 +44,18 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("lab"):
             item.add_marker(skip)
+
+
+def pytest_runtest_setup(item):
+    names = ["lab"] if item.get_closest_marker("lab") else []
+    for m in item.iter_markers("needs"):
+        names += m.args
+    lines = missing(*names) if names else []
+    if not lines:
+        return
+    if os.geteuid() == 0:
+        pytest.fail("\n".join(lines), pytrace=False)
+    pytest.skip("\n".join(lines))
 
 
 @pytest.fixture

@@ -97,8 +97,8 @@ async def _drive(a) -> int:
         udp = next((p for p in d["paths"] if p["kind"] != "tcp-relay"), None)
         return {"session_id": session.session_id, "host_id": session.peer, "transport": d["transport"],
                 "history": d["history"], "time_to_udp": d["time_to_udp"],
-                "mgr_history": list(session.driver.mgr.history) if session.driver else [],
-                "keepalive_interval": session.driver.mgr.t.keepalive_interval if session.driver else None,
+                "mgr_history": list(session.connection.manager.history),
+                "keepalive_interval": session.connection.manager.t.keepalive_interval,
                 "local": udp and udp.get("local_candidate"), "remote": udp and udp.get("remote_candidate")}
 
     rxt = asyncio.ensure_future(receiver())

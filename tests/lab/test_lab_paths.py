@@ -6,17 +6,13 @@ of the benchmark, reported there), which would leave nothing for these checks to
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.needs("turnserver")]
 
 
 @pytest.fixture(scope="module")
 def lossy_run():
-    if not shutil.which("turnserver"):
-        pytest.skip("needs coturn (turnserver) for the gateway stack")
     from benchmarks import lab_paths
     raw = lab_paths.measure(paths=("raw-udp", "udp-managed"), profiles=("rtt40-loss5",), events_s=3.0,
                             grace_s=1.0, bulk=False, rtt=False, frames=False, progress=None)

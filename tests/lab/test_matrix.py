@@ -6,7 +6,7 @@ import pytest
 
 from netns_lab.matrix import cells, run_cell
 
-pytestmark = [pytest.mark.lab, pytest.mark.matrix]
+pytestmark = [pytest.mark.lab, pytest.mark.matrix, pytest.mark.needs("turnserver", "capture")]
 
 CELLS = cells()
 

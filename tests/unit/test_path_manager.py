@@ -5,9 +5,9 @@ import random
 
 import pytest
 
-from shortpath.session.events import ClosePath, SendProbe, StartUpgrade, SwitchPath
-from shortpath.session.manager import RELAY_ID, PathManager, PathTiming
-from shortpath.session.path import Quality, better
+from shortpath.paths.actions import ClosePath, SendProbe, StartUpgrade, SwitchPath
+from shortpath.paths.manager import RELAY_ID, PathManager, PathTiming
+from shortpath.paths.path import Quality, better
 
 
 class Sim:
@@ -206,7 +206,7 @@ def test_probes_lost_while_dark_do_not_block_the_return():
     s.udp_ok = False
     s.run(4.0)                                     # dark: standby probes go unanswered
     for _ in range(12):
-        s.m.probe_result("udp-1", None, s.now)     # as the driver reports lost probes
+        s.m.probe_result("udp-1", None, s.now)     # as the session core reports lost probes
     assert s.m.paths["udp-1"].quality.loss == 1.0
     s.udp_ok = True
     s.run(7.0)
@@ -323,7 +323,7 @@ def test_following_the_peers_failover_then_returning_on_our_own_probes():
 
 
 def test_the_responder_keepalive_timer_runs_longer_so_the_initiator_leads():
-    from shortpath.session.manager import RESPONDER_KEEPALIVE_SLACK
+    from shortpath.paths.manager import RESPONDER_KEEPALIVE_SLACK
     host = Sim(initiator=False, traffic_every=0, timing=PathTiming(keepalive_interval=1.0))
     host.m.path_up("udp-1", "udp-direct", 0.0)
     host.run(3.0)

@@ -108,3 +108,78 @@ def test_launch_rate_limiter_buckets():
     for src in "xyz":
         rl2.allow(src, 0.0)
     assert len(rl2) == 2                      # bounded memory
+
+
+# --- issue #11 item 4: max_sessions_per_user ------------------------------------------
+# Each step: (action, user) with action "launch" (select + stitched), "pending" (select
+# only), "abandon" (the user's oldest pending launch gives up), "end" (one of the user's
+# live sessions ends); expected: host id picked, or the NoResourcesError reason.
+
+@pytest.mark.parametrize("limit,steps", [
+    # the attack from the issue: one pool of max_sessions=3, alice takes every slot
+    (0, [("launch", "alice", "a"), ("launch", "alice", "a"), ("launch", "alice", "a"), ("launch", "bob", "full")]),
+    (2, [("launch", "alice", "a"), ("launch", "alice", "a"), ("launch", "alice", "user-limit"),
+         ("launch", "bob", "a")]),
+    # pending launches count toward the limit, and an abandoned one gives its slot back
+    (1, [("pending", "alice", "a"), ("launch", "alice", "user-limit"), ("abandon", "alice", None),
+         ("launch", "alice", "a")]),
+    # an ended session gives its slot back; other users are not affected
+    (1, [("launch", "alice", "a"), ("launch", "alice", "user-limit"), ("end", "alice", None),
+         ("launch", "alice", "a"), ("launch", "bob", "a"), ("launch", "carol", "a"), ("launch", "dave", "full")]),
+    # the user limit is reported even when the hosts are full too
+    (1, [("launch", "alice", "a"), ("launch", "bob", "a"), ("launch", "carol", "a"),
+         ("launch", "alice", "user-limit")]),
+])
+def test_max_sessions_per_user(limit, steps):
+    r = registry([("a", 0, False, T)])
+    pool = PoolConfig("p", max_sessions=3, max_sessions_per_user=limit)
+    pending, live = {}, {}
+    for i, (action, user, expect) in enumerate(steps):
+        now = T + i * 0.01
+        if action == "abandon":
+            r.launch_done(pending[user].pop(0), stitched=False, pool="p", user=user)
+            continue
+        if action == "end":
+            r.session_ended(live[user].pop(0), pool="p", user=user)
+            continue
+        try:
+            got = r.select(pool, user, now).host_id
+        except NoResourcesError as exc:
+            got = exc.reason
+        assert got == expect, (i, action, user)
+        if got == "a":
+            if action == "launch":
+                r.launch_done("a", stitched=True, pool="p", user=user)
+                live.setdefault(user, []).append("a")
+            else:
+                pending.setdefault(user, []).append("a")
+
+
+def test_per_user_limit_is_per_pool_and_config_checked():
+    from shortpath.errors import ConfigError
+    r = Registry()
+    for pool in ("p", "q"):
+        r.register(f"h-{pool}", pool, "sha-256 00", T)
+    p, q = PoolConfig("p", max_sessions_per_user=1), PoolConfig("q", max_sessions_per_user=1)
+    assert r.select(p, "alice", T).host_id == "h-p"
+    assert r.select(q, "alice", T).host_id == "h-q"      # another pool: its own count
+    with pytest.raises(NoResourcesError):
+        r.select(p, "alice", T)
+    for bad in (-1, 1.5, True, "2"):
+        with pytest.raises(ConfigError):
+            PoolConfig("p", max_sessions_per_user=bad)
+
+
+@pytest.mark.parametrize("jti,exp,rev_jtis,rev_hosts,now,why", [
+    ("j1", T + 10, (), (), T, None),
+    ("j1", T + 10, (), (), T + 10 + 29, None),            # inside the clock-skew allowance
+    ("j1", T + 10, (), (), T + 10 + 31, "token-expired"),
+    ("j1", T + 10, ("j1",), (), T, "revoked"),
+    ("j1", T + 10, ("j2",), (), T, None),
+    ("j1", T + 10, (), ("a",), T, "revoked"),
+    ("", float("inf"), ("",), (), T, None),                  # a record without a token id
+])
+def test_registration_validity(jti, exp, rev_jtis, rev_hosts, now, why):
+    r = Registry()
+    rec = r.register("a", "p", "sha-256 00", T, token_jti=jti, token_exp=exp)
+    assert r.invalid(rec, now, rev_jtis, rev_hosts, skew=30.0) == why

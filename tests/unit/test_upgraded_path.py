@@ -6,7 +6,7 @@ never got its echo after an upgrade)."""
 import asyncio
 
 from shortpath.session.session import Session
-from shortpath.transport.upgraded import UdpSessionPath
+from shortpath.transport.udp.session_path import UdpSessionPath
 from shortpath.wire import frames as fr
 
 

@@ -3,13 +3,27 @@
 This package is the only place in shortpath that imports aioice or aiortc, and it does so
 lazily, because importing aiortc loads PyAV (~0.3 s). See docs/udp.md.
 
-    path.py      UdpUpgrader (set-up) and UdpPath (the data path)
-    ice.py       our ICE agent wrapper around aioice
-    managed.py   the host's shared ICE-lite listener on UDP 3390
-    sctp.py      SCTP timer tuning over aiortc's association
+    config.py          UdpConfig: mode policy and timing of an attempt
+    signal.py          the signalling messages and their checks (pure)
+    upgrader.py        UdpUpgrader: one set-up attempt (gathering, checks, DTLS, SCTP)
+    path.py            UdpPath: the established path, owner of its ICE/DTLS/SCTP stack
+    session_path.py    UdpSessionPath: a UdpPath seen through the session's Path interface
+    ice.py             our ICE agent on aioice (gathering, TURN fallback, nomination)
+    managed.py         the host's shared ICE-lite listener on UDP 3390
+    sctp.py            SCTP tuning over aiortc's association
+    _aioice_compat.py  every private aioice name we use, each with why
+    _aiortc_compat.py  every private aiortc name we use, each with why
 """
 
-from .path import SIGNAL_VERSION, BufferFull, ManagedListener, TurnServer, UdpConfig, UdpPath, UdpUpgrader
+from shortpath.errors import BufferFull
 
-__all__ = ["UdpConfig", "TurnServer", "UdpUpgrader", "UdpPath", "ManagedListener", "BufferFull",
-           "SIGNAL_VERSION"]
+from .config import UdpConfig
+from .ice import TurnServer
+from .managed import ManagedListener
+from .path import UdpPath
+from .session_path import UdpSessionPath
+from .signal import SIGNAL_VERSION
+from .upgrader import UdpUpgrader
+
+__all__ = ["UdpConfig", "TurnServer", "UdpUpgrader", "UdpPath", "UdpSessionPath", "ManagedListener",
+           "BufferFull", "SIGNAL_VERSION"]

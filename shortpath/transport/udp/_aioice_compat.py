@@ -9,9 +9,159 @@ tests/unit/test_compat_canary.py fails, naming the name, when one of them is gon
 Convention: PRIVATE_NAMES lists (dotted owner, attribute, why). An attribute of an *instance*
 (set in __init__, so not visible on the class) is listed with owner ending in "()" and is checked
 by the canary on a freshly constructed object where that is cheap, or by reading the source.
+A name-mangled attribute (``self.__x`` in class ``C``, reached as ``_C__x``) is listed by its
+source spelling ``__x``.
+
+What this module offers instead of the private names:
+
+* :func:`connection_class` -- aioice's ``Connection`` with its private hooks turned into public,
+  documented ones (``may_pair``, ``on_remote_candidates_end``, ``may_fail_check_list``) and
+  read access to its check list, nominated pairs and sockets. ice.IceAgent subclasses it.
+* :func:`resend_request` -- resend the STUN request of a transaction in flight.
+* :func:`turn_inner_protocol` -- the TURN client protocol behind a TURN transport.
+
+No name here is read with ``getattr(..., default)``: a missing one raises, so a workaround is
+never switched off silently.
+
+aioice is imported lazily (it takes ~0.2 s to import).
 """
 
 from __future__ import annotations
 
-#: (owner, attribute, why we need it). Filled in as private uses move here.
-PRIVATE_NAMES: list[tuple[str, str, str]] = []
+from functools import lru_cache
+from typing import Any
+
+#: (owner, attribute, why we need it).
+PRIVATE_NAMES: list[tuple[str, str, str]] = [
+    # -- Connection internals read or replaced by HookedConnection -------------------------------
+    ("aioice.Connection", "_pair_remote_candidate",
+     "overridden (as may_pair) to keep relay candidates away from remote private host candidates "
+     "a public TURN server cannot reach: coturn answers the ICMP error by dropping the allocation"),
+    ("aioice.Connection", "_end_remote_candidates",
+     "overridden (as on_remote_candidates_end): our own nomination re-evaluates at end-of-candidates"),
+    ("aioice.Connection", "_check_list_maybe_fail",
+     "overridden (as may_fail_check_list): aioice fails a controlling agent with succeeded but "
+     "un-nominated pairs, which our own nomination still uses"),
+    ("aioice.Connection", "_remote_candidates_expected",
+     "nomination holds relay pairs back while more remote candidates may still be trickled"),
+    ("aioice.Connection()", "_check_list",
+     "our nomination picks from the succeeded pairs; the incoming-check resend finds in-progress pairs"),
+    ("aioice.Connection()", "_check_list_done",
+     "no nomination once aioice has completed or failed the check list"),
+    ("aioice.Connection()", "_nominated",
+     "the selected pair (no public accessor); and no own nomination once one is nominated"),
+    ("aioice.Connection()", "_nominating",
+     "marking the component as being nominated keeps aioice from nominating (we nominate ourselves)"),
+    ("aioice.Connection()", "_components",
+     "the component set that take_over_nomination marks as nominating"),
+    ("aioice.Connection()", "_protocols",
+     "our gathering adds its own sockets (aioice gathers on every interface, no loopback); pairing "
+     "filters them per remote candidate"),
+    # -- STUN transactions --------------------------------------------------------------------------
+    ("aioice.stun.Transaction()", "__addr",
+     "find the transaction of an in-progress check to resend it at once (RFC 8445 7.3.1.4)"),
+    ("aioice.stun.Transaction()", "__request",
+     "the request to resend for that check"),
+    # -- TURN ------------------------------------------------------------------------------------------
+    ("aioice.turn.TurnTransport()", "__inner_protocol",
+     "to delete TURN allocations with a bounded wait at close (aioice's own delete retries ~30 s "
+     "against an unreachable server)"),
+]
+
+
+def _transaction_addr(tx: Any) -> Any:
+    return tx._Transaction__addr
+
+
+def _transaction_request(tx: Any) -> Any:
+    return tx._Transaction__request
+
+
+def resend_request(protocol: Any, addr: tuple[str, int]) -> bool:
+    """Send again, now, the request of the STUN transaction in flight on ``protocol`` to
+    ``addr`` (aioice only resends from its retransmission timer). False if none is in flight."""
+    for tx in list(protocol.transactions.values()):
+        if _transaction_addr(tx) == addr:
+            protocol.send_stun(_transaction_request(tx), addr)
+            return True
+    return False
+
+
+def turn_inner_protocol(turn_transport: Any) -> Any:
+    """The TURN client protocol (allocation owner) behind an aioice ``TurnTransport``."""
+    return turn_transport._TurnTransport__inner_protocol
+
+
+@lru_cache(maxsize=None)
+def connection_class() -> type:
+    """aioice ``Connection`` with public hooks in place of the private methods we change."""
+    from aioice import Connection
+
+    class HookedConnection(Connection):  # type: ignore[misc]
+        # -- read access -------------------------------------------------------------------------
+        @property
+        def check_list(self) -> list:
+            """The live check list (CandidatePair objects)."""
+            return self._check_list
+
+        @property
+        def check_list_done(self) -> bool:
+            """aioice has completed or failed the check list."""
+            return self._check_list_done
+
+        @property
+        def nominated_pairs(self) -> dict:
+            """component -> nominated CandidatePair."""
+            return self._nominated
+
+        @property
+        def protocols(self) -> list:
+            """The live list of local sockets (StunProtocol objects) checks are paired on."""
+            return self._protocols
+
+        def add_protocol(self, protocol: Any) -> None:
+            """Pair checks on ``protocol`` too (a socket our own gathering made)."""
+            self._protocols.append(protocol)
+
+        def remote_candidates_expected(self) -> bool:
+            """More remote candidates may still be trickled."""
+            return self._remote_candidates_expected()
+
+        def take_over_nomination(self) -> None:
+            """Keep aioice from nominating any pair: the subclass nominates itself."""
+            self._nominating.update(self._components)
+
+        # -- hooks (override these, not aioice's private methods) --------------------------------
+        def may_pair(self, protocol: Any, remote_candidate: Any) -> bool:
+            """Whether aioice may pair local ``protocol`` with ``remote_candidate``."""
+            return True
+
+        def on_remote_candidates_end(self) -> None:
+            """Called after aioice has handled end-of-candidates."""
+
+        def may_fail_check_list(self) -> bool:
+            """Whether aioice may declare ICE failed now (it would with no check pending)."""
+            return True
+
+        # -- aioice's private methods, routed to the hooks ----------------------------------------
+        def _pair_remote_candidate(self, remote_candidate: Any) -> None:
+            keep = [p for p in self._protocols if self.may_pair(p, remote_candidate)]
+            if len(keep) == len(self._protocols):
+                super()._pair_remote_candidate(remote_candidate)
+                return
+            saved = self._protocols
+            self._protocols = keep
+            try:
+                super()._pair_remote_candidate(remote_candidate)
+            finally:
+                self._protocols = saved
+
+        def _end_remote_candidates(self) -> None:
+            super()._end_remote_candidates()
+            self.on_remote_candidates_end()
+
+        def _check_list_maybe_fail(self) -> None:
+            if self.may_fail_check_list():
+                super()._check_list_maybe_fail()
+
+    return HookedConnection

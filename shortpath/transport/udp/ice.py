@@ -12,9 +12,10 @@ its candidate gathering is not what a remote-desktop transport needs:
   TURN/UDP first and TURN/TCP or TURN/TLS only when UDP gets no answer, and a
   TLS context we choose (private CA).
 
-So :class:`IceAgent` subclasses ``Connection`` and overrides exactly one
-method, ``get_component_candidates`` (aioice calls it from
-``gather_candidates``), and adds a bounded ``close``. Connectivity checks,
+So :class:`IceAgent` subclasses ``Connection`` (through
+``_aioice_compat.connection_class()``, which turns the private aioice methods we
+change into public hooks) and overrides ``get_component_candidates`` (aioice
+calls it from ``gather_candidates``), and adds a bounded ``close``. Connectivity checks,
 nomination and consent remain aioice's. Every socket it creates carries
 :class:`_Proto`, a ``StunProtocol`` subclass that applies the shared
 :class:`Impairment` and counters in both directions, and drops datagrams that
@@ -41,6 +42,8 @@ one. Such a relayed check cannot arrive, and coturn answers the resulting ICMP
 "network unreachable" by closing the whole allocation, which loses the relay for
 every other pair.
 
+No private aioice name is used here: they all live in ``_aioice_compat.py``.
+
 aioice is imported lazily (it takes ~0.2 s to import).
 """
 
@@ -54,6 +57,9 @@ import ssl
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Callable, Optional
+
+from . import _aioice_compat as compat
+from .signal import RemoteCandidate
 
 logger = logging.getLogger("shortpath.transport.udp.ice")
 
@@ -161,33 +167,12 @@ def candidate_to_dict(c: Any, *, managed: bool = False) -> dict:
     return d
 
 
-def candidate_from_dict(d: dict) -> Any:
-    """Parse a signalled candidate; raises ValueError on bad input."""
+def to_aioice_candidate(c: RemoteCandidate) -> Any:
+    """A checked remote candidate (signal.parse_candidate) as an aioice ``Candidate``."""
     from aioice import Candidate
 
-    try:
-        ip = str(ipaddress.ip_address(d["ip"]))
-        port = int(d["port"])
-        if not 0 < port < 65536:
-            raise ValueError("port out of range")
-        ctype = str(d["type"])
-        if ctype not in ("host", "srflx", "prflx", "relay"):
-            raise ValueError(f"bad candidate type {ctype!r}")
-        if str(d.get("protocol", "udp")).lower() != "udp":
-            raise ValueError("only UDP candidates are supported")
-        return Candidate(
-            foundation=str(d["foundation"])[:32],
-            component=int(d.get("component", 1)),
-            transport="udp",
-            priority=int(d["priority"]),
-            host=ip,
-            port=port,
-            type=ctype,
-            related_address=d.get("raddr"),
-            related_port=d.get("rport"),
-        )
-    except (KeyError, TypeError) as exc:
-        raise ValueError(f"malformed candidate: {exc!r}") from None
+    return Candidate(foundation=c.foundation, component=c.component, transport="udp", priority=c.priority,
+                     host=c.ip, port=c.port, type=c.type, related_address=c.raddr, related_port=c.rport)
 
 
 def host_priority(component: int, index: int) -> int:
@@ -234,7 +219,7 @@ def _relay_cannot_reach(protocol: Any, remote_candidate: Any) -> bool:
     """Our relay candidate on ``protocol`` vs a remote private host candidate.
 
     The pair is useless when the TURN server is on a non-private address (a
-    hostname counts as non-private): see ``IceAgent._pair_remote_candidate``.
+    hostname counts as non-private): see ``IceAgent.may_pair``.
     A TURN server on a private address may share the peer's LAN, so its
     pairs are kept.
     """
@@ -252,7 +237,7 @@ def _relay_cannot_reach(protocol: Any, remote_candidate: Any) -> bool:
 
 @lru_cache(maxsize=None)
 def _classes() -> tuple[type, type]:
-    from aioice import Candidate, Connection, TransportPolicy, stun, turn
+    from aioice import Candidate, TransportPolicy, stun, turn
     from aioice.candidate import candidate_foundation, candidate_priority
     from aioice.ice import CandidatePair, StunProtocol, candidate_pair_priority, server_reflexive_candidate
 
@@ -269,28 +254,28 @@ def _classes() -> tuple[type, type]:
 
         def datagram_received(self, data: Any, addr: Any) -> None:
             agent = self.receiver
-            if agent._sp_impairment.drop(outbound=False) or not data:
+            if agent.impairment.drop(outbound=False) or not data:
                 return
             first = data[0]
             if not is_stun(first) and not is_dtls(first):
-                agent._sp_stats["rx_dropped_not_dtls"] += 1
+                agent.drop_stats["rx_dropped_not_dtls"] += 1
                 return
             try:
                 super().datagram_received(data, addr)
             except Exception:  # malformed STUN that aioice's parser chokes on
-                agent._sp_stats["rx_dropped_malformed"] += 1
+                agent.drop_stats["rx_dropped_malformed"] += 1
 
         async def send_data(self, data: bytes, addr: tuple[str, int]) -> None:
-            if self.receiver._sp_impairment.drop(outbound=True):
+            if self.receiver.impairment.drop(outbound=True):
                 return
             self.transport.sendto(data, addr)
 
         def send_stun(self, message: Any, addr: tuple[str, int]) -> None:
-            if self.receiver._sp_impairment.drop(outbound=True):
+            if self.receiver.impairment.drop(outbound=True):
                 return
             self.transport.sendto(bytes(message), addr)
 
-    class IceAgent(Connection):  # type: ignore[misc]
+    class IceAgent(compat.connection_class()):  # type: ignore[misc]
         """aioice Connection with our gathering (see module docstring)."""
 
         def __init__(
@@ -323,15 +308,19 @@ def _classes() -> tuple[type, type]:
             self._sp_host_addresses = host_addresses
             self._sp_stun_server = stun_server
             self._sp_turn_servers = list(turn_servers)
-            self._sp_relay_only = relay_only
-            self._sp_impairment = impairment
+            #: every local candidate is a relay (relay-only policy)
+            self.relay_only = relay_only
+            #: drops at our socket wrappers (tests, benchmarks); shared with the attempt
+            self.impairment = impairment
             self._sp_on_candidate = on_candidate
             self._sp_gather_timeout = gather_timeout
             self._sp_turn_attempt_timeout = turn_attempt_timeout
             self._sp_close_timeout = close_timeout
-            self._sp_stats: dict[str, int] = {"rx_dropped_not_dtls": 0, "rx_dropped_malformed": 0}
+            #: datagrams dropped before aioice/DTLS saw them, by reason
+            self.drop_stats: dict[str, int] = {"rx_dropped_not_dtls": 0, "rx_dropped_malformed": 0}
             self._sp_turn_used: Optional[TurnServer] = None
-            self._sp_turn_errors: list[str] = []
+            #: one line per TURN server/transport that did not allocate
+            self.turn_errors: list[str] = []
             self._sp_turn_inner: list[Any] = []
             # our regular nomination (controlling side, see _sp_consider_nomination)
             self._sp_relay_hold = relay_hold
@@ -343,7 +332,7 @@ def _classes() -> tuple[type, type]:
             self._sp_nominate_task: Optional[asyncio.Task] = None
             self._sp_nominate_failed: set[int] = set()  # id() of pairs whose nomination failed
             #: (ip, port) of the host's managed listener candidates (preferred by policy)
-            self._sp_managed_remote: set[tuple[str, int]] = set()
+            self.managed_remote: set[tuple[str, int]] = set()
             self._sp_managed_hold = MANAGED_NOMINATION_HOLD
             self._sp_managed_timer: Optional[asyncio.TimerHandle] = None
 
@@ -359,7 +348,7 @@ def _classes() -> tuple[type, type]:
             candidates: list[Any] = []
             host_protocols: list[Any] = []
 
-            if not self._sp_relay_only:
+            if not self.relay_only:
                 addrs = self._sp_host_addresses if self._sp_host_addresses is not None else addresses
                 for index, address in enumerate(addrs):
                     try:
@@ -386,13 +375,13 @@ def _classes() -> tuple[type, type]:
                         port=port,
                         type="host",
                     )
-                    self._protocols.append(protocol)
+                    self.add_protocol(protocol)
                     host_protocols.append(protocol)
                     candidates.append(protocol.local_candidate)
                     self._sp_emit(protocol.local_candidate)
 
             tasks: list[asyncio.Task] = []
-            if self._sp_stun_server and not self._sp_relay_only:
+            if self._sp_stun_server and not self.relay_only:
                 for protocol in host_protocols:
                     if ipaddress.ip_address(protocol.local_candidate.host).version == 4:
                         # Bounded like one TURN attempt: when UDP is blocked,
@@ -425,8 +414,8 @@ def _classes() -> tuple[type, type]:
                             continue
                         candidate, relay_protocol = result
                         if relay_protocol is not None:
-                            self._protocols.append(relay_protocol)
-                        if self._find_local_duplicate(candidates, candidate):
+                            self.add_protocol(relay_protocol)
+                        if self._sp_is_duplicate(candidates, candidate):
                             continue  # srflx equal to a host candidate (no NAT)
                         candidates.append(candidate)
                         self._sp_emit(candidate)
@@ -438,7 +427,7 @@ def _classes() -> tuple[type, type]:
             return candidates
 
         @staticmethod
-        def _find_local_duplicate(candidates: list, candidate: Any) -> bool:
+        def _sp_is_duplicate(candidates: list, candidate: Any) -> bool:
             return any(c.host == candidate.host and c.port == candidate.port for c in candidates)
 
         async def _sp_relay_candidate(self, component: int) -> Optional[tuple[Any, Any]]:
@@ -462,11 +451,11 @@ def _classes() -> tuple[type, type]:
                 except (asyncio.TimeoutError, OSError, ConnectionError, stun.TransactionError, ssl.SSLError) as exc:
                     msg = f"{ts.transport}://{ts.host}:{ts.port}: {type(exc).__name__}: {exc}"
                     logger.info("ice: TURN allocation failed %s", msg)
-                    self._sp_turn_errors.append(msg)
+                    self.turn_errors.append(msg)
                     continue
                 relayed = turn_transport.get_extra_info("sockname")
                 related = turn_transport.get_extra_info("related_address") or ("0.0.0.0", 9)
-                if self._sp_relay_only:
+                if self.relay_only:
                     related = ("0.0.0.0", 9)  # do not leak the mapped address (RFC 9429 3.5.3)
                 # Prefer UDP to the TURN server over TCP/TLS (RFC 8445 5.1.2.1).
                 local_pref = {"udp": 65535, "tcp": 32767, "tls": 16383}[ts.transport]
@@ -483,14 +472,12 @@ def _classes() -> tuple[type, type]:
                 )
                 protocol.sp_turn = ts
                 self._sp_turn_used = ts
-                inner = getattr(turn_transport, "_TurnTransport__inner_protocol", None)
-                if inner is not None:
-                    self._sp_turn_inner.append(inner)
+                self._sp_turn_inner.append(compat.turn_inner_protocol(turn_transport))
                 return protocol.local_candidate, protocol
             return None
 
         # -- pairing ----------------------------------------------------------
-        def _pair_remote_candidate(self, remote_candidate: Any) -> None:
+        def may_pair(self, protocol: Any, remote_candidate: Any) -> bool:
             """aioice's pairing, minus relay pairs the TURN server cannot route.
 
             A relay candidate is not paired with a remote *host* candidate on
@@ -501,18 +488,11 @@ def _classes() -> tuple[type, type]:
             allocation down, so every later ChannelBind on it fails (438, then
             400) and the relay is lost for every other pair too.
             """
-            skip = [p for p in self._protocols if _relay_cannot_reach(p, remote_candidate)]
-            if not skip:
-                super()._pair_remote_candidate(remote_candidate)
-                return
-            logger.info("ice: not pairing relay candidate(s) with private host candidate %s:%d",
+            if not _relay_cannot_reach(protocol, remote_candidate):
+                return True
+            logger.info("ice: not pairing relay candidate with private host candidate %s:%d",
                         remote_candidate.host, remote_candidate.port)
-            saved = self._protocols
-            self._protocols = [p for p in saved if p not in skip]
-            try:
-                super()._pair_remote_candidate(remote_candidate)
-            finally:
-                self._protocols = saved
+            return False
 
         # -- nomination (controlling side) -------------------------------------
         async def connect(self) -> None:
@@ -524,7 +504,7 @@ def _classes() -> tuple[type, type]:
                 # waiting for its first retransmission. Marking the component
                 # as "nominating" keeps aioice from nominating anything.
                 self._sp_own_nomination = True
-                self._nominating.update(self._components)
+                self.take_over_nomination()
                 loop = asyncio.get_running_loop()
                 self._sp_hold_deadline = loop.time() + self._sp_relay_hold
                 self._sp_hold_timer = loop.call_at(self._sp_hold_deadline, self._sp_consider_nomination)
@@ -559,39 +539,31 @@ def _classes() -> tuple[type, type]:
             measured in the lab (benchmarks/setup.py). One resend per pair,
             and only for checks that passed MESSAGE-INTEGRITY, so a peer cannot
             make us send more than it sends."""
-            in_progress = {id(p) for p in self._check_list
+            in_progress = {id(p) for p in self.check_list
                            if p.protocol is protocol and p.remote_addr == addr and p.state == in_progress_state}
             super().check_incoming(message, addr, protocol)
             if not in_progress:
                 return
-            for p in self._check_list:
+            for p in self.check_list:
                 if id(p) in in_progress and p.state == in_progress_state and id(p) not in self._sp_resent:
                     self._sp_resent.add(id(p))
-                    for tx in list(getattr(protocol, "transactions", {}).values()):
-                        if getattr(tx, "_Transaction__addr", None) == addr:
-                            request = getattr(tx, "_Transaction__request", None)
-                            if request is not None:
-                                protocol.send_stun(request, addr)
-                            break
+                    compat.resend_request(protocol, addr)
 
         def check_complete(self, pair: Any) -> None:
             super().check_complete(pair)
             if self._sp_own_nomination and not pair.nominated:
                 self._sp_consider_nomination()
 
-        def _end_remote_candidates(self) -> None:
-            super()._end_remote_candidates()
+        def on_remote_candidates_end(self) -> None:
             if self._sp_own_nomination:
                 self._sp_consider_nomination()
 
-        def _check_list_maybe_fail(self) -> None:
+        def may_fail_check_list(self) -> bool:
             # aioice fails a controlling agent once no check is pending, even
             # with succeeded pairs: with our nomination they are still usable.
-            if self._sp_own_nomination and not self._check_list_done and (
-                    self._sp_nominate_task is not None
-                    or any(p.state == succeeded_state for p in self._check_list)):
-                return
-            super()._check_list_maybe_fail()
+            return not (self._sp_own_nomination and not self.check_list_done and (
+                self._sp_nominate_task is not None
+                or any(p.state == succeeded_state for p in self.check_list)))
 
         def _sp_consider_nomination(self) -> None:
             """Nominate the best succeeded pair, holding relay pairs back.
@@ -602,11 +574,11 @@ def _classes() -> tuple[type, type]:
             one nominating check is in flight at a time; the host relies on
             that (see the module docstring).
             """
-            if not self._sp_own_nomination or self._check_list_done or self._sp_nominate_task is not None:
+            if not self._sp_own_nomination or self.check_list_done or self._sp_nominate_task is not None:
                 return
-            if self._nominated:
+            if self.nominated_pairs:
                 return
-            good = [p for p in self._check_list
+            good = [p for p in self.check_list
                     if p.state == succeeded_state and id(p) not in self._sp_nominate_failed]
             if not good:
                 return
@@ -618,8 +590,8 @@ def _classes() -> tuple[type, type]:
                 if self._sp_managed_pending(choice):
                     return  # the managed check answers, fails, or the hold timer calls us again
             else:
-                waiting_direct = self._remote_candidates_expected() or any(
-                    p.state in pending_states and not is_relay_pair(p) for p in self._check_list)
+                waiting_direct = self.remote_candidates_expected() or any(
+                    p.state in pending_states and not is_relay_pair(p) for p in self.check_list)
                 if waiting_direct and asyncio.get_running_loop().time() < self._sp_hold_deadline:
                     return  # the hold timer calls us again
                 choice = good[0]
@@ -630,13 +602,13 @@ def _classes() -> tuple[type, type]:
             managed-listener check to the same remote IP that is still pending
             and the managed hold has not run out."""
             rc = choice.remote_candidate
-            if not self._sp_managed_remote or (rc.host, rc.port) in self._sp_managed_remote:
+            if not self.managed_remote or (rc.host, rc.port) in self.managed_remote:
                 return False
             if asyncio.get_running_loop().time() >= self._sp_managed_deadline:
                 return False
             return any(p.state in pending_states and p.remote_candidate.host == rc.host
-                       and (p.remote_candidate.host, p.remote_candidate.port) in self._sp_managed_remote
-                       for p in self._check_list)
+                       and (p.remote_candidate.host, p.remote_candidate.port) in self.managed_remote
+                       for p in self.check_list)
 
         async def _sp_nominate(self, pair: Any) -> None:
             logger.info("ice: nominating %s (%s)", pair, "relay" if is_relay_pair(pair) else "direct")
@@ -658,7 +630,7 @@ def _classes() -> tuple[type, type]:
 
         # -- queries ----------------------------------------------------------
         def selected_pair(self) -> Any:
-            return self._nominated.get(1)
+            return self.nominated_pairs.get(1)
 
         # -- closing ----------------------------------------------------------
         async def close(self) -> None:

@@ -1,61 +1,55 @@
-"""SCTP timer tuning for interactive traffic, kept in one place.
+"""Our SCTP sender: congestion control, pacing, loss recovery and a datagram lane over aiortc.
 
-aiortc's ``RTCSctpTransport`` follows the RFC 4960 defaults, which were chosen
-for the Internet of 2000 and for signalling traffic that tolerates seconds of
-delay:
+aiortc's ``RTCSctpTransport`` gives us a standard WebRTC association (the wire a browser speaks:
+DTLS, SCTP chunks, PR-SCTP, data-channel open messages), but its *sender* was built for
+signalling traffic:
 
-==================  ===========  ============================================
-knob                aiortc       effect on a remote-desktop session
-==================  ===========  ============================================
-RTO.Initial         3.0 s        a packet lost before the first RTT sample
-                                 (e.g. the first frame after the switch to
-                                 UDP) is resent after 3 s
-RTO.Min             1.0 s        on a LAN (RTT < 1 ms) a lost lone message
-                                 (a key press, a cursor update) waits 1 s; fast
-                                 retransmit needs 3 later packets, which an
-                                 interactive stream often does not have
-RTO.Max             60 s         after a few timeouts in a row the sender may
-                                 sit silent for up to a minute
-T3 back-off         none         aiortc does not double the RTO when T3
-                                 expires (RFC 4960 6.3.3 E2 says it should);
-                                 with a small RTO.Min that would retransmit
-                                 into a dead path at a fixed, high rate
-Association.Max     not used     aiortc never gives up on DATA
-.Retrans (T3)                    retransmissions; a dead peer is only noticed
-                                 by ICE consent (~30 s)
-initial cwnd        3 x MTU      a 60 KB frame needs ~5 RTTs of slow start
-cwnd ceiling        none         slow start runs up to the peer's 1 MiB rwnd
-                                 (the sender never checks rwnd); on loopback
-                                 the receiving socket overflowed (716 of 9099
-                                 datagrams lost in an 8 MB transfer, counted
-                                 in /proc/net/snmp RcvbufErrors), and every
-                                 later SACK then carries gap blocks that
-                                 aiortc walks in O(window) Python: CPU went
-                                 to SACK processing instead of data
-==================  ===========  ============================================
+==================  ===========================================  ==============================
+what                aiortc                                       here
+==================  ===========================================  ==============================
+congestion control  NewReno: every loss halves cwnd, T3 sets it  model-based (congestion.py,
+                    to 1 MTU; ~2-3 Mbit/s at 40 ms + 1-2 % loss  BbrController): random loss
+                                                                 does not cut the rate
+pacing              none: a cwnd leaves as one burst             chunks leave at the controller's
+                                                                 pacing rate (Pacer + a timer)
+loss recovery       3 SACK strikes (fast retransmit) or T3       RACK (recovery.py): a chunk is
+                    (RTO); a lost last chunk waits for T3        lost once a later one is acked
+                                                                 and a reorder window passed; a
+                                                                 tail-loss probe at ~2 SRTT
+                                                                 resends the last chunk
+queues              one FIFO for every channel, handed to SCTP   datagrams (unordered, PR-SCTP)
+                    only when SCTP's own queue is empty; a TSN   go first, expire before they
+                    per chunk from the moment it is queued       get a TSN; TSN given at send
+acknowledgements    one SACK per packet with DATA                one per 2 packets or 5 ms; at
+                                                                 once while there is a gap
+RTO.Initial / Min   3 s / 1 s, no back-off, Max 60 s             250 ms / 40 ms, doubling, 1.5 s
+==================  ===========================================  ==============================
 
-Delayed SACK is *not* a problem here: aiortc's receiver sends a SACK at the end
-of every packet that carried DATA (``_handle_data``), so there is no 200 ms
-SACK timer to tune.
+The association itself (INIT, cookies, the receiver, stream resets) stays aiortc's. The private
+methods where aiortc's sender decides what to send are turned into ``sp_*`` hooks by
+``_aiortc_compat.sctp_hook_class()``; this module implements the hooks and uses only ``sp_*``
+helpers and public chunk fields (``tsn``, ``user_data``...), never an aiortc private name.
 
-We keep aiortc's RTO *estimator* (RFC 6298 SRTT/RTTVAR with alpha 1/8, beta
-1/4) and only change the clamps, the initial values and the back-off, via a
-subclass: the stock class and its module constants stay untouched, so a
-default data channel in the same process (the benchmark's baseline) keeps RFC
-behaviour.
+The controller and the loss detector are pure (they take ``now``); this class is the pump
+around them: it feeds them sends, SACKs and timer expiries, and keeps three timers on the event
+loop: pacing (when the pacer says wait), RACK/TLP (``get_timer()``), and aiortc's T3.
 
-Nothing here is imported at module import time from aiortc: call
-:func:`tuned_sctp_transport_class` to get the subclass (aiortc loads PyAV,
-~0.3 s).
+Clock: ``loop.time()`` (monotonic) for the controller, RACK and pacing. aiortc keeps wall-clock
+``time.time()`` for PR-SCTP lifetimes; the compat helpers handle that.
+
+Nothing here imports aiortc at module import time: :func:`tuned_sctp_transport_class` builds the
+class lazily (aiortc loads PyAV, ~0.3 s).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 logger = logging.getLogger("shortpath.transport.sctp")
 
@@ -64,188 +58,481 @@ logger = logging.getLogger("shortpath.transport.sctp")
 class SctpTuning:
     """The SCTP knobs we change, each with its reason."""
 
-    # Floor of the retransmission timeout. The computed RTO is
-    # SRTT + 4*RTTVAR, which on any real path is already above the RTT; the
-    # floor only matters on short paths (LAN, loopback), where it decides how
-    # long a lone lost message waits. 40 ms is a few LAN RTTs plus the
-    # scheduling jitter of a busy Python event loop (SACKs are processed in
-    # the same loop as everything else, so a loop stalled for a few ms by a
-    # big frame would otherwise trigger spurious retransmissions), and it is
-    # 25x faster than RFC 4960's 1 s.
+    # Floor of the retransmission timeout (T3). The computed RTO is SRTT + 4*RTTVAR, which on any
+    # real path is already above the RTT; the floor only matters on short paths (LAN, loopback).
+    # 40 ms is a few LAN RTTs plus the scheduling jitter of a busy Python event loop, and 25x
+    # faster than RFC 4960's 1 s. With RACK and tail-loss probes, T3 is the last resort.
     rto_min: float = 0.040
 
-    # RTO before the first RTT sample (INIT, COOKIE-ECHO, first DATA).
-    # 250 ms covers intercontinental RTTs (~200 ms) so the first exchange is
-    # not retransmitted spuriously, yet recovers 12x faster than 3 s.
+    # RTO before the first RTT sample (INIT, COOKIE-ECHO, first DATA). 250 ms covers
+    # intercontinental RTTs (~200 ms) without spurious resends, 12x faster than 3 s.
     rto_initial: float = 0.250
 
-    # Ceiling of the RTO after back-off. Liveness is judged by the session
-    # layer (probes), so a long ceiling only makes the path slow to resume
-    # after a short outage; 1.5 s keeps the probing rate on a dead path low
-    # (<1 packet/s) while resuming within ~1.5 s once the path comes back.
+    # Ceiling of the RTO after back-off. Liveness is judged by the session layer, so a long
+    # ceiling only makes the path slow to resume after a short outage; 1.5 s keeps the probing
+    # rate on a dead path below 1 packet/s.
     rto_max: float = 1.5
 
-    # Double the RTO on each T3 (and T1) expiry, as RFC 4960 6.3.3 E2 asks
-    # and aiortc omits. With rto_min at 40 ms this is what keeps a blackholed
-    # path from being hammered at 25 packets/s.
+    # Multiply the RTO on each T3 (and T1) expiry, as RFC 4960 6.3.3 E2 asks and aiortc omits.
     backoff: float = 2.0
 
-    # Consecutive T3 expiries without any acknowledgement after which the
-    # association is declared dead (RFC 4960 Association.Max.Retrans = 10).
-    # With the values above that is ~0.04+0.08+...+1.5 s ~= 8 s of silence;
-    # the session layer usually fails over earlier from its own probes.
+    # Consecutive T3 expiries without progress after which the association is declared dead
+    # (RFC 4960 Association.Max.Retrans = 10): ~8 s of silence with the values above.
     max_retrans: int = 10
 
-    # Initial congestion window in DATA chunks. RFC 4960 gives ~4 KB (3-4
-    # chunks); 10 chunks follows TCP's IW10 (RFC 6928), so a 12 KB burst (a
-    # typical small screen update) leaves in the first RTT and a 60 KB frame
-    # needs ~3 RTTs of slow start instead of ~5.
+    # Initial congestion window in DATA chunks (TCP's IW10, RFC 6928): a 12 KB screen update
+    # leaves in the first RTT.
     initial_cwnd_chunks: int = 10
 
-    # Ceiling of the congestion window (bytes in flight). aiortc ignores the
-    # peer's advertised window, and a flight larger than the receiver's UDP
-    # socket buffer (2 MiB here, i.e. ~1 MB of 1.2 KB datagrams once kernel
-    # overhead is counted) is dropped by the receiving kernel. 256 KiB keeps
-    # well below that, and still allows ~20 Mbit/s at 100 ms RTT, which is
-    # more than a Python SCTP stack pushes anyway (~3 MB/s measured on
-    # loopback, see udp_bench). Measured on loopback with both peers in one
-    # process, 16 MB in 60 KB messages: no cap -> 716 datagrams lost, 2.5 MB/s;
-    # 256 KiB -> none lost, 2.8 MB/s.
-    max_cwnd_bytes: int = 256 * 1024
+    # Ceiling of the congestion window (bytes in flight), whatever the controller says. aiortc's
+    # receiver advertises 1 MiB and a flight above the receiver's UDP socket buffer is dropped by
+    # its kernel (measured on loopback: 716 of 9099 datagrams lost without a cap). 1 MiB allows
+    # ~80 Mbit/s at 100 ms RTT; the peer's advertised window caps it as well.
+    max_cwnd_bytes: int = 1024 * 1024
 
-    # Congestion window right after a T3 expiry, in DATA chunks (RFC 4960
-    # 7.2.3 says 1 MTU). With rto_min at 40 ms a T3 is often just a loss that
-    # fast retransmit had no time to catch, and interactive traffic (100 input
-    # events/s on both channels, ~0.5 KB per 10 ms) needs more than one MTU per
-    # RTT: with 1 MTU everything queued behind, unreliable datagrams included
-    # (both channels share one FIFO), waited a round trip after each T3. Measured
-    # in the lab at 40 ms RTT + 2 % loss (benchmarks/lab_paths.py): 7-10 T3
-    # expiries in 4 s, and datagram events late by 40-100 ms after each.
-    # 4 chunks is RFC 4960's minimum ssthresh. 1 = RFC behaviour.
-    t3_cwnd_chunks: int = 4
-
-    # On T3, aiortc marks every chunk not cumulatively acknowledged for
-    # retransmission, including chunks the peer already reported received in
-    # SACK gap blocks. aiortc's receiver never reneges on gap-acked data, so
-    # those resends are pure waste: with 3 frames (~120 KB) in flight, one lost
-    # chunk made the host re-encrypt and resend ~100 packets, a CPU burst that
-    # delayed everything else in its event loop. True = resend only chunks not
-    # gap-acked (as TCP does with SACK after an RTO); False = aiortc behaviour.
+    # On T3, resend only chunks the peer has not reported in a SACK gap block (aiortc resends
+    # every chunk not cumulatively acked; its receiver never reneges, so that is waste).
     t3_skip_gap_acked: bool = True
+
+    # --- datagram lane -----------------------------------------------------------------------
+    # False = datagrams wait in the reliable FIFO, as in aiortc (for A/B measurements only).
+    datagram_lane: bool = True
+
+    # Unreliable messages (unordered, PR-SCTP: our datagram channel) go before queued reliable
+    # data, and may exceed the congestion window by this many bytes so that a full window of
+    # frames does not hold an input event for a round trip.
+    datagram_cwnd_allowance: int = 4 * 1160
+
+    # A datagram still queued this long after it was sent by the application is dropped before
+    # it is given a TSN (an input event 250 ms old is noise; the queue only grows when the path
+    # carries less than the application offers).
+    datagram_max_age: float = 0.250
+
+    # --- pacing ------------------------------------------------------------------------------
+    # Bytes that may leave back to back before the pacer makes the sender wait. The event loop's
+    # timers fire with ~1 ms granularity, so a burst must cover about 1 ms at the rates a Python
+    # stack reaches (~50-100 Mbit/s -> 6-12 KB); at low rates the pacer spreads packets out.
+    pacing_burst_bytes: int = 8 * 1160
+
+    # --- acknowledgements (our receiver) -----------------------------------------------------
+    # SACK after this many packets with DATA, or after ack_delay, whichever first; at once when
+    # the receiver sees a gap or a duplicate (the sender's loss detection needs it). aiortc
+    # acknowledges every packet, and SACK processing is a large share of a Python sender's CPU.
+    ack_every: int = 2
+    ack_delay: float = 0.005
 
 
 DEFAULT_TUNING = SctpTuning()
 
 
+@dataclass
+class _Datagram:
+    """One unreliable message waiting in the datagram lane (all its fragments go together)."""
+    chunks: list
+    size: int
+    deadline: float      # loop time after which it is dropped unsent
+
+
+def _default_controller(tuning: SctpTuning, mss: int, now: float) -> Any:
+    from .congestion import BbrController
+    return BbrController(mss=mss, initial_cwnd_packets=tuning.initial_cwnd_chunks, now=now)
+
+
+def _default_pacer(tuning: SctpTuning) -> Any:
+    from .congestion import Pacer
+    return Pacer(burst_bytes=tuning.pacing_burst_bytes)
+
+
+def _default_recovery(tuning: SctpTuning, now: float) -> Any:
+    from .recovery import RackLossDetector
+    # our receiver holds a SACK up to ack_delay; RACK's own RTO is not used (T3 keeps aiortc's)
+    return RackLossDetector(max_ack_delay=tuning.ack_delay, initial_rtt=tuning.rto_initial,
+                            min_rto=tuning.rto_min, max_rto=tuning.rto_max, initial_rto=tuning.rto_initial)
+
+
 @lru_cache(maxsize=None)
 def tuned_sctp_transport_class() -> type:
-    """Return (and cache) an ``RTCSctpTransport`` subclass applying tuning.
+    """Return (and cache) our ``RTCSctpTransport`` subclass. Per-instance arguments:
+    ``tuning=`` and, for tests, ``controller=``, ``pacer=``, ``recovery=`` (objects with the
+    congestion.py / recovery.py interfaces)."""
+    from ._aiortc_compat import sctp_hook_class
 
-    The tuning object is passed per instance (``tuning=``), the class is
-    created once, lazily, because it needs aiortc.
-    """
-    from aiortc.rtcsctptransport import (  # lazy: pulls in PyAV
-        USERDATA_MAX_LENGTH,
-        RTCSctpTransport,
-    )
+    base = sctp_hook_class()
 
-    class TunedSctpTransport(RTCSctpTransport):  # type: ignore[misc]
-        """aiortc SCTP with our timers, T3/T1 back-off and a retransmit limit.
+    class TunedSctpTransport(base):  # type: ignore[misc,valid-type]
+        """aiortc's association with our sender (see the module doc).
 
-        ``on_dead`` (if set) is called once when ``max_retrans`` consecutive
-        T3 expiries happened without progress. Sending errors raised by the
-        DTLS layer (path closed) are swallowed and counted, because aiortc
-        sends from fire-and-forget tasks whose exceptions would otherwise be
-        logged as "Task exception was never retrieved".
+        ``on_dead`` (if set) is called once when ``max_retrans`` consecutive T3 expiries happened
+        without progress; ``on_progress`` after every SACK and data-channel flush (the moments the
+        send backlog can shrink: UdpPath.drain()). ``sp_last_rx`` is the time.monotonic() of the
+        last SCTP packet from the peer (it only arrives through DTLS, so it cannot be spoofed):
+        packet-level liveness for the path driver.
         """
 
-        def __init__(self, transport: Any, port: int = 5000, *, tuning: SctpTuning = DEFAULT_TUNING) -> None:
+        def __init__(self, transport: Any, port: int = 5000, *, tuning: SctpTuning = DEFAULT_TUNING,
+                     controller: Any = None, pacer: Any = None, recovery: Any = None) -> None:
             super().__init__(transport, port=port)
             self._sp_tuning = tuning
-            self._rto = tuning.rto_initial
-            self._cwnd = min(tuning.initial_cwnd_chunks * USERDATA_MAX_LENGTH, tuning.max_cwnd_bytes)
+            self.sp_rto = tuning.rto_initial
+            now = self.sp_loop.time()
+            mss = self.sp_max_chunk
+            self._sp_cc = controller if controller is not None else _default_controller(tuning, mss, now)
+            self._sp_pacer = pacer if pacer is not None else _default_pacer(tuning)
+            self._sp_rack = recovery if recovery is not None else _default_recovery(tuning, now)
+            self._sp_peer_rwnd: Optional[int] = None
+            self.sp_cwnd_view = self._sp_cwnd()
+            # sender queues: reliable chunks (FIFO, no TSN yet), the datagram lane, chunks to resend
+            self._sp_queue: deque = deque()
+            self._sp_lane: deque = deque()
+            self._sp_rtx: deque = deque()
+            self._sp_probe: Any = None
+            self._sp_queued = 0          # user bytes in _sp_queue
+            self.sp_lane_bytes = 0       # user bytes in _sp_lane
+            #: chunks sent and not cumulatively acked, by TSN, in TSN (= first-send) order
+            self._sp_by_tsn: dict[int, Any] = {}
+            self._sp_pumping = False
+            self._sp_repump = False
+            self._sp_kicked = False
+            self._sp_pace_handle: Optional[asyncio.TimerHandle] = None
+            self._sp_rack_handle: Optional[asyncio.TimerHandle] = None
+            self._sp_sack_handle: Optional[asyncio.TimerHandle] = None
+            self._sp_rx_packets = 0      # packets with DATA not yet acknowledged (receiver)
+            # counters (stats and tests)
             self.sp_t3_expiries = 0
             self.sp_t3_consecutive = 0
-            self.sp_send_errors = 0
+            self.sp_fast_retransmits = 0
+            self.sp_tlp_probes = 0
+            self.sp_datagrams_expired = 0
             self.sp_dead = False
-            self.on_dead: Any = None
-            # Called after every SACK and every data-channel flush: the moments
-            # the send backlog can shrink (drives UdpPath.drain()).
-            self.on_progress: Any = None
-            #: time.monotonic() of the last SCTP packet from the peer. It reaches us
-            #: only through DTLS, so a spoofed datagram cannot move it; the path
-            #: driver reads it as packet-level liveness (session/driver.py).
+            self.on_dead: Optional[Callable[[], Any]] = None
+            self.on_progress: Optional[Callable[[], Any]] = None
             self.sp_last_rx: Optional[float] = None
 
-        async def _handle_data(self, data: bytes) -> None:
-            self.sp_last_rx = time.monotonic()
-            await super()._handle_data(data)
+        # ---- figures -----------------------------------------------------------------------
+        @property
+        def sp_queued_bytes(self) -> int:
+            """User bytes accepted and not yet sent (reliable queue + datagram lane)."""
+            return self._sp_queued + self.sp_lane_bytes
 
-        # --- RTO ---------------------------------------------------------
-        def _update_rto(self, R: float) -> None:
-            super()._update_rto(R)  # keeps the RFC 6298 SRTT/RTTVAR filter
+        def sp_stats(self) -> dict:
+            cc = self._sp_cc
+            return {"cwnd": self._sp_cwnd(), "pacing_rate": cc.pacing_rate,
+                    "t3_expiries": self.sp_t3_expiries, "fast_retransmits": self.sp_fast_retransmits,
+                    "tlp_probes": self.sp_tlp_probes, "datagrams_expired": self.sp_datagrams_expired,
+                    "controller": cc.stats() if hasattr(cc, "stats") else None}
+
+        def _sp_cwnd(self) -> int:
+            cwnd = min(int(self._sp_cc.cwnd), self._sp_tuning.max_cwnd_bytes)
+            if self._sp_peer_rwnd is not None:
+                cwnd = min(cwnd, max(self._sp_peer_rwnd, 4 * self.sp_max_chunk))
+            return cwnd
+
+        # ---- hooks: queueing ---------------------------------------------------------------
+        def sp_enqueue(self, chunks: list, datagram: bool) -> None:
+            size = 0
+            for c in chunks:
+                c.sp_acked = False
+                c.sp_sends = 0
+                c.sp_sent_at = 0.0
+                c.sp_msg = None
+                size += len(c.user_data)
+            chunks[0].sp_msg = chunks     # the first fragment knows the whole message
+            if datagram and self._sp_tuning.datagram_lane:
+                now = self.sp_loop.time()
+                self._sp_lane.append(_Datagram(chunks, size, now + self._sp_tuning.datagram_max_age))
+                self.sp_lane_bytes += size
+            else:
+                self._sp_queue.extend(chunks)
+                self._sp_queued += size
+
+        def sp_has_queued(self, stream_ids: list) -> bool:
+            ids = set(stream_ids)
+            return (any(c.stream_id in ids for c in self._sp_queue)
+                    or any(d.chunks[0].stream_id in ids for d in self._sp_lane))
+
+        # ---- hooks: sending ----------------------------------------------------------------
+        def _sp_kick(self) -> None:
+            """Run the pump soon (from a timer callback)."""
+            self._sp_pace_handle = None
+            if self.state == "closed":
+                return
+            if not self._sp_kicked:
+                self._sp_kicked = True
+                asyncio.ensure_future(self._transmit())
+
+        async def sp_pump(self) -> None:
+            self._sp_kicked = False
+            if self._sp_pumping:
+                self._sp_repump = True   # the running pump goes round once more
+                return
+            self._sp_pumping = True
+            try:
+                while True:
+                    self._sp_repump = False
+                    await self._sp_pump_once()
+                    if not self._sp_repump:
+                        break
+            finally:
+                self._sp_pumping = False
+            self.sp_cwnd_view = self._sp_cwnd()
+            self._sp_arm_recovery_timer()
+
+        async def _sp_pump_once(self) -> None:
+            await self.sp_send_forward_tsn()
+            loop = self.sp_loop
+            cc, pacer, tuning = self._sp_cc, self._sp_pacer, self._sp_tuning
+            lane, rtx, queue = self._sp_lane, self._sp_rtx, self._sp_queue
+            while True:
+                now = loop.time()
+                cwnd = self._sp_cwnd()
+                # 1. datagrams first; expired ones are dropped before they are given a TSN
+                if lane:
+                    wall = time.time()
+                    while lane and (lane[0].deadline < now or self.sp_wall_expired(lane[0].chunks[0], wall)):
+                        d = lane.popleft()
+                        self.sp_lane_bytes -= d.size
+                        self.sp_datagrams_expired += 1
+                    if lane and self.sp_flight_size + lane[0].size <= cwnd + tuning.datagram_cwnd_allowance:
+                        d = lane.popleft()
+                        self.sp_lane_bytes -= d.size
+                        self._sp_assign(d.chunks)
+                        for c in d.chunks:
+                            await self._sp_send(c, now, cc, pacer)
+                        continue
+                # 2. a tail-loss probe: the last outstanding chunk again, whatever the window
+                probe = self._sp_probe
+                if probe is not None:
+                    self._sp_probe = None
+                    if probe.sp_sends == 0:             # new data as the probe
+                        if queue and queue[0] is probe:
+                            queue.popleft()
+                            if probe.tsn is None:
+                                self._sp_assign(probe.sp_msg)
+                            self._sp_queued -= len(probe.user_data)
+                            self.sp_tlp_probes += 1
+                            await self._sp_send(probe, now, cc, pacer)
+                    elif self.sp_outstanding(probe) and probe.tsn in self._sp_by_tsn:
+                        self.sp_tlp_probes += 1
+                        await self._sp_send(probe, now, cc, pacer)
+                    continue
+                # 3. retransmissions, then 4. new reliable data, within cwnd and at the pacing rate
+                while rtx and not self.sp_wants_resend(rtx[0]):
+                    rtx.popleft()
+                src = rtx if rtx else queue
+                if not src:
+                    break
+                if self.sp_flight_size >= cwnd:
+                    break
+                chunk = src[0]
+                t = pacer.next_send_time(now, len(chunk.user_data), cc.pacing_rate)
+                if t > now:
+                    self._sp_arm_pacing(t)
+                    break
+                src.popleft()
+                if src is queue:
+                    self._sp_queued -= len(chunk.user_data)
+                    if chunk.tsn is None:
+                        self._sp_assign(chunk.sp_msg)
+                await self._sp_send(chunk, now, cc, pacer)
+
+        def _sp_assign(self, chunks: list) -> None:
+            """TSNs for a whole message when its first chunk leaves: fragments need consecutive
+            TSNs, so a datagram sent in the middle of a long reliable message takes the TSN after
+            that message's last fragment (and arrives out of TSN order, which SCTP allows)."""
+            self.sp_assign_tsns(chunks)
+            by_tsn = self._sp_by_tsn
+            for c in chunks:
+                by_tsn[c.tsn] = c
+
+        async def _sp_send(self, chunk: Any, now: float, cc: Any, pacer: Any) -> None:
+            size = len(chunk.user_data)
+            self.sp_stage(chunk)
+            chunk.sp_sends += 1
+            chunk.sp_sent_at = now
+            app_limited = not (self._sp_queue or self._sp_rtx or self._sp_lane)
+            rate = cc.pacing_rate
+            cc.on_sent(now, chunk.tsn, size, self.sp_flight_size, app_limited)
+            pacer.on_sent(now, size, rate)
+            self._sp_rack.on_sent(now, chunk.tsn, size)
+            await self.sp_wire(chunk)
+
+        def _sp_arm_pacing(self, when: float) -> None:
+            h = self._sp_pace_handle
+            if h is not None:
+                if h.when() <= when:
+                    return
+                h.cancel()
+            self._sp_pace_handle = self.sp_loop.call_at(when, self._sp_kick)
+
+        # ---- hooks: acknowledgements ----------------------------------------------------------
+        def sp_on_sack(self, cum: int, gaps: list, rwnd: int, advanced: bool) -> None:
+            now = self.sp_loop.time()
+            self._sp_peer_rwnd = rwnd
+            by_tsn = self._sp_by_tsn
+            cc = self._sp_cc
+            newly = []
+            for c in self.sp_take_cum_acked(cum):
+                by_tsn.pop(c.tsn, None)
+                if self.sp_abandoned(c):
+                    cc.forget(c.tsn)
+                    self._sp_rack.forget(c.tsn)
+                elif not c.sp_acked:
+                    c.sp_acked = True
+                    newly.append(c)
+            for start, end in gaps:
+                for off in range(start, end + 1):
+                    c = by_tsn.get((cum + off) & 0xFFFFFFFF)
+                    if c is not None and not c.sp_acked and not self.sp_abandoned(c):
+                        c.sp_acked = True
+                        self.sp_mark_acked(c)
+                        newly.append(c)
+            lost: list = []
+            if newly:
+                rtt = None
+                latest = None
+                for c in newly:   # RTT from the latest chunk sent once (Karn)
+                    if c.sp_sends == 1 and (latest is None or c.sp_sent_at > latest.sp_sent_at):
+                        latest = c
+                if latest is not None:
+                    rtt = max(now - latest.sp_sent_at, 1e-6)
+                    self.sp_update_rtt(rtt)
+                    self._sp_rack.on_rtt_sample(now, rtt)
+                seqs = [c.tsn for c in newly]
+                cc.on_acked(now, seqs, rtt, self.sp_flight_size)
+                lost = self._sp_rack.on_acked(now, seqs)
+                self.sp_t3_consecutive = 0
+            elif advanced:
+                self.sp_t3_consecutive = 0
+            self._sp_declare_lost(now, lost)
+            self.sp_t3_after_sack(advanced)
+            self._sp_arm_recovery_timer()
+            if self.on_progress is not None:
+                self.on_progress()
+
+        def _sp_declare_lost(self, now: float, lost: Any) -> None:
+            if not lost:
+                return
+            by_tsn = self._sp_by_tsn
+            out = []
+            for tsn in lost:
+                c = by_tsn.get(tsn)
+                if c is None or c.sp_acked or self.sp_wants_resend(c):
+                    continue       # acked meanwhile, or already waiting to be resent (T3)
+                if self.sp_declare_lost(c):
+                    self._sp_rtx.append(c)
+                    self.sp_fast_retransmits += 1
+                out.append(tsn)
+            if out:
+                self._sp_cc.on_lost(now, out, self.sp_flight_size)
+                if len(self._sp_rtx) > 1 and len(out) > 1:
+                    self._sp_rtx = deque(sorted(self._sp_rtx, key=lambda c: c.sp_sent_at))
+
+        # ---- hooks: timers -----------------------------------------------------------------
+        def _sp_arm_recovery_timer(self) -> None:
+            when = self._sp_rack.get_timer()
+            h = self._sp_rack_handle
+            if h is not None:
+                if when is not None and abs(h.when() - when) < 1e-4:
+                    return
+                h.cancel()
+                self._sp_rack_handle = None
+            if when is not None and not self.sp_nothing_outstanding:
+                self._sp_rack_handle = self.sp_loop.call_at(when, self._sp_on_recovery_timer)
+
+        def _sp_on_recovery_timer(self) -> None:
+            self._sp_rack_handle = None
+            if self.state == "closed":
+                return
+            now = self.sp_loop.time()
+            lost, send_tlp = self._sp_rack.handle_timer(now)
+            self._sp_declare_lost(now, lost)
+            if send_tlp:
+                # the probe: new data if there is some (it may reveal the tail's loss by its
+                # ack), else the most recently sent outstanding chunk again
+                if self._sp_queue:
+                    self._sp_probe = self._sp_queue[0]
+                else:
+                    seq = self._sp_rack.probe_candidate()
+                    c = self._sp_by_tsn.get(seq) if seq is not None else None
+                    if c is None or not self.sp_outstanding(c):
+                        c = next((self._sp_by_tsn[t] for t in reversed(self._sp_by_tsn)
+                                  if self.sp_outstanding(self._sp_by_tsn[t])), None)
+                    self._sp_probe = c
+            if lost or send_tlp:
+                self._sp_kick()
+            else:
+                self._sp_arm_recovery_timer()
+
+        def sp_on_t3(self) -> None:
             t = self._sp_tuning
-            assert self._srtt is not None and self._rttvar is not None
-            self._rto = max(t.rto_min, min(self._srtt + 4 * self._rttvar, t.rto_max))
-
-        def _sp_back_off(self) -> None:
-            t = self._sp_tuning
-            self._rto = min(self._rto * t.backoff, t.rto_max)
-
-        # --- timers ------------------------------------------------------
-        def _t1_expired(self) -> None:
-            # INIT / COOKIE-ECHO lost: back off before the resend is armed.
-            self._sp_back_off()
-            super()._t1_expired()
-
-        def _sp_t3_cwnd_floor(self) -> None:
-            # aiortc set cwnd to 1 MTU and scheduled _transmit() (not run yet):
-            # raise it before that runs. See SctpTuning.t3_cwnd_chunks.
-            floor = self._sp_tuning.t3_cwnd_chunks * USERDATA_MAX_LENGTH
-            if self._cwnd < floor:
-                self._cwnd = floor
-            if self._sp_tuning.t3_skip_gap_acked:
-                # gap-acked chunks are not in flight (their SACK took them out of
-                # flight_size), so un-marking them needs no other bookkeeping
-                for chunk in self._sent_queue:
-                    if chunk._acked and chunk._retransmit:
-                        chunk._retransmit = False
-
-        def _t3_expired(self) -> None:
             self.sp_t3_expiries += 1
             self.sp_t3_consecutive += 1
-            # Back off first: the retransmission that super() schedules
-            # restarts T3 with self._rto.
-            self._sp_back_off()
-            super()._t3_expired()
-            self._sp_t3_cwnd_floor()
-            if self.sp_t3_consecutive >= self._sp_tuning.max_retrans and not self.sp_dead:
+            self.sp_rto = min(self.sp_rto * t.backoff, t.rto_max)  # before the resend restarts T3
+            marked = self.sp_t3_mark(t.t3_skip_gap_acked)
+            if not t.t3_skip_gap_acked:
+                for c in marked:
+                    c.sp_acked = False
+            self._sp_rtx = deque(marked)
+            self._sp_probe = None
+            now = self.sp_loop.time()
+            self._sp_cc.on_timeout(now)
+            self._sp_rack.on_timeout(now)
+            self._sp_kick()
+            if self.sp_t3_consecutive >= t.max_retrans and not self.sp_dead:
                 self.sp_dead = True
                 logger.info("sctp: %d consecutive T3 expiries, declaring the association dead",
                             self.sp_t3_consecutive)
                 if self.on_dead is not None:
                     self.on_dead()
 
-        async def _receive_sack_chunk(self, chunk: Any) -> None:
-            before = self._last_sacked_tsn
-            await super()._receive_sack_chunk(chunk)
-            if self._cwnd > self._sp_tuning.max_cwnd_bytes:
-                self._cwnd = self._sp_tuning.max_cwnd_bytes
-            if self._last_sacked_tsn != before or not self._sent_queue:
-                self.sp_t3_consecutive = 0
+        def sp_on_t1(self) -> None:
+            # INIT / COOKIE-ECHO lost: back off before aiortc re-arms T1 with the RTO
+            self.sp_rto = min(self.sp_rto * self._sp_tuning.backoff, self._sp_tuning.rto_max)
+
+        def sp_rto_clamp(self, srtt: float, rttvar: float) -> float:
+            # RFC 6298's SRTT + 4 RTTVAR is barely above the RTT on a steady path; T3 must not
+            # race the tail-loss probe (2 SRTT + ack delay after the last send) or RACK (which
+            # needs an ack ~1 RTT after the probe): at least 3 SRTT + ack delay.
+            t = self._sp_tuning
+            rto = max(srtt + 4 * rttvar, 3 * srtt) + t.ack_delay
+            return max(t.rto_min, min(rto, t.rto_max))
+
+        # ---- hooks: our receiver -----------------------------------------------------------
+        def sp_on_packet(self) -> None:
+            self.sp_last_rx = time.monotonic()
+
+        def sp_sack_now(self, gap: bool) -> bool:
+            self._sp_rx_packets += 1
+            t = self._sp_tuning
+            if gap or self._sp_rx_packets >= t.ack_every or t.ack_delay <= 0:
+                self._sp_rx_packets = 0
+                if self._sp_sack_handle is not None:
+                    self._sp_sack_handle.cancel()
+                    self._sp_sack_handle = None
+                return True
+            if self._sp_sack_handle is None:
+                self._sp_sack_handle = self.sp_loop.call_later(t.ack_delay, self._sp_delayed_sack)
+            return False
+
+        def _sp_delayed_sack(self) -> None:
+            self._sp_sack_handle = None
+            self._sp_rx_packets = 0
+            asyncio.ensure_future(self.sp_send_owed_sack())
+
+        def sp_on_flushed(self) -> None:
             if self.on_progress is not None:
                 self.on_progress()
 
-        async def _data_channel_flush(self) -> None:
-            await super()._data_channel_flush()
-            if self.on_progress is not None:
-                self.on_progress()
+        # ---- closing -----------------------------------------------------------------------
+        def _sp_cancel_timers(self) -> None:
+            for name in ("_sp_pace_handle", "_sp_rack_handle", "_sp_sack_handle"):
+                h = getattr(self, name)
+                if h is not None:
+                    h.cancel()
+                    setattr(self, name, None)
 
-        # --- sending -----------------------------------------------------
-        async def _send_chunk(self, chunk: Any) -> None:
-            try:
-                await super()._send_chunk(chunk)
-            except ConnectionError:
-                self.sp_send_errors += 1
+        async def stop(self) -> None:
+            self._sp_cancel_timers()
+            await super().stop()
 
     return TunedSctpTransport

@@ -1,4 +1,4 @@
-"""Adapter: a UdpPath (udp.py) seen through the session's Path interface.
+"""Adapter: a UdpPath (path.py) seen through the session's Path interface.
 
 UdpPath moves opaque messages; the session moves frames. Each SCTP message
 carries exactly one session frame, decoded here with ``decode_one`` so a
@@ -7,15 +7,19 @@ malformed message is a typed RemoteError like on the relay.
 
 from __future__ import annotations
 
-from .. import log
-from ..errors import BufferFull, PathError, RemoteError
-from ..wire.frames import MAX_SESSION_PAYLOAD, decode_one
-from .base import Path, ignore_frame
+from shortpath import log
+from shortpath.errors import BufferFull, PathError, RemoteError
+from shortpath.wire.frames import MAX_SESSION_PAYLOAD, decode_one
+
+from ..base import Path, ignore_frame
 
 _log = log.get("udp")
 
 
 class UdpSessionPath(Path):
+    """``udp``: a UdpPath (or anything with its callbacks, send_*, drain, close,
+    info and last_rx_at)."""
+
     def __init__(self, udp, path_id: str, session_id: str) -> None:
         self.udp = udp
         self._frame_handler = None
@@ -57,8 +61,19 @@ class UdpSessionPath(Path):
 
     @property
     def last_rx_at(self) -> float | None:
-        """When the peer was last heard on this path at the packet level."""
-        return getattr(self.udp, "last_rx_at", None)
+        """When the peer was last heard on this path at the packet level (SCTP
+        packets through DTLS; see UdpPath.last_rx_at)."""
+        return self.udp.last_rx_at
+
+    @property
+    def setup_seconds(self) -> float | None:
+        """How long the UDP attempt took, from connect() to the path being up."""
+        return self.udp.setup_seconds
+
+    @property
+    def setup_timeline(self) -> dict:
+        """The attempt's set-up phase stamps (UdpUpgrader.timeline)."""
+        return self.udp.timeline
 
     def send_reliable(self, frame: bytes) -> None:
         if self.closed_reason is not None:

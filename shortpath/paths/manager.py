@@ -2,7 +2,7 @@
 
 It decides which path a session *sends* on. Each side runs one; receiving is
 accepted on any path (the reliable channel's sequence numbers make that safe,
-see reliable.py). The client is the *initiator*: only it starts upgrade
+see shortpath/session/reliable.py). The client is the *initiator*: only it starts upgrade
 attempts; the host answers them through signaling.
 
 Path states and transitions (one table; rules below it)
@@ -72,7 +72,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from .events import Action, ClosePath, SendProbe, StartUpgrade, SwitchPath
+from .actions import Action, ClosePath, SendProbe, StartUpgrade, SwitchPath
 from .path import RELAY, Quality, better
 
 RELAY_ID = "relay"
@@ -260,18 +260,42 @@ class PathManager:
             return self.t.dead_after
         return max(self.t.dead_after, self.t.alone_dead_after)
 
-    def probe_result(self, path_id: str, rtt: float | None, now: float) -> None:
-        """A probe on ``path_id`` was answered (rtt) or given up on (None)."""
+    def probe_result(self, path_id: str, rtt: float | None, now: float, sent_at: float | None = None) -> None:
+        """A probe on ``path_id`` was answered (rtt) or given up on (None). A probe
+        given up on that was sent (``sent_at``) before a standby path began to
+        recover was lost in the dark: it counts in the lifetime figures but not
+        against the recovery (the recent loss the comparator looks at)."""
         st = self.paths.get(path_id)
         if st is None:
             return
-        st.probes.append(rtt is not None)
-        st.quality.loss = 1.0 - sum(st.probes) / len(st.probes)
         st.probes_total += 1
         st.probes_lost += rtt is None
+        if rtt is None and sent_at is not None and st.recovered_since is not None and sent_at < st.recovered_since:
+            return
+        st.probes.append(rtt is not None)
+        st.quality.loss = 1.0 - sum(st.probes) / len(st.probes)
         if rtt is not None:
-            q = st.quality
-            q.rtt = rtt if q.rtt is None else 0.875 * q.rtt + 0.125 * rtt
+            self.rtt_sample(path_id, rtt)
+
+    def rtt_sample(self, path_id: str, rtt: float) -> None:
+        """One round-trip sample on ``path_id`` (any PING answered, probe or not).
+        The session's one RTT estimator: a smoothed RTT per path (RFC 6298 gain 1/8),
+        used by the comparator and reported in the session's info."""
+        st = self.paths.get(path_id)
+        if st is None:
+            return
+        q = st.quality
+        q.rtt = rtt if q.rtt is None else 0.875 * q.rtt + 0.125 * rtt
+
+    def allow_upgrade(self, now: float) -> None:
+        """UDP upgrades are allowed from now on (the session is confirmed end to end);
+        the initiator starts its first attempt at the next timer."""
+        if self.upgrade_enabled:
+            return
+        self.upgrade_enabled = True
+        if self.initiator and not self.upgrading and self.next_upgrade_at is None and \
+                not any(p != RELAY_ID for p in self.paths):
+            self.next_upgrade_at = now
 
     # --- time ------------------------------------------------------------------
     def _schedule_upgrade(self, now: float) -> None:

@@ -1,6 +1,6 @@
 """Loopback benchmark: raw UDP vs stock aiortc SCTP vs our tuned UdpPath.
 
-    python -m shortpath.transport.udp_bench [--pings 300] [--bulk-mb 16] [--loss-every 13]
+    python -m benchmarks.udp_loopback [--pings 300] [--bulk-mb 16] [--loss-every 13]
 
 Both peers run in one process and one event loop (so CPU is shared and the
 numbers are a lower bound for two machines); everything goes over 127.0.0.1.
@@ -10,7 +10,7 @@ Rows:
 * ``raw-udp``   asyncio datagram sockets, echo; no reliability, no crypto.
 * ``aiortc``    our ICE + DTLS, with aiortc's stock RTCSctpTransport
                 (RFC 4960 timers: RTO min 1 s, initial 3 s).
-* ``tuned``     the same with ``sctp_tuning.TunedSctpTransport``.
+* ``tuned``     the same with ``transport/udp/sctp.py``'s TunedSctpTransport.
 
 Columns: small-message RTT (64-byte reliable message echoed back, sequential),
 bulk throughput (60 KB reliable messages, back-pressured on
@@ -29,7 +29,7 @@ import statistics
 import time
 from typing import Any, Optional
 
-from .udp import UdpConfig, UdpUpgrader
+from shortpath.transport.udp import UdpConfig, UdpUpgrader
 
 PING_SIZE = 64
 BULK_MSG = 60_000
@@ -124,7 +124,7 @@ async def bench_raw(pings: int, bulk_bytes: int, loss_every: int) -> dict:
 
 # ---------------------------------------------------------------- UdpPath
 async def _connect(tuned: bool) -> tuple[Any, Any, Any, Any]:
-    from .udp.sctp import DEFAULT_TUNING
+    from shortpath.transport.udp.sctp import DEFAULT_TUNING
 
     cfg = UdpConfig(allow_managed=False, allow_turn=False, host_addresses=("127.0.0.1",),
                     sctp_tuning=DEFAULT_TUNING if tuned else None,
@@ -177,12 +177,12 @@ async def bench_path(tuned: bool, pings: int, bulk_bytes: int, loss_every: int, 
     try:
         rtts = await _pings(client, host, pings)
         mbps = await _bulk(client, host, bulk_bytes)
-        client._drop_every(loss_every)
+        client.drop_every(loss_every)
         t0 = time.perf_counter()
         lossy = await _pings(client, host, loss_pings)
         loss_elapsed = time.perf_counter() - t0
         dropped = client.info()["impairment"]
-        client._drop_every(0)
+        client.drop_every(0)
         t3 = client.info()["sctp"]["t3_expiries"]
         t3 = "n/a" if t3 is None else t3
         return {

@@ -1,0 +1,530 @@
+"""The session protocol as one sans-I/O state machine.
+
+``SessionConnection`` is everything a session decides, with no I/O and no
+clock: every input carries ``now`` (seconds on one monotonic clock of the
+caller's choosing), and the outputs are frames to send on named paths, one
+timer deadline and events. session.py is its asyncio pump; tests drive it on a
+fake clock (tests/unit/test_connection.py). The shape is aioquic's
+QuicConnection.
+
+Inputs                                        Outputs
+------                                        -------
+path_added(path_id, kind, now)                transmits() -> [Transmit(path_id, frame, reliable)]
+path_closed(path_id, reason, now)             next_event() -> Event | None (events.py)
+path_heard(path_id, at)   (packet liveness)   get_timer() -> deadline | None
+receive_frame(path_id, frame, now)
+send(data, now) / message_consumed(now)
+send_datagram(data, now) / transmit_refused(t)
+send_signal(msg) / ping(now)
+allow_upgrade(now) / upgrade_failed(attempt, reason, now)
+close(reason, detail, now) / handle_timer(now)
+
+What it holds
+-------------
+* The reliable channel (reliable.py): every message gets a sequence number and
+  stays in the sender's window until the peer's cumulative ACK says the peer's
+  *application* consumed it, so the window is also end-to-end flow control.
+  The receiver acks after ``Timing.ack_every`` consumed messages or
+  ``ack_delay`` after the first unacknowledged one (the ack clock).
+* The path manager (shortpath/paths/manager.py), which decides where we send.
+  Its actions are carried out here: a switch sends the ``switch`` marker and
+  replays every unacknowledged message on the new path (the peer drops what it
+  has by sequence number), a probe is a PING whose answer is bookkept (a probe
+  unanswered for ``PROBE_LOSS_AFTER`` counts as lost), an upgrade attempt is a
+  SIGNAL to the peer plus an UpgradeRequested event for the pump.
+* One RTT estimator: every PONG gives a sample to the manager's smoothed RTT of
+  the path it came back on (``rtt(path_id)``).
+* One timer: the earliest of the ack clock, the manager's deadlines, probe
+  expiry and the RTT ping (a PING on the active path every ``ping_interval``
+  while the application is active; an idle session sends nothing here).
+
+Rules
+-----
+* Frames are accepted on any path, known or not: sequence numbers make that
+  safe, and a peer's first frames on a new UDP path can beat our own
+  ``path_added``. Anything received on a path proves it alive.
+* Signals (hello, upgrade, the UDP layer's messages) go on the relay while it
+  is up, since it is the authenticated channel set up first; then on the
+  active path.
+* Losing the relay ends the session only if the relay was the active path.
+  Otherwise the session goes on over UDP and the manager probes at once
+  (``PEER_GONE`` reasons shorten its patience, see manager.py); a later
+  failover with no relay left ends the session, saying ``host-gone`` /
+  ``client-gone`` if the gateway said so, else ``all-paths-lost``.
+* A peer that breaks the protocol (malformed or out-of-place frame, an ACK for
+  a message never sent, a reorder-buffer overrun) ends the session with
+  ``protocol-error``.
+* After the end, inputs are ignored; queued transmits (a CLOSE) still go out.
+
+Wire formats are wire/frames.py's, unchanged: SIGNAL ``{"type": "switch", "to":
+kind, "reason": str, "next_seq": n, "replay_from": n}`` announces a switch;
+``{"type": "upgrade", "attempt": n}`` (client -> host) starts attempt n.
+
+Room to grow, not built: ``channel`` on send/DataReceived is always 0 today
+(several reliable channels with priorities, #13); a resumed relay leg is meant
+to arrive as one more ``path_added`` (#15).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from .. import log
+from ..config import Timing
+from ..errors import LocalError, PathError, RemoteError, SessionClosed
+from ..paths.actions import ClosePath, SendProbe, StartUpgrade, SwitchPath
+from ..paths.manager import RELAY_ID, PathManager, PathTiming
+from ..paths.path import RELAY
+from ..wire import frames as fr
+from ..wire.frames import Frame, FrameType
+from . import events as ev
+from .reliable import AckClock, ReliableReceiver, ReliableSender
+
+_log = log.get("session")
+
+#: Largest application message on the reliable channel.
+MAX_MESSAGE = 256 * 1024
+#: Largest datagram (it must fit one UDP-path message without fragmentation games).
+MAX_DATAGRAM = 1200
+#: Relay end reasons (the gateway's GATEWAY_END) that say the peer's leg is gone.
+PEER_GONE = ("host-gone", "client-gone")
+#: a probe not answered within this long counts as lost in the path's loss figure
+PROBE_LOSS_AFTER = 1.0
+#: probe PING ids start here, apart from the RTT pings and ping() ids below it
+PROBE_ID_BASE = 1 << 31
+#: outstanding probes and ping() calls kept at most (bounded even if a path never answers)
+MAX_OUTSTANDING = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Transmit:
+    """One encoded frame for the pump to send."""
+    #: path to send it on
+    path_id: str
+    #: the whole frame (header + payload), ready for Path.send_reliable / send_unreliable
+    frame: bytes
+    #: True: the path's reliable, ordered lane; False: best effort
+    reliable: bool
+    #: the frame's type, so the pump can count what the transport dropped
+    frame_type: FrameType
+
+
+class SessionConnection:
+    """One side of a session. ``role`` is ``client`` (the initiator: it starts
+    upgrade attempts) or ``host`` (answers them)."""
+
+    def __init__(self, role: str, now: float, *, timing: Timing | None = None,
+                 path_timing: PathTiming | None = None, session_id: str = "") -> None:
+        if role not in ("client", "host"):
+            raise LocalError(f"role must be 'client' or 'host', not {role!r}")
+        self.role = role
+        self.session_id = session_id
+        self.timing = timing or Timing()
+        self.manager = PathManager(now, initiator=role == "client", upgrade=False, timing=path_timing)
+        self._sender = ReliableSender(self.timing.send_window_bytes)
+        self._receiver = ReliableReceiver()
+        self._acks = AckClock(self.timing.ack_every, self.timing.ack_delay)
+        #: path id -> kind, for every open path we know of
+        self.kinds: dict[str, str] = {}
+        #: path we send on (None before the first path)
+        self.active: str | None = None
+        #: the relay's path id while it is up
+        self.relay: str | None = None
+        #: why the relay ended while the session went on over UDP (None while it is up)
+        self.relay_lost_reason: str | None = None
+        self.close_reason: str | None = None
+        self.close_detail = ""
+        #: path events, oldest first: {"t": now, "event", "transport", "reason"}
+        self.history: list[dict] = []
+        self.counters = {"messages_sent": 0, "messages_received": 0, "datagrams_sent": 0,
+                         "datagrams_received": 0, "datagrams_dropped": 0}
+        self._events: deque[ev.Event] = deque()
+        self._out: list[Transmit] = []
+        self._dgram_id = 0
+        self._ping_id = 0                              # RTT pings and ping() calls
+        self._pings: dict[int, float] = {}             # ping() id -> sent at
+        self._next_ping_at: float | None = None
+        self._activity_at_ping = -1
+        self._probe_id = PROBE_ID_BASE
+        self._probes: dict[int, tuple[str, float]] = {}   # probe id -> (path id, sent at)
+        self._upgrades_answered: set[int] = set()
+
+    # --- outputs ----------------------------------------------------------------
+    def transmits(self) -> list[Transmit]:
+        """Frames to send, in order; each call hands them over once."""
+        out, self._out = self._out, []
+        return out
+
+    def next_event(self) -> ev.Event | None:
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float | None:
+        """When handle_timer() wants to run next (None: nothing scheduled)."""
+        if self.close_reason is not None:
+            return None
+        deadlines = [d for d in (self.manager.get_timer(), self._acks.get_timer(), self._next_ping_at)
+                     if d is not None]
+        if self._probes:
+            deadlines.append(min(sent for _, sent in self._probes.values()) + PROBE_LOSS_AFTER)
+        return min(deadlines) if deadlines else None
+
+    @property
+    def closed(self) -> bool:
+        return self.close_reason is not None
+
+    def can_send(self, size: int) -> bool:
+        """Does a message of ``size`` bytes fit the send window now?"""
+        return self._sender.can_send(size)
+
+    @property
+    def unacked_bytes(self) -> int:
+        """Bytes sent and not yet acknowledged by the peer's application."""
+        return self._sender.unacked_bytes
+
+    @property
+    def duplicates_dropped(self) -> int:
+        return self._receiver.stats.duplicates
+
+    def rtt(self, path_id: str | None) -> float | None:
+        """Smoothed RTT of a path in seconds (None until a PING came back on it)."""
+        st = self.manager.paths.get(path_id) if path_id is not None else None
+        return None if st is None else st.quality.rtt
+
+    def path_quality(self, path_id: str) -> dict | None:
+        st = self.manager.paths.get(path_id)
+        if st is None:
+            return None
+        return {"state": st.state, "probes": st.probes_total,
+                "probe_loss": round(st.probes_lost / st.probes_total, 3) if st.probes_total else 0.0,
+                "recent_probe_loss": round(st.quality.loss, 3),
+                "probe_rtt_ms": None if st.quality.rtt is None else round(st.quality.rtt * 1000, 3)}
+
+    # --- paths ------------------------------------------------------------------
+    def path_added(self, path_id: str, kind: str, now: float) -> None:
+        """A path is ready to carry frames: the relay (kind ``tcp-relay``, id
+        ``relay``; the session starts on it) or a UDP path from an attempt."""
+        if self.close_reason is not None:
+            self._events.append(ev.PathAbandoned(path_id, "session closed"))
+            return
+        self.kinds[path_id] = kind
+        if kind == RELAY:
+            if path_id != RELAY_ID:
+                raise LocalError(f"the relay path must be called {RELAY_ID!r}")
+            self.relay = path_id
+            if self.active is None:
+                self.active = path_id
+                self._record(now, "start", kind, "session starts on the relay")
+                self._next_ping_at = now
+            return
+        self.manager.path_up(path_id, kind, now)
+        self._apply(now)
+
+    def path_closed(self, path_id: str, reason: str, now: float) -> None:
+        """A path ended (its transport said so, or we closed it)."""
+        if self.kinds.pop(path_id, None) is None or self.close_reason is not None:
+            return
+        if path_id == self.relay:
+            self.relay = None
+            if self.active == path_id or self.active is None:
+                self._finish(reason, "relay path closed", now)
+                return
+            self.relay_lost_reason = reason
+            active_kind = self.kinds.get(self.active, "?")
+            self._record(now, "relay-lost", active_kind, f"{reason}; session continues on {active_kind}")
+            # The active UDP path is all that is left: make sure the peer is still there.
+            self.manager.relay_lost(now, peer_gone=reason in PEER_GONE)
+        else:
+            self.manager.path_down(path_id, reason, now)
+        self._apply(now)
+
+    def path_heard(self, path_id: str, at: float) -> None:
+        """A packet from the peer arrived on ``path_id`` at ``at``, below the
+        session's frames (e.g. an SCTP SACK through DTLS). On a lossy UDP path a
+        retransmission timeout can hold our frames, probe answers included, in
+        the path's one send queue while the path works; packets heard meanwhile
+        defer a failover (PathManager.heard, up to ``stall_limit``). A
+        blackholed path hears nothing and still fails over after ``dead_after``.
+        Feed it just before handle_timer(), the only moment it matters."""
+        self.manager.heard(path_id, at)
+
+    # --- inbound ------------------------------------------------------------------
+    def receive_frame(self, path_id: str, frame: Frame, now: float) -> None:
+        if self.close_reason is not None:
+            return
+        self.manager.received(path_id, now)
+        try:
+            self._dispatch(path_id, frame, now)
+        except RemoteError as exc:
+            _log.warning(log.kv("protocol-error", sid=self.session_id, path=path_id, error=exc.code))
+            self._finish("protocol-error", str(exc), now)
+        self._apply(now)
+
+    def _dispatch(self, path_id: str, frame: Frame, now: float) -> None:
+        t = frame.type
+        if t == FrameType.DATA:
+            seq, msg = fr.decode_data(frame.payload)
+            for data in self._receiver.on_data(seq, msg):
+                self._events.append(ev.DataReceived(data))
+        elif t == FrameType.ACK:
+            released = self._sender.on_ack(fr.decode_ack(frame.payload))
+            if released:
+                self._events.append(ev.SendWindowOpened(released))
+        elif t == FrameType.DGRAM:
+            _ident, _sent, data = fr.decode_dgram(frame.payload)
+            self.counters["datagrams_received"] += 1
+            self._events.append(ev.DatagramReceived(data))
+        elif t == FrameType.PING:
+            ident, sent = fr.decode_ping(frame.payload)
+            self._queue(path_id, fr.encode_ping(FrameType.PONG, ident, sent), False, FrameType.PONG)
+            # Our PONG is an outbound packet too: as good as a keepalive of our own for
+            # the NAT bindings, so an idle session is kept alive by one side's probes.
+            self.manager.sent(path_id, now, answer_expected=False)
+        elif t == FrameType.PONG:
+            self._on_pong(path_id, *fr.decode_ping(frame.payload), now)
+        elif t == FrameType.SIGNAL:
+            self._on_signal(fr.decode_json(frame.payload), now)
+        elif t == FrameType.CLOSE:
+            info = fr.decode_json(frame.payload)
+            self._finish(str(info.get("reason", "peer-closed")), str(info.get("detail", "")), now)
+        else:
+            raise RemoteError(f"{t.name} frame is not valid inside a session")
+
+    def _on_pong(self, path_id: str, ident: int, sent_us: int, now: float) -> None:
+        sample = now - sent_us / 1e6
+        if not 0 <= sample < 60:        # not a PING of ours (or a clock we do not share)
+            return
+        probe = self._probes.pop(ident, None)
+        if probe is not None:
+            self.manager.probe_result(probe[0], sample, now)
+        else:
+            self.manager.rtt_sample(path_id, sample)
+        if self._pings.pop(ident, None) is not None:
+            self._events.append(ev.PingAnswered(ident, sample))
+
+    def _on_signal(self, msg: dict, now: float) -> None:
+        kind = msg.get("type")
+        if kind == "switch":
+            to, reason = str(msg.get("to")), str(msg.get("reason"))
+            self._record(now, "peer-switch", to, reason)
+            if to == RELAY and reason.startswith("failover"):
+                self.manager.peer_failover(reason, now)
+        elif kind == "upgrade":
+            attempt = msg.get("attempt")
+            if self.role != "host" or not self.manager.upgrade_enabled or not isinstance(attempt, int) \
+                    or isinstance(attempt, bool) or attempt in self._upgrades_answered:
+                return
+            self._upgrades_answered.add(attempt)
+            self._events.append(ev.UpgradeRequested(attempt, initiator=False))
+        else:
+            self._events.append(ev.SignalReceived(msg))
+
+    # --- reliable channel -----------------------------------------------------------
+    def send(self, data: bytes, now: float, channel: int = 0) -> str:
+        """Queue one message on the reliable channel; returns the path it went on.
+        Check can_send() first: a full window is a LocalError here."""
+        if channel != 0:
+            raise LocalError("only reliable channel 0 exists")
+        if len(data) > MAX_MESSAGE:
+            raise LocalError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE}")
+        self._check_open()
+        if self.active is None:
+            raise PathError("no path to send on")
+        if not self._sender.can_send(len(data)):
+            raise LocalError("send window is full (wait for SendWindowOpened)")
+        msg = bytes(data)
+        seq = self._sender.push(msg)
+        self.counters["messages_sent"] += 1
+        path_id = self.active
+        self._queue(path_id, fr.encode_data(seq, msg), True, FrameType.DATA)
+        self.manager.sent(path_id, now)
+        return path_id
+
+    def message_consumed(self, now: float) -> None:
+        """The application took one received message: it counts towards the ACK."""
+        self.counters["messages_received"] += 1
+        if self.close_reason is None and self._acks.on_consumed(now):
+            self._send_ack()
+
+    def _send_ack(self) -> None:
+        value = self._acks.sent()
+        if self.active is not None:
+            self._queue(self.active, fr.encode_ack(value), True, FrameType.ACK)
+
+    # --- datagrams, signals, pings ---------------------------------------------------
+    def send_datagram(self, data: bytes, now: float) -> bool:
+        """Queue one best-effort datagram on the active path; False (counted as
+        dropped) when there is no path or the session is over."""
+        if len(data) > MAX_DATAGRAM:
+            raise LocalError(f"datagram of {len(data)} bytes exceeds {MAX_DATAGRAM}")
+        if self.close_reason is not None or self.active is None:
+            self.counters["datagrams_dropped"] += 1
+            return False
+        self._dgram_id += 1
+        self._queue(self.active, fr.encode_dgram(self._dgram_id, int(now * 1e6), bytes(data)), False,
+                    FrameType.DGRAM)
+        self.counters["datagrams_sent"] += 1
+        return True
+
+    def transmit_refused(self, t: Transmit) -> None:
+        """The path would not take ``t`` (closed, or a best-effort send with its buffer
+        full). A reliable frame needs nothing: DATA stays in the window and a switch
+        replays it. A refused DGRAM counts as dropped; a refused probe never left, so
+        it does not count as lost in the path's probe-loss figure."""
+        if t.frame_type == FrameType.DGRAM:
+            self.counters["datagrams_sent"] -= 1
+            self.counters["datagrams_dropped"] += 1
+        elif t.frame_type == FrameType.PING:
+            ident, _sent = fr.decode_ping(t.frame[fr.HEADER_SIZE:])
+            self._probes.pop(ident, None)
+
+    def send_signal(self, msg: dict) -> None:
+        """Queue a SIGNAL frame: on the relay while it is up, else on the active path."""
+        path_id = self.relay if self.relay is not None else self.active
+        if path_id is None or self.close_reason is not None:
+            raise PathError("no path to signal on")
+        self._queue(path_id, fr.encode_json(FrameType.SIGNAL, msg), True, FrameType.SIGNAL)
+
+    def ping(self, now: float) -> int:
+        """Send a PING on the active path; PingAnswered(id, rtt) follows if it comes back."""
+        self._check_open()
+        if self.active is None:
+            raise PathError("no path to ping on")
+        self._ping_id += 1
+        self._pings[self._ping_id] = now
+        if len(self._pings) > MAX_OUTSTANDING:
+            self._pings.pop(next(iter(self._pings)))
+        self._queue(self.active, fr.encode_ping(FrameType.PING, self._ping_id, int(now * 1e6)), False,
+                    FrameType.PING)
+        return self._ping_id
+
+    # --- upgrades -------------------------------------------------------------------------
+    def allow_upgrade(self, now: float) -> None:
+        """The session is confirmed end to end and UDP is allowed: the client starts
+        attempts (at the next timer), the host answers them."""
+        self.manager.allow_upgrade(now)
+
+    def upgrade_failed(self, attempt: int, reason: str, now: float) -> None:
+        if self.role == "client" and self.close_reason is None:
+            self.manager.upgrade_failed(attempt, reason, now)
+            self._apply(now)
+
+    # --- time -------------------------------------------------------------------------------
+    def handle_timer(self, now: float) -> None:
+        if self.close_reason is not None:
+            return
+        if self._acks.due(now):
+            self._send_ack()
+        for ident, (pid, sent) in list(self._probes.items()):
+            if now >= sent + PROBE_LOSS_AFTER:      # the very deadline get_timer() gave
+                del self._probes[ident]
+                self.manager.probe_result(pid, None, now, sent_at=sent)
+        self.manager.handle_timer(now)
+        self._apply(now)
+        if self._next_ping_at is not None and now >= self._next_ping_at and self.close_reason is None:
+            c = self.counters
+            busy = c["messages_sent"] + c["messages_received"] + c["datagrams_sent"]
+            if self.active is not None and busy != self._activity_at_ping:
+                self._activity_at_ping = busy
+                self._ping_id += 1
+                self._queue(self.active, fr.encode_ping(FrameType.PING, self._ping_id, int(now * 1e6)),
+                            False, FrameType.PING)
+            self._next_ping_at = now + self.timing.ping_interval
+
+    # --- closing --------------------------------------------------------------------------
+    def close(self, reason: str, detail: str, now: float) -> None:
+        """Tell the peer why on every open path we use (the first to arrive wins), then end."""
+        if self.close_reason is not None:
+            return
+        msg = fr.encode_json(FrameType.CLOSE, {"reason": reason, "detail": detail})
+        for path_id in dict.fromkeys(p for p in (self.active, self.relay) if p in self.kinds):
+            self._queue(path_id, msg, True, FrameType.CLOSE)
+        self._finish(reason, detail, now, local=True)
+
+    def _check_open(self) -> None:
+        if self.close_reason is not None:
+            raise SessionClosed(self.close_reason, self.close_detail)
+
+    def _finish(self, reason: str, detail: str, now: float, local: bool = False) -> None:
+        if self.close_reason is not None:
+            return
+        self.close_reason = reason
+        self.close_detail = detail
+        self._record(now, "end", self.kinds.get(self.active, "-") if self.active else "-", reason)
+        self._events.append(ev.SessionEnded(reason, detail, local))
+
+    # --- carrying out the path manager's actions ----------------------------------------------
+    def _apply(self, now: float) -> None:
+        for action in self.manager.actions():
+            if self.close_reason is not None:
+                return
+            if isinstance(action, SwitchPath):
+                self._on_switch(action, now)
+            elif isinstance(action, SendProbe):
+                self._probe(action.path_id, now)
+            elif isinstance(action, StartUpgrade):
+                try:
+                    self.send_signal({"type": "upgrade", "attempt": action.attempt})
+                except PathError as exc:
+                    _log.warning(log.kv("upgrade-not-signalled", sid=self.session_id, why=exc.message))
+                    continue
+                self._events.append(ev.UpgradeRequested(action.attempt, initiator=True))
+            elif isinstance(action, ClosePath):
+                self.kinds.pop(action.path_id, None)
+                self._events.append(ev.PathAbandoned(action.path_id, action.reason))
+
+    def _on_switch(self, action: SwitchPath, now: float) -> None:
+        if action.to == RELAY_ID:
+            if self.relay is not None:
+                self._switch(RELAY_ID, action.reason, now)
+            elif self.relay_lost_reason in PEER_GONE:
+                # The gateway told us the peer's leg ended, and now the UDP path is silent
+                # too: the peer is gone, say so rather than a generic "all paths lost".
+                self._finish(self.relay_lost_reason, f"relay ended ({self.relay_lost_reason}), then the "
+                             f"{self.kinds.get(self.active, 'UDP')} path failed: {action.reason}", now)
+                return
+            else:
+                self._finish("all-paths-lost", action.reason, now)
+                return
+        elif action.to not in self.kinds:
+            _log.error(log.kv("BUG switch to unknown path", sid=self.session_id, path=action.to))
+            return
+        else:
+            self._switch(action.to, action.reason, now)
+        _log.info(log.kv("path-change", sid=self.session_id, to=self.kinds.get(self.active),
+                         reason=action.reason))
+
+    def _switch(self, path_id: str, reason: str, now: float) -> None:
+        """Send on ``path_id`` from now on; replay what the peer has not acknowledged."""
+        if path_id == self.active:
+            return
+        old = self.active
+        self.active = path_id
+        kind = self.kinds[path_id]
+        pending = self._sender.pending()
+        self._queue(path_id, fr.encode_json(FrameType.SIGNAL, {
+            "type": "switch", "to": kind, "reason": reason, "next_seq": self._sender.next_seq,
+            "replay_from": pending[0][0] if pending else self._sender.next_seq}), True, FrameType.SIGNAL)
+        for seq, msg in pending:
+            self._queue(path_id, fr.encode_data(seq, msg), True, FrameType.DATA)
+        old_kind = self.kinds.get(old, RELAY if old == RELAY_ID else "-") if old else "-"
+        self._record(now, "switch", kind, f"{reason} (from {old_kind}, replayed {len(pending)})")
+        self._events.append(ev.PathSwitched(path_id, kind, old, reason, len(pending)))
+
+    def _probe(self, path_id: str, now: float) -> None:
+        if path_id not in self.kinds:
+            return
+        self._probe_id += 1
+        self._queue(path_id, fr.encode_ping(FrameType.PING, self._probe_id, int(now * 1e6)), False,
+                    FrameType.PING)
+        self._probes[self._probe_id] = (path_id, now)
+        if len(self._probes) > MAX_OUTSTANDING:
+            self._probes.pop(next(iter(self._probes)))
+        self.manager.sent(path_id, now)
+
+    def _queue(self, path_id: str, frame: bytes, reliable: bool, frame_type: FrameType) -> None:
+        self._out.append(Transmit(path_id, frame, reliable, frame_type))
+
+    def _record(self, now: float, event: str, transport: str, reason: str) -> None:
+        self.history.append({"t": now, "event": event, "transport": transport, "reason": reason})
+        _log.info(log.kv("path", sid=self.session_id, event=event, transport=transport, reason=reason))

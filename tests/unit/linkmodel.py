@@ -1,0 +1,548 @@
+"""Pure, scripted link models for congestion-control timelines (no sockets, no clock).
+
+A tiny discrete-event simulator: a sender drives a congestion controller, a :class:`Pacer` and
+a :class:`RackLossDetector` exactly as the SCTP sender does (retransmissions keep their seq,
+like SCTP TSNs), over a one-way bottleneck:
+
+    sender --(pacing)--> [FIFO of B bytes, tail drop] --rate R--> random loss p --delay d--> receiver
+    receiver --ack for every packet, delay d (optionally lossy)--> sender
+
+* The bottleneck serves packets at ``rate`` bytes/s (changeable at given times: a rate drop);
+  a packet that finds more than ``buffer_bytes`` queued is dropped (tail drop).
+* Random loss hits packets *after* the bottleneck (they used link capacity), with a seeded
+  ``random.Random``, so a run is reproducible.
+* Each ack reports everything the receiver got so far (the sender learns every seq that
+  arrived up to the ack's position in the receiver's log), as an SCTP SACK with gap blocks does.
+  A lost ack therefore only delays information.
+
+Senders: ``bulk`` (always has data) or an application source (``frames``: bursts of ``frame``
+bytes every ``interval`` s). The congestion controller is anything with the BbrController
+interface; :class:`NewRenoReference` is the loss-based baseline (what aiortc's SCTP does:
+halve on loss once per round trip, one MSS after T3, no pacing).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from shortpath.transport.udp.congestion import Pacer
+from shortpath.transport.udp.recovery import RackLossDetector
+
+MSS = 1200
+
+
+class NewRenoReference:
+    """A loss-based reference controller with the BbrController interface (RFC 5681/6582 style).
+
+    Slow start (cwnd += acked) below ssthresh, then +1 MSS per cwnd acked; one halving per
+    round trip of losses (a recovery episode ends when a packet sent after it began is acked or
+    lost); T3 sets cwnd to one MSS. No pacing (``pacing_rate`` is infinite), as aiortc.
+    """
+
+    state = "newreno"
+
+    def __init__(self, mss: int = MSS, initial_cwnd_packets: int = 10, now: float = 0.0) -> None:
+        self.mss = mss
+        self._cwnd = float(initial_cwnd_packets * mss)
+        self._ssthresh = math.inf
+        self._sent_time: dict[int, float] = {}
+        self._recovery_start = -math.inf
+        self.min_rtt = None
+        self.btl_bw = 0.0
+
+    @property
+    def cwnd(self) -> int:
+        return int(max(self._cwnd, self.mss))
+
+    @property
+    def pacing_rate(self) -> float:
+        return math.inf
+
+    def on_sent(self, now, seq, size, bytes_in_flight, app_limited):
+        self._sent_time[seq] = now
+
+    def on_acked(self, now, seqs, rtt_sample, bytes_in_flight):
+        for seq in seqs:
+            sent = self._sent_time.pop(seq, None)
+            if sent is None or sent <= self._recovery_start:
+                continue
+            if self._cwnd < self._ssthresh:
+                self._cwnd += self.mss
+            else:
+                self._cwnd += self.mss * self.mss / self._cwnd
+
+    def on_lost(self, now, seqs, bytes_in_flight):
+        for seq in seqs:
+            sent = self._sent_time.pop(seq, None)
+            if sent is None or sent <= self._recovery_start:
+                continue
+            self._ssthresh = max(self._cwnd / 2, 2 * self.mss)
+            self._cwnd = self._ssthresh
+            self._recovery_start = now
+
+    def on_timeout(self, now):
+        self._ssthresh = max(self._cwnd / 2, 2 * self.mss)
+        self._cwnd = self.mss
+        self._recovery_start = now
+        self._sent_time.clear()
+
+    def forget(self, seq):
+        self._sent_time.pop(seq, None)
+
+    def stats(self):
+        return {"state": "newreno", "cwnd": self.cwnd}
+
+
+@dataclass
+class LinkConfig:
+    rate: float                      # bottleneck bytes/s
+    delay: float                     # one-way propagation delay each way (RTT = 2 * delay)
+    buffer_bytes: int                # FIFO capacity at the bottleneck
+    loss: float = 0.0                # random loss after the bottleneck (data direction)
+    ack_loss: float = 0.0            # random loss of acks
+    seed: int = 1
+    rate_changes: list = field(default_factory=list)   # [(time, new_rate)]
+    reorder: float = 0.0             # probability that a packet is delayed by reorder_delay
+    reorder_delay: float = 0.0
+    drop_first_tx: frozenset = frozenset()   # seqs whose first transmission is dropped
+    ack_every: int = 1               # receiver acks every n-th packet ...
+    ack_delay: float = 0.0           # ... or this long after the first unacked one; at once on a gap
+
+
+@dataclass
+class Result:
+    duration: float
+    delivered_bytes: int             # unique bytes at the receiver
+    sent_packets: int
+    retransmissions: int
+    dropped_queue: int               # tail drops
+    dropped_random: int
+    timeouts: int
+    probes: int
+    goodput_series: list             # (t_end, bytes/s) per bucket
+    queue_delay_samples: list        # (t, seconds) at each enqueue
+    cc_samples: list                 # (t, pacing_rate, cwnd, btl_bw, state)
+    rtt_samples: list
+    deliveries: dict                 # seq -> first arrival time
+    send_log: list                   # (t, seq, is_retransmission)
+    frames: list                     # (handed-over time, end offset in the byte stream)
+    drop_log: list                   # times of tail drops
+    seq_start: dict                  # seq -> start offset of its bytes in the stream
+
+    def goodput(self, t0: float, t1: float) -> float:
+        """Unique bytes/s delivered between t0 and t1 (bucket resolution)."""
+        total = 0.0
+        n = 0
+        for t_end, rate in self.goodput_series:
+            if t0 < t_end <= t1 + 1e-9:
+                total += rate
+                n += 1
+        return total / n if n else 0.0
+
+    def queue_delay_percentile(self, q: float, t0: float = 0.0, t1: float = math.inf) -> float:
+        values = sorted(d for t, d in self.queue_delay_samples if t0 <= t <= t1)
+        if not values:
+            return 0.0
+        return values[min(len(values) - 1, int(q * len(values)))]
+
+    def frame_latencies(self) -> list:
+        """Per application frame: time from hand-over until it and everything before it
+        arrived (an ordered stream), for frames that completed; in hand-over order."""
+        order = sorted(self.seq_start.items(), key=lambda kv: kv[1])
+        out = []
+        done = 0.0
+        i = 0
+        for t_frame, end in self.frames:
+            complete = True
+            while i < len(order) and order[i][1] < end:
+                seq = order[i][0]
+                if seq not in self.deliveries:
+                    complete = False
+                    break
+                done = max(done, self.deliveries[seq])
+                i += 1
+            if not complete:
+                break
+            out.append(max(done, t_frame) - t_frame)
+        return out
+
+    def loss_rate(self, t0: float = 0.0, t1: float = math.inf) -> float:
+        """Fraction of transmissions between t0 and t1 dropped at the bottleneck's queue."""
+        sent = sum(1 for t, _, _ in self.send_log if t0 <= t <= t1)
+        dropped = sum(1 for t in self.drop_log if t0 <= t <= t1)
+        return dropped / max(sent, 1)
+
+
+class Simulation:
+    """One sender, one bottleneck, one receiver; call :meth:`run`."""
+
+    def __init__(self, cc, link: LinkConfig, *, bulk: bool = True,
+                 frames: Optional[tuple[int, float]] = None,
+                 source: Optional[Callable[[float], int]] = None,
+                 bucket: float = 0.1, rack: Optional[RackLossDetector] = None,
+                 pacer: Optional[Pacer] = None, min_rto: float = 1.0,
+                 start_time: float = 0.0, max_packets: Optional[int] = None) -> None:
+        self.cc = cc
+        self.link = link
+        self.rng = random.Random(link.seed)
+        self.rack = rack or RackLossDetector(min_rto=min_rto)
+        self.pacer = pacer or Pacer()
+        self.bulk = bulk and frames is None and source is None
+        self.frames = frames
+        self.source = source
+        self.max_packets = max_packets
+        self.bucket = bucket
+        self.now = start_time
+        self._events: list = []
+        self._eid = 0
+        # bottleneck
+        self.rate = link.rate
+        self._queue: deque = deque()          # (departure_time, size)
+        self._last_departure = start_time
+        # sender state
+        self.next_seq = 0
+        self.app_bytes = 0                    # bytes the application has handed over
+        self.sent_bytes_new = 0               # of which sent at least once
+        self.outstanding: dict[int, tuple[int, float, bool]] = {}   # seq -> (size, sent, retx)
+        self.size_of: dict[int, int] = {}
+        self.acked: set[int] = set()
+        self.retx_queue: deque = deque()
+        self.inflight = 0
+        self._wake_at: Optional[float] = None
+        self._timer_token = 0
+        self._timer_at: Optional[float] = None
+        self._t3_at: Optional[float] = None
+        self._t3_token = 0
+        self._t3_backoff = 1
+        # receiver
+        self._tx_seen: set[int] = set()
+        self._rx_next = 0
+        self._rx_unacked = 0
+        self._ack_timer_token = 0
+        self.rx_log: list[int] = []
+        self.rx_seen: set[int] = set()
+        self._rx_processed = 0
+        # results
+        self.deliveries: dict[int, float] = {}
+        self.delivered_bytes = 0
+        self._bucket_bytes = 0
+        self._bucket_end = start_time + bucket
+        self.goodput_series: list = []
+        self.queue_delay_samples: list = []
+        self.cc_samples: list = []
+        self.rtt_samples: list = []
+        self.send_log: list = []
+        self.frame_log: list = []
+        self.drop_log: list = []
+        self.seq_start: dict[int, int] = {}
+        self.stream_offset = 0
+        self.sent_packets = 0
+        self.retransmissions = 0
+        self.dropped_queue = 0
+        self.dropped_random = 0
+        self.timeouts = 0
+        self.probes = 0
+
+    # ---- event loop ---------------------------------------------------------------------
+
+    def _at(self, t: float, fn, *args) -> None:
+        self._eid += 1
+        heapq.heappush(self._events, (t, self._eid, fn, args))
+
+    def run(self, duration: float) -> Result:
+        end = self.now + duration
+        for t, rate in self.link.rate_changes:
+            self._at(t, self._set_rate, rate)
+        if self.frames is not None:
+            self._at(self.now, self._frame_tick)
+        self._at(self.now, self._try_send)
+        self._at(self.now, self._sample_cc)
+        while self._events and self._events[0][0] <= end:
+            t, _, fn, args = heapq.heappop(self._events)
+            self._advance(t)
+            fn(*args)
+        self._advance(end)
+        return Result(duration=duration, delivered_bytes=self.delivered_bytes,
+                      sent_packets=self.sent_packets, retransmissions=self.retransmissions,
+                      dropped_queue=self.dropped_queue, dropped_random=self.dropped_random,
+                      timeouts=self.timeouts, probes=self.probes,
+                      goodput_series=self.goodput_series,
+                      queue_delay_samples=self.queue_delay_samples, cc_samples=self.cc_samples,
+                      rtt_samples=self.rtt_samples, deliveries=self.deliveries,
+                      send_log=self.send_log, frames=self.frame_log, drop_log=self.drop_log, seq_start=self.seq_start)
+
+    def _advance(self, t: float) -> None:
+        while t >= self._bucket_end:
+            self.goodput_series.append((self._bucket_end, self._bucket_bytes / self.bucket))
+            self._bucket_bytes = 0
+            self._bucket_end += self.bucket
+        self.now = t
+
+    def _sample_cc(self) -> None:
+        bw = getattr(self.cc, "btl_bw", 0.0)
+        self.cc_samples.append((self.now, self.cc.pacing_rate, self.cc.cwnd, bw,
+                                getattr(self.cc, "state", "")))
+        self._at(self.now + 0.01, self._sample_cc)
+
+    def _set_rate(self, rate: float) -> None:
+        self.rate = rate
+
+    # ---- application ----------------------------------------------------------------------
+
+    def _frame_tick(self) -> None:
+        if self.frames is None:
+            return
+        size, interval = self.frames
+        self.app_bytes += size
+        self.frame_log.append((self.now, self.app_bytes))
+        self._try_send()
+        self._at(self.now + interval, self._frame_tick)
+
+    def schedule(self, t: float, fn, *args) -> None:
+        """Run ``fn(*args)`` at simulated time ``t`` (scripted changes during a run)."""
+        self._at(t, fn, *args)
+
+    def set_source(self, *, bulk: bool = False, frames: Optional[tuple[int, float]] = None) -> None:
+        """Switch the application between bulk and frames (call at a scheduled time)."""
+        was_frames = self.frames is not None
+        self.bulk = bulk
+        self.frames = frames
+        if frames is not None and not was_frames:
+            self._frame_tick()
+        self._try_send()
+
+    def _has_new_data(self) -> bool:
+        if self.max_packets is not None and self.next_seq >= self.max_packets:
+            return False
+        if self.bulk:
+            return True
+        return self.app_bytes - self.sent_bytes_new > 0
+
+    def _new_packet_size(self) -> int:
+        if self.bulk:
+            return MSS
+        return min(MSS, self.app_bytes - self.sent_bytes_new)
+
+    # ---- sender -------------------------------------------------------------------------
+
+    def _next_retx(self) -> Optional[int]:
+        while self.retx_queue:
+            seq = self.retx_queue[0]
+            if seq in self.acked or seq in self.outstanding:
+                self.retx_queue.popleft()
+                continue
+            return seq
+        return None
+
+    def _try_send(self) -> None:
+        while True:
+            seq = self._next_retx()
+            if seq is not None:
+                size = self.size_of[seq]
+                retx = True
+            elif self._has_new_data():
+                size = self._new_packet_size()
+                retx = False
+            else:
+                break
+            if self.inflight + size > self.cc.cwnd:
+                break
+            t = self.pacer.next_send_time(self.now, size, self.cc.pacing_rate)
+            if t > self.now:
+                if self._wake_at is None or t < self._wake_at - 1e-12 or self._wake_at < self.now:
+                    self._wake_at = t
+                    self._at(t, self._wake)
+                break
+            if retx:
+                self.retx_queue.popleft()
+            else:
+                seq = self._new_seq(size)
+            self._transmit(seq, size, retx)
+        self._arm_timers()
+
+    def _new_seq(self, size: int) -> int:
+        seq = self.next_seq
+        self.next_seq += 1
+        self.seq_start[seq] = self.stream_offset
+        self.stream_offset += size
+        if self.bulk:
+            self.app_bytes += size   # bulk data counts as handed over when sent
+        self.sent_bytes_new += size
+        self.size_of[seq] = size
+        return seq
+
+    def _wake(self) -> None:
+        if self._wake_at is not None and self.now + 1e-12 >= self._wake_at:
+            self._wake_at = None
+        self._try_send()
+
+    def _transmit(self, seq: int, size: int, retx: bool) -> None:
+        prev = self.outstanding.get(seq)
+        if prev is None:
+            self.inflight += size
+        self.outstanding[seq] = (size, self.now, retx or prev is not None)
+        app_limited = (not self._has_new_data()) and self._next_retx() is None
+        self.cc.on_sent(self.now, seq, size, self.inflight, app_limited)
+        self.rack.on_sent(self.now, seq, size)
+        self.pacer.on_sent(self.now, size, self.cc.pacing_rate)
+        self.sent_packets += 1
+        if retx or prev is not None:
+            self.retransmissions += 1
+        self.send_log.append((self.now, seq, retx or prev is not None))
+        self._enqueue(seq, size)
+
+    def _arm_timers(self) -> None:
+        t = self.rack.get_timer()
+        if t is not None and t != self._timer_at:
+            self._timer_token += 1
+            self._timer_at = t
+            self._at(max(t, self.now), self._rack_timer, self._timer_token)
+        if self.outstanding and self._t3_at is None:
+            self._t3_token += 1
+            self._t3_at = self.now + self.rack.rto() * self._t3_backoff
+            self._at(self._t3_at, self._t3_timer, self._t3_token)
+        if not self.outstanding:
+            self._t3_at = None
+
+    def _rack_timer(self, token: int) -> None:
+        if token != self._timer_token:
+            return
+        self._timer_at = None
+        lost, probe = self.rack.handle_timer(self.now)
+        self._declare_lost(lost)
+        if probe:
+            self.probes += 1
+            if self._has_new_data():
+                size = self._new_packet_size()
+                seq = self._new_seq(size)
+                self._transmit(seq, size, False)
+            else:
+                seq = self.rack.probe_candidate()
+                if seq is not None:
+                    self._transmit(seq, self.size_of[seq], True)
+        self._try_send()
+
+    def _t3_timer(self, token: int) -> None:
+        if token != self._t3_token:
+            return
+        self._t3_at = None
+        if not self.outstanding:
+            return
+        self.timeouts += 1
+        self._t3_backoff = min(self._t3_backoff * 2, 64)
+        for seq in sorted(self.outstanding, key=lambda s: self.outstanding[s][1]):
+            self.retx_queue.append(seq)
+        self.outstanding.clear()
+        self.inflight = 0
+        self.cc.on_timeout(self.now)
+        self.rack.on_timeout(self.now)
+        self._try_send()
+
+    def _declare_lost(self, lost: list[int]) -> None:
+        if not lost:
+            return
+        for seq in lost:
+            entry = self.outstanding.pop(seq, None)
+            if entry is not None:
+                self.inflight -= entry[0]
+            self.retx_queue.append(seq)
+        self.cc.on_lost(self.now, lost, self.inflight)
+
+    def _on_ack(self, upto: int) -> None:
+        newly: list[int] = []
+        while self._rx_processed < upto:
+            seq = self.rx_log[self._rx_processed]
+            self._rx_processed += 1
+            if seq not in self.acked:
+                self.acked.add(seq)
+                newly.append(seq)
+        if not newly:
+            return
+        rtt = None
+        newest_time = -1.0
+        for seq in newly:
+            entry = self.outstanding.pop(seq, None)
+            if entry is None:
+                continue
+            size, sent, retx = entry
+            self.inflight -= size
+            if not retx and sent > newest_time:
+                newest_time = sent
+                rtt = self.now - sent
+        self._t3_backoff = 1
+        self._t3_at = None      # restart T3 on new acks (RFC 4960 6.3.2 R3)
+        self._t3_token += 1
+        if rtt is not None:
+            self.rack.on_rtt_sample(self.now, rtt)
+            self.rtt_samples.append((self.now, rtt))
+        lost = self.rack.on_acked(self.now, newly)
+        self.cc.on_acked(self.now, newly, rtt, self.inflight)
+        self._declare_lost(lost)
+        self._try_send()
+
+    # ---- the link ---------------------------------------------------------------------------
+
+    def _enqueue(self, seq: int, size: int) -> None:
+        now = self.now
+        while self._queue and self._queue[0][0] <= now:
+            self._queue.popleft()
+        queued = sum(s for _, s in self._queue)
+        if queued + size > self.link.buffer_bytes:
+            self.dropped_queue += 1
+            self.drop_log.append(now)
+            return
+        start = max(now, self._last_departure)
+        self.queue_delay_samples.append((now, start - now))
+        depart = start + size / self.rate
+        self._last_departure = depart
+        self._queue.append((depart, size))
+        if seq in self.link.drop_first_tx and seq not in self._tx_seen:
+            self._tx_seen.add(seq)
+            self.dropped_random += 1
+            return
+        if self.link.loss and self.rng.random() < self.link.loss:
+            self.dropped_random += 1
+            return
+        arrive = depart + self.link.delay
+        if self.link.reorder and self.rng.random() < self.link.reorder:
+            arrive += self.link.reorder_delay
+        self._at(arrive, self._receive, seq, size)
+
+    def _receive(self, seq: int, size: int) -> None:
+        self.rx_log.append(seq)
+        in_order = seq == self._rx_next
+        if seq not in self.rx_seen:
+            self.rx_seen.add(seq)
+            self.deliveries[seq] = self.now
+            self.delivered_bytes += size
+            self._bucket_bytes += size
+        while self._rx_next in self.rx_seen:
+            self._rx_next += 1
+        self._rx_unacked += 1
+        gap = not in_order or self._rx_next <= max(self.rx_seen)
+        if self._rx_unacked >= self.link.ack_every or gap or self.link.ack_delay <= 0:
+            self._send_ack()
+        elif self._rx_unacked == 1:
+            self._ack_timer_token += 1
+            self._at(self.now + self.link.ack_delay, self._ack_timer, self._ack_timer_token)
+
+    def _ack_timer(self, token: int) -> None:
+        if token == self._ack_timer_token and self._rx_unacked:
+            self._send_ack()
+
+    def _send_ack(self) -> None:
+        self._rx_unacked = 0
+        self._ack_timer_token += 1
+        if self.link.ack_loss and self.rng.random() < self.link.ack_loss:
+            return
+        self._at(self.now + self.link.delay, self._on_ack, len(self.rx_log))
+
+
+def mbit(x: float) -> float:
+    """Mbit/s -> bytes/s."""
+    return x * 1e6 / 8
