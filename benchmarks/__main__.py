@@ -10,6 +10,7 @@ BENCHES = {
     "relay": "benchmarks.relay",
     "switching": "benchmarks.switching",
     "lab_paths": "benchmarks.lab_paths",
+    "fairness": "benchmarks.fairness",
     "scale": "benchmarks.scale",
     "load": "benchmarks.load",
     "fuzz": "benchmarks.fuzz",

@@ -35,7 +35,9 @@ both directions. Measurements per path and profile:
 * small-message RTT on the clean link: 64-byte reliable ping (raw-udp: datagram ping).
 
 Writes benchmarks/results/lab_paths_{suite}.json and .png (event-latency CDF per profile and a
-throughput bar chart). The machine is shared and small: compare rows of one run as ratios.
+throughput bar chart) and lab_paths_{suite}_frames.png (frames delivered per profile and path,
+frame-latency CDF per profile, bulk throughput over time in one lossy profile). The machine is
+shared and small: compare rows of one run as ratios.
 """
 
 from __future__ import annotations
@@ -444,6 +446,126 @@ def plot(an: dict, raw: dict, path: str) -> None:
     plt.close(fig)
 
 
+def _frames_due(ev: dict) -> int | None:
+    """Frames the host had to show (sent + skipped while too many were in flight)."""
+    fr = (ev.get("host") or {}).get("frames") or {}
+    if "sent" not in fr:
+        return None
+    return fr["sent"] + fr.get("skipped", 0)
+
+
+def _lossy_profile(profiles: list[str]) -> str | None:
+    """The profile whose throughput over time is drawn: rtt40-loss2 if run, else the first lossy one."""
+    if "rtt40-loss2" in profiles:
+        return "rtt40-loss2"
+    return next((p for p in profiles if "loss" in p or "burst" in p), None)
+
+
+def _bins(series: list, step: float = 0.5) -> list[tuple[float, float]]:
+    """(seconds, cumulative bytes) samples -> (bin middle, Mbit/s) per ``step``."""
+    out, prev_t, prev_b, edge = [], 0.0, 0, step
+    for t, b in series:
+        if t >= edge:
+            out.append((prev_t + (t - prev_t) / 2, (b - prev_b) * 8 / (t - prev_t) / 1e6))
+            prev_t, prev_b, edge = t, b, t + step
+    return out
+
+
+def plot_frames(raw: dict, path: str) -> None:
+    """Per profile: frames delivered per path (bars) and the frame-latency CDF per path; the
+    throughput over time of every reliable path in one lossy profile."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+    profs = list(raw["profiles"])
+    lossy = _lossy_profile(profs)
+    n = len(profs) + 1 + (lossy is not None)
+    ncols = 2 if n <= 4 else 3
+    nrows = (n + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(6.2 * ncols, 4.3 * nrows), squeeze=False)
+    flat = [ax for row in axes for ax in row]
+    colors = dict(zip(PATHS, ["#7f7f7f", "#8c564b", "#d62728", "#2ca02c", "#1f77b4", "#ff7f0e", "#9467bd"]))
+    framed = [name for name in PATHS if name in raw["paths"] and SPEC[name]["frames"]]
+
+    def events(name, prof):
+        res = raw["paths"][name]["profiles"].get(prof) or {}
+        ev = res.get("events") or {}
+        return ev if ev.get("ok") else None
+
+    # frames delivered (share of the frames due), per profile and path
+    ax = flat[0]
+    width = 0.8 / max(1, len(framed))
+    for j, name in enumerate(framed):
+        xs, ys, labels = [], [], []
+        for k, prof in enumerate(profs):
+            ev = events(name, prof)
+            due = _frames_due(ev) if ev else None
+            if ev is None or not due:
+                continue
+            xs.append(k + j * width)
+            ys.append(ev["frames"] / due)
+            labels.append(f"{ev['frames']}")
+        bars = ax.bar(xs, ys, width, color=colors[name], label=name)
+        for bar, lab in zip(bars, labels):
+            ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height() + 0.01, lab, ha="center", va="bottom",
+                    fontsize=5, rotation=90)
+    ax.set_xticks([k + 0.4 - width / 2 for k in range(len(profs))], profs, fontsize=7, rotation=20)
+    ax.set_ylim(0, 1.15)
+    ax.set_ylabel("frames shown / frames due (30 fps)")
+    ax.set_title("frames delivered per path (count above each bar)\nframes the host skipped while "
+                 f"{raw.get('frames_inflight', '?')} were unacknowledged count as not delivered", fontsize=8)
+    ax.legend(fontsize=6, ncol=2, loc="lower left")
+    ax.grid(alpha=0.3, axis="y")
+
+    # frame-latency CDF per profile
+    for i, prof in enumerate(profs):
+        ax = flat[1 + i]
+        for name in framed:
+            ev = events(name, prof)
+            due = _frames_due(ev) if ev else None
+            lats = sorted(ev.get("frame_latency_ms") or []) if ev else []
+            if not lats or not due:
+                continue
+            ax.step(lats, [(k + 1) / due for k in range(len(lats))], where="post", color=colors[name], lw=1.2,
+                    label=f"{name} ({len(lats)}/{due})")
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xlabel("frame latency, host send -> client receive (ms, log)")
+        ax.set_ylabel("share of frames due")
+        ax.set_ylim(0, 1.01)
+        ax.set_title(f"{prof}: {raw['profiles'][prof]['description']}", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, loc="upper left")
+
+    # throughput over time in one lossy run (bulk, client -> host)
+    if lossy is not None:
+        ax = flat[1 + len(profs)]
+        for name in PATHS:
+            pr = raw["paths"].get(name) or {}
+            b = ((pr.get("profiles") or {}).get(lossy) or {}).get("bulk") or {}
+            pts = _bins(b.get("sent_series") or []) if b.get("ok") else []
+            if pts:
+                ax.plot([x for x, _ in pts], [y for _, y in pts], color=colors[name], lw=1.2,
+                        label=f"{name} (avg delivered {b['mbit_s']:.1f})")
+        ax.set_yscale("symlog", linthresh=1)
+        ax.set_xlabel("seconds into the bulk run")
+        ax.set_ylabel("Mbit/s taken by the transport (0.5 s bins)")
+        ax.set_title(f"bulk throughput over time at {lossy}, client -> host\n(bytes the transport accepted; "
+                     "the session window bounds what is unacknowledged)", fontsize=8)
+        ax.legend(fontsize=6)
+        ax.grid(alpha=0.3)
+    for ax in flat[n:]:
+        ax.axis("off")
+    fig.suptitle("shortpath lab paths: desktop frames (20-60 KB at 30 fps, reliable) and bulk over time",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def _compact(raw: dict) -> dict:
     """The raw results without per-event arrays (the rows keep the statistics)."""
     import copy
@@ -480,6 +602,9 @@ def run(suite: str = "quick", plot: bool = True, paths=None, profiles=None) -> d
     if plot:
         png = os.path.join(RESULTS, f"lab_paths_{suite}.png")
         globals()["plot"](an, raw, png)
+        print(f"plot: {png}")
+        png = os.path.join(RESULTS, f"lab_paths_{suite}_frames.png")
+        plot_frames(raw, png)
         print(f"plot: {png}")
     return data
 

@@ -454,6 +454,7 @@ class Client:
         seen = {t_before}
         t0 = time.monotonic()
         sent = 0
+        series: list[tuple[float, int]] = []   # reliable only: (seconds, bytes sent so far)
         if datagram:         # raw UDP: blast, backing off while the socket buffer is full
             msg = b"B" + bytes(UDP_BULK_DGRAM - 1)
             udp = self.link.udp
@@ -471,11 +472,15 @@ class Client:
             # session's own send window is.
             msg = b"B" + bytes(BULK_MSG - 1)
             since, marker = 0, None
+            next_sample = t0 + 0.1
             while time.monotonic() - t0 < seconds:
                 seen.add(self.transport())
                 await self.link.send(msg)
                 sent += len(msg)
                 since += len(msg)
+                if time.monotonic() >= next_sample:    # bytes the transport took, for lab_paths' plot
+                    series.append((round(time.monotonic() - t0, 3), sent))
+                    next_sample += 0.1
                 if since >= 1_000_000:
                     if marker is not None:
                         await asyncio.wait_for(marker, 60)
@@ -487,7 +492,8 @@ class Client:
         got = rep["bulk_bytes"]
         return {"sent_bytes": sent, "received_bytes": got, "elapsed_s": elapsed,
                 "mbit_s": got * 8 / elapsed / 1e6, "transport_before": t_before,
-                "transport_after": self.transport(), "transports_seen": sorted(seen | {self.transport()})}
+                "transport_after": self.transport(), "transports_seen": sorted(seen | {self.transport()}),
+                "sent_series": series}
 
 
 async def _open_client(a) -> Client:

@@ -271,6 +271,7 @@ def gateway_toml(listen: str, state: str, max_sessions: int) -> str:
 listen = "{listen}"
 state_dir = "{state}"
 max_unauthenticated = {max(2000, 2 * max_sessions)}
+max_unauthenticated_per_source = {max(2000, 2 * max_sessions)}
 max_pending_legs = {max(1000, 2 * max_sessions)}
 launch_rate = 100000.0
 launch_burst = 100000.0

@@ -19,7 +19,7 @@ Where it runs
 What is measured (all from time.monotonic(); in the lab every namespace shares the kernel's
 CLOCK_MONOTONIC, so the host's stamps line up with the client's)
     The phase stamps come from the code itself, not from polling: ``Session.timeline`` (written
-    by client/connect.py, host/agent.py and Session.switch_to) and the UDP attempt's
+    by client/connect.py, host/agent.py and the session on its first switch to UDP) and the UDP attempt's
     ``UdpUpgrader.timeline`` (transport/udp/upgrader.py; ``UdpSessionPath.setup_timeline``, and
     in the path's ``info()["timeline"]``).
 

@@ -74,6 +74,9 @@ PREREQS: dict[str, Prereq] = {p.name: p for p in (
            "lab benchmarks, coturn and fault tests)"),
     Prereq("libpcap", "library", "pcap", "libpcap0.8",
            "scapy's capture filter in netns_lab.capture (matrix cells, tests/lab/test_capture.py)"),
+    Prereq("chromium", "program", "chromium", "chromium",
+           "the browser-client tests (tests/integration/test_browser.py, tests/lab/test_browser_lab.py), "
+           "run headless by Playwright"),
     Prereq("scapy", "python", "scapy", "scapy",
            "packet capture and crafted packets in the lab (netns_lab.capture, hostile-UDP tests)"),
 )}
@@ -83,6 +86,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "lab": ("ip", "tc", "nft", "iptables", "sysctl"),
     "turn": ("turnserver",),
     "capture": ("libpcap", "scapy"),
+    "browser": ("chromium",),
 }
 
 

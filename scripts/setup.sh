@@ -25,6 +25,8 @@ DEBIAN_TEST_PACKAGES=(
     "iproute2:ip                   network namespaces, veth, addresses, routes (ip); tbf/htb (tc)"
     "procps:sysctl                 per-namespace sysctls (forwarding, conntrack timeouts, TCP CC)"
     "libpcap0.8:lib:libpcap.so.0.8 scapy's packet capture filter in netns_lab.capture"
+    "redis-server:redis-server     the shared broker store of a gateway cluster (#14): the tests start their own"
+    "chromium:chromium             the real browser of the browser-client tests (#16), driven headless by Playwright"
 )
 DEBIAN_DEMO_PACKAGES=(
     "python3-venv:venv             creating the virtual environment with Debian's python3"

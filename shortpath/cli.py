@@ -311,12 +311,50 @@ async def _recv(session, what: str, timeout: float = 10.0) -> bytes:
         raise ShortpathError(f"no reply within {timeout:.0f} s ({what}) on {session.info.transport}") from None
 
 
+async def _connect_workload(session, args, setup_ms: float) -> int:
+    """``connect --workload``: one progress line a second, then the summary (plain or --json
+    lines). The measuring is shortpath/app/workload.py; a session that ends early prints the
+    partial summary, then fails (exit 2)."""
+    from .app.workload import WorkloadFailed, format_second, format_summary, run_workload
+    if args.wait_udp > 0 and session.shortpath_enabled:
+        end = time.monotonic() + args.wait_udp      # pings (not app messages) let the upgrade finish
+        while session.info.transport == "tcp-relay" and time.monotonic() < end:
+            with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
+                await session.ping(timeout=1.0)
+            await asyncio.sleep(0.05)
+    head = {"session_id": session.session_id, "setup_ms": round(setup_ms, 2), "workload": args.workload,
+            "seconds": args.seconds, "transport": session.info.transport}
+    if args.json:
+        print(json.dumps({"event": "start", **head}), flush=True)
+    else:
+        print(f"session {head['session_id']} on {head['transport']} (setup {setup_ms:.1f} ms): "
+              f"{args.workload} workload for {args.seconds:g} s", flush=True)
+
+    def progress(rec: dict) -> None:
+        print(json.dumps({"event": "progress", **rec}) if args.json else format_second(rec), flush=True)
+    failure = None
+    try:
+        summary = await run_workload(session, args.workload, args.seconds, on_second=progress)
+    except WorkloadFailed as exc:
+        summary, failure = exc.summary, exc
+    if args.json:
+        print(json.dumps({"event": "summary", **head, **summary, "error": failure and failure.message}),
+              flush=True)
+    else:
+        print("\n".join(format_summary(summary)), flush=True)
+    if failure is not None:
+        raise failure          # after the summary: one error line on stderr, exit 2
+    return 0
+
+
 def cmd_connect(args) -> int:
     from .client import connect, feed
     token = _read_token(args)
     _check_ca(args.ca)
     _check_ca(args.turn_ca, "--turn-ca")
     _check_ca(getattr(args, "host_ca", None), "--host-ca")
+    if args.workload and not (math.isfinite(args.seconds) and args.seconds > 0):
+        raise ConfigError(f"--seconds must be a positive, finite number (got {args.seconds})")
 
     async def reach(coro):
         """Await a call that dials the gateway; a failure to reach it becomes one sentence."""
@@ -341,6 +379,8 @@ def cmd_connect(args) -> int:
                                       shortpath=not args.no_shortpath, host_ca=args.host_ca))
         setup = (time.monotonic() - t0) * 1000
         async with session:
+            if args.workload:
+                return await _connect_workload(session, args, setup)
             await session.send(b"echo")
             if args.wait_udp > 0 and session.shortpath_enabled:
                 end = time.monotonic() + args.wait_udp
@@ -539,6 +579,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--wait-udp", type=float, default=3.0,
                    help="seconds to wait for the UDP upgrade before the echo test (0: do not wait)")
     c.add_argument("--json", action="store_true")
+    c.add_argument("--workload", choices=["desktop", "bulk", "echo"], default=None,
+                   help="instead of the echo test, run a workload for --seconds with a progress line a second "
+                        "and a summary: desktop (30 fps frame stream + input events + datagrams), bulk "
+                        "(throughput and latency under load), echo (round trips)")
+    c.add_argument("--seconds", type=float, default=10.0, help="length of --workload (default 10)")
     c.add_argument("--host-ca", default=None, metavar="FILE",
                    help="deployment CA certificate: the host must present a certificate it issued for the "
                         "host id (see 'shortpath ca')")

@@ -155,7 +155,27 @@ class TurnConfig:
     turn: str = ""            # "host:port" (UDP/TCP)
     turn_tls: str = ""        # "host:port" (TLS)
     secret: str = ""          # coturn static-auth-secret; never logged
-    credential_ttl: float = 600.0
+    #: seconds a TURN credential is valid; the broker re-mints it over the host's control
+    #: channel at half-life while the session lives (issue #11), so this bounds how long a
+    #: leaked one works, also after its session ended
+    credential_ttl: float = 120.0
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Many gateways, one broker on Redis (issue #14; docs/config.md ``[cluster]``).
+    Empty ``redis``: the default single gateway with its broker in memory."""
+
+    redis: str = ""           # redis://HOST:PORT/DB
+    id: str = ""              # this gateway's name in the cluster (default: host:port it listens on)
+    advertise: str = ""       # host:port hosts dial their data legs to (default: the listen address)
+    sync_interval: float = 1.0   # how often this gateway pushes its hosts, sessions and load
+
+    def __post_init__(self) -> None:
+        if self.redis and not self.redis.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError("[cluster] redis must be a redis://HOST:PORT/DB URL")
+        if not (0.05 <= float(self.sync_interval) <= 60):
+            raise ConfigError("[cluster] sync_interval must be between 0.05 and 60 s")
 
 
 @dataclass(frozen=True)
@@ -183,6 +203,7 @@ class GatewayConfig:
     #: optional deployment CA certificate (PEM file, ``shortpath ca init``): when
     #: set, a host must present a certificate this CA issued for its host id
     host_ca: str = ""
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     def pool(self, name: str) -> PoolConfig | None:
         for p in self.pools:
@@ -235,6 +256,11 @@ def load_gateway_config(path: str | None, **overrides) -> GatewayConfig:
         kwargs["timing"] = Timing(**data["timing"])
     if "turn" in data:
         kwargs["turn"] = TurnConfig(**data["turn"])
+    if "cluster" in data:
+        try:
+            kwargs["cluster"] = ClusterConfig(**data["cluster"])
+        except TypeError as exc:
+            raise ConfigError(f"[cluster]: {exc}") from None
     kwargs.update({k: v for k, v in overrides.items() if v is not None})
     names = [p.name for p in kwargs.get("pools", GatewayConfig.pools)]
     if len(set(names)) != len(names):

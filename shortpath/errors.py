@@ -126,6 +126,13 @@ class RateLimited(ShortpathError):
     code = "rate-limited"
 
 
+class BrokerUnavailable(ShortpathError):
+    """The gateways' shared broker store (Redis, issue #14) cannot be reached: no
+    new launch can be booked now; live sessions are not affected. Retry later."""
+
+    code = "broker-unavailable"
+
+
 # Map wire codes back to classes, so an ``error`` message from the gateway
 # is raised on the client as the same type the gateway meant.
 _BY_CODE: dict[str, type[ShortpathError]] = {}

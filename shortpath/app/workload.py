@@ -208,14 +208,14 @@ def _ms(x) -> str:
 def format_second(rec: dict) -> str:
     """One progress line."""
     parts = [f"{rec['second']:4d}s", f"{rec['path'] or '-':<12}"]
+    echo = f"p50/p95 {_ms(rec['echo_p50_ms'])}/{_ms(rec['echo_p95_ms'])} ms"
     if "frames" in rec:
         parts.append(f"{rec['frames']:3d} frames/s  frame p50/p95 {_ms(rec['frame_p50_ms'])}/"
-                     f"{_ms(rec['frame_p95_ms'])} ms  input echo")
+                     f"{_ms(rec['frame_p95_ms'])} ms  input echo {echo}")
     elif "mbit_s" in rec:
-        parts.append(f"{rec['mbit_s']:8.2f} Mbit/s  latency")
+        parts.append(f"{rec['mbit_s']:8.2f} Mbit/s  latency {echo}")
     else:
-        parts.append("echo")
-    parts.append(f"p50/p95 {_ms(rec['echo_p50_ms'])}/{_ms(rec['echo_p95_ms'])} ms")
+        parts.append(f"echo {echo}")
     parts.append(f"datagrams {rec['datagrams_echoed']}/{rec['datagrams_sent']}")
     return "  ".join(parts)
 

@@ -79,6 +79,11 @@ class LaunchPlan:
         if not self.done.done():
             self.done.set_result(None)
 
+    def dial(self, gateway: str = "") -> control.Dial:
+        """The order for the host ("" = dial the leg to the gateway of its control channel)."""
+        return control.Dial(conn_id=self.conn_id, session_id=self.session_id, user=self.user,
+                            policy=self.policy, gateway=gateway)
+
 
 @dataclass
 class SessionRecord:
@@ -88,6 +93,8 @@ class SessionRecord:
     resource: str
     started: float
     state: str = "active"
+    #: when the session's TURN credential expires (0 = it has none); see turn_refresh
+    turn_expiry: float = 0.0
 
 
 class Broker:
@@ -105,6 +112,9 @@ class Broker:
         self.revoked_jtis: set[str] = set(config.revoked_jtis)
         self.revoked_hosts: set[str] = set(config.revoked_hosts)
         self.host_ca = ca.load_cert(config.host_ca) if config.host_ca else None
+        #: gateway/cluster.py's Cluster with ``--redis`` (issue #14): launches are booked in the
+        #: shared store and this gateway's hosts are mirrored there; None = this registry alone
+        self.cluster = None
 
     # --- tokens ----------------------------------------------------------------
     def verify(self, token: str, typ: str) -> Claims:
@@ -147,6 +157,8 @@ class Broker:
         self.links[msg.host_id] = link
         self.registry.register(msg.host_id, claims.pool, msg.fingerprint, self.clock(),
                                token_jti=claims.jti, token_exp=claims.exp)
+        if self.cluster is not None:
+            self.cluster.host_changed(msg.host_id)
         if old is not None and old is not link:
             # Same host, proven key: the newer connection wins; the old one is closed, not orphaned.
             old.close(control.Error(code="auth", reason="replaced",
@@ -204,6 +216,8 @@ class Broker:
 
     def heartbeat(self, host_id: str, msg: control.Heartbeat) -> control.HeartbeatAck:
         self.registry.heartbeat(host_id, msg.sessions, self.clock())
+        if self.cluster is not None:
+            self.cluster.host_changed(host_id)
         return control.HeartbeatAck(seq=msg.seq)
 
     def host_disconnected(self, host_id: str, link: HostLink) -> None:
@@ -211,6 +225,8 @@ class Broker:
             return  # a newer connection of the same host replaced this one
         del self.links[host_id]
         self.registry.disconnected(host_id)
+        if self.cluster is not None:
+            self.cluster.host_left(host_id)
         for plan in list(self.pending.values()):
             if plan.host_id == host_id and not plan.leg.done():
                 plan.leg.set_exception(NoResourcesError("host-unavailable", f"host {host_id} disconnected"))
@@ -218,6 +234,9 @@ class Broker:
 
     def dial_result(self, host_id: str, msg: control.DialResult) -> None:
         plan = self.pending.get(msg.conn_id)
+        if plan is None and self.cluster is not None:
+            self.cluster.dial_result(host_id, msg)   # an order relayed for another gateway
+            return
         if plan is None or plan.host_id != host_id:
             return
         if not msg.ok and not plan.leg.done():
@@ -232,12 +251,24 @@ class Broker:
                 out.append({"name": pool.name, "kind": pool.kind})
         return out
 
-    def plan_launch(self, claims: Claims, resource: str) -> LaunchPlan:
+    def launch_pool(self, claims: Claims, resource: str):
+        """The pool behind ``resource``, if the user may launch it (else a typed error)."""
         if resource not in claims.resources:
             raise NotAssigned(f"resource {resource!r} is not assigned to {claims.sub}")
         pool = self.config.pool(resource)
         if pool is None:
             raise NoResourcesError("unknown-resource", f"no pool named {resource!r}")
+        return pool
+
+    async def launch(self, claims: Claims, resource: str) -> LaunchPlan:
+        """Plan a launch: in this process's registry, or with ``--redis`` through the
+        cluster's shared store (gateway/cluster.py; may raise BrokerUnavailable)."""
+        if self.cluster is not None:
+            return await self.cluster.plan_launch(claims, resource)
+        return self.plan_launch(claims, resource)
+
+    def plan_launch(self, claims: Claims, resource: str) -> LaunchPlan:
+        pool = self.launch_pool(claims, resource)
         now = self.clock()
         rec = self.registry.select(pool, claims.sub, now)
         link = self.links.get(rec.host_id)
@@ -248,10 +279,19 @@ class Broker:
         if len(self.pending) >= self.config.max_pending_legs:
             self.registry.launch_done(rec.host_id, stitched=False, pool=pool.name, user=claims.sub)
             raise NoResourcesError("gateway-busy", "too many launches in progress")
-        session_id = secrets.token_hex(8)
+        plan = self.new_plan(claims, resource, rec.host_id, rec.fingerprint, secrets.token_hex(8), now)
+        link.send(plan.dial())
+        _log.info(log.kv("launch", sid=plan.session_id, user=claims.sub, resource=resource, host=rec.host_id))
+        return plan
+
+    def new_plan(self, claims: Claims, resource: str, host_id: str, fingerprint: str, session_id: str,
+                 now: float) -> LaunchPlan:
+        """Mint the one-time conn_id, the session ticket and the policy of a launch on
+        a host already booked, and park the plan until the host's leg arrives."""
+        pool = self.config.pool(resource)
         conn_id = secrets.token_urlsafe(24)
         ticket = self.signer.mint("session", claims.sub, self.config.gateway_id, ttl=60.0, now=now,
-                                  sid=session_id, host=rec.host_id)
+                                  sid=session_id, host=host_id)
         policy = {"shortpath": pool.shortpath.to_dict()}
         turn = self.config.turn
         if turn.secret and (turn.turn or turn.turn_tls):
@@ -260,13 +300,11 @@ class Broker:
                              "username": user, "password": password}
         elif turn.stun:
             policy["ice"] = {"stun": turn.stun}
-        plan = LaunchPlan(conn_id=conn_id, session_id=session_id, host_id=rec.host_id, user=claims.sub,
-                          resource=resource, fingerprint=rec.fingerprint, ticket=ticket, policy=policy,
+        plan = LaunchPlan(conn_id=conn_id, session_id=session_id, host_id=host_id, user=claims.sub,
+                          resource=resource, fingerprint=fingerprint, ticket=ticket, policy=policy,
                           created=now, leg=asyncio.get_running_loop().create_future(),
                           done=asyncio.get_running_loop().create_future())
         self.pending[conn_id] = plan
-        link.send(control.Dial(conn_id=conn_id, session_id=session_id, user=claims.sub, policy=policy))
-        _log.info(log.kv("launch", sid=session_id, user=claims.sub, resource=resource, host=rec.host_id))
         return plan
 
     def claim_leg(self, conn_id: str) -> LaunchPlan:
@@ -278,15 +316,40 @@ class Broker:
 
     def launch_finished(self, plan: LaunchPlan, ok: bool) -> None:
         self.pending.pop(plan.conn_id, None)
-        self.registry.launch_done(plan.host_id, stitched=ok, pool=plan.resource, user=plan.user)
+        if self.cluster is not None:
+            self.cluster.launch_done(plan, ok)
+        else:
+            self.registry.launch_done(plan.host_id, stitched=ok, pool=plan.resource, user=plan.user)
         if ok:
             self.sessions[plan.session_id] = SessionRecord(plan.session_id, plan.user, plan.host_id,
-                                                           plan.resource, self.clock())
+                                                           plan.resource, self.clock(),
+                                                           turn_expiry=_turn_expiry(plan.policy))
+
+    def turn_refresh(self, host_id: str) -> list[control.TurnCredentials]:
+        """Fresh TURN credentials for ``host_id``'s live sessions whose credential is past
+        half its lifetime (the gateway calls this on each heartbeat and sends them on the
+        host's control channel; the host hands them to its peer inside the session). So a
+        credential lives ``credential_ttl`` at most, also after its session ended."""
+        turn = self.config.turn
+        if not (turn.secret and (turn.turn or turn.turn_tls)):
+            return []
+        now = self.clock()
+        out = []
+        for rec in self.sessions.values():
+            if rec.host_id != host_id or not rec.turn_expiry or rec.turn_expiry - now > turn.credential_ttl / 2:
+                continue
+            user, password = rest_credentials(turn.secret, rec.session_id, turn.credential_ttl, now)
+            rec.turn_expiry = _turn_expiry({"ice": {"username": user}})
+            out.append(control.TurnCredentials(session_id=rec.session_id, username=user, password=password))
+        return out
 
     def session_ended(self, session_id: str, reason: str) -> None:
         rec = self.sessions.pop(session_id, None)
         if rec is not None:
-            self.registry.session_ended(rec.host_id, pool=rec.resource, user=rec.user)
+            if self.cluster is not None:
+                self.cluster.session_ended(rec)
+            else:
+                self.registry.session_ended(rec.host_id, pool=rec.resource, user=rec.user)
             _log.info(log.kv("session-ended", sid=session_id, reason=reason))
 
     # --- admin -----------------------------------------------------------------
@@ -311,3 +374,10 @@ class Broker:
             raise LocalError(f"no host {host_id!r}") from None
         _log.info(log.kv("drain", host=host_id, on=drain))
         return {"host_id": host_id, "drain": drain}
+
+
+def _turn_expiry(policy: dict) -> float:
+    """The expiry time in a policy's TURN REST username ("<expiry>:<label>"), 0 if none."""
+    user = str((policy or {}).get("ice", {}).get("username", ""))
+    head = user.split(":", 1)[0]
+    return float(head) if head.isdigit() else 0.0

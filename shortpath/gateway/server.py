@@ -33,7 +33,8 @@ from ..auth import certs
 from ..auth.tokens import TokenSigner
 from ..broker.service import Broker
 from ..config import GatewayConfig, state_path
-from ..errors import AuthError, ConfigError, NoResourcesError, RateLimited, RemoteError, ShortpathError
+from ..errors import (AuthError, BrokerUnavailable, ConfigError, NoResourcesError, RateLimited, RemoteError,
+                      ShortpathError)
 from ..framed import FramedConn
 from ..wire import control
 from ..wire.frames import MAX_CONTROL_PAYLOAD, MAX_RELAY_PAYLOAD
@@ -82,6 +83,18 @@ def _error(exc: ShortpathError) -> control.Error:
     return control.Error(code=exc.code, message=exc.message, reason=getattr(exc, "reason", ""))
 
 
+class _Closed:
+    """Stands in for a StreamWriter that lost its transport in a failed TLS upgrade."""
+
+    transport = None
+
+    def is_closing(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+
 class _Link:
     """A host's control connection as the broker sees it."""
 
@@ -119,6 +132,7 @@ class Gateway:
                          "handshake_timeouts": 0,
                          "protocol_errors": 0, "auth_failures": 0, "sessions_stitched": 0, "rate_limited": 0}
         self.port: int | None = None
+        self.web = None      # gateway/web.py, set up in start()
         self.launch_limiter = RateLimiter(config.launch_rate, config.launch_burst)
         self.admin_path = state_path(config.state_dir, "admin.sock")
         self._lock_fd: int | None = None
@@ -130,6 +144,9 @@ class Gateway:
         state directory, a port in use), and leaves nothing behind."""
         _shrink_tls_read_buffer()
         ctx = self._tls = certs.server_context(self.cert_path, self.key_path)
+        from .web import WebFront     # the browser client (issue #16): page + WebSocket, by ALPN
+        self.web = WebFront(self)
+        await self.web.start(ctx)
         self.admission = Admission(plan_caps(self.config.max_unauthenticated,
                                              self.config.max_unauthenticated_per_source, _raise_nofile()))
         self._lock_state_dir()
@@ -156,6 +173,13 @@ class Gateway:
             self._unlock_state_dir()
             raise
         _log.info(log.kv("listening", addr=f"{self.config.listen_host}:{self.port}", gateway=self.config.gateway_id))
+        if self.config.cluster.redis:    # many gateways, one broker on Redis (gateway/cluster.py)
+            from .cluster import Cluster
+            cl = self.config.cluster
+            advertise = cl.advertise or f"{self.config.listen_host}:{self.port}"
+            self.broker.cluster = Cluster(self.broker, cl.id or advertise, advertise, cl.redis,
+                                          sync_interval=cl.sync_interval, load=lambda: len(self._conns))
+            await self.broker.cluster.start()
 
     def _lock_state_dir(self) -> None:
         """One gateway per state directory: an exclusive ``flock`` on ``gateway.lock``
@@ -186,9 +210,13 @@ class Gateway:
 
     async def stop(self) -> None:
         self._stop.set()
+        if self.broker.cluster is not None:
+            await self.broker.cluster.stop()
         for srv in (self._server, self._admin):
             if srv is not None:
                 srv.close()
+        if self.web is not None:
+            await self.web.stop()
         # Relays see _stop and tell both legs "gateway-shutdown"; give them a
         # moment, then cut whatever is left (control channels, half-open peers).
         if self._conns:
@@ -234,15 +262,22 @@ class Gateway:
             try:
                 loop = asyncio.get_running_loop()
                 deadline = loop.time() + self.config.timing.handshake_timeout
+                raw = writer.transport
                 try:
                     await writer.start_tls(self._tls, ssl_handshake_timeout=self.config.timing.handshake_timeout)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:  # handshake failed or timed out, peer gone, gateway stopping
+                except BaseException as exc:  # failed or timed out, peer gone, gateway stopping
+                    if writer.transport is None:   # asyncio leaves the writer without a transport
+                        conn.writer = _Closed()
+                        raw.abort()
+                    if isinstance(exc, asyncio.CancelledError):
+                        raise
                     self.counters["tls_failures"] += 1
                     return
                 with contextlib.suppress(Exception):
                     writer.transport.set_write_buffer_limits(high=self.config.timing.relay_high_water)
+                if self.web is not None and self.web.wants(writer):   # ALPN http/1.1: a browser (web.py)
+                    await self.web.serve(reader, writer, conn.peer, lambda: self.admission.release(ticket))
+                    return
                 try:
                     first = await asyncio.wait_for(conn.read_control(), max(0.0, deadline - loop.time()))
                 except asyncio.TimeoutError:
@@ -307,6 +342,8 @@ class Gateway:
                 self.broker.check_host_link(host_id, link)
                 if isinstance(msg, control.Heartbeat):
                     conn.send(self.broker.heartbeat(host_id, msg))
+                    for fresh in self.broker.turn_refresh(host_id):   # short-lived TURN credentials
+                        conn.send(fresh)
                 elif isinstance(msg, control.DialResult):
                     self.broker.dial_result(host_id, msg)
                 else:
@@ -335,8 +372,8 @@ class Gateway:
                     conn.send(_error(RateLimited(f"too many launches from {source}; retry in {max(wait, 0.1):.1f} s")))
                     continue
                 try:
-                    plan = self.broker.plan_launch(claims, msg.resource)
-                except (NoResourcesError, AuthError) as exc:
+                    plan = await self.broker.launch(claims, msg.resource)
+                except (NoResourcesError, AuthError, BrokerUnavailable) as exc:
                     _log.info(log.kv("launch-refused", user=claims.sub, resource=msg.resource, error=exc.code,
                                      why=exc.message))
                     conn.send(_error(exc))
@@ -389,7 +426,12 @@ class Gateway:
                 try:
                     req = json.loads(line)
                     cmd = req.get("cmd")
-                    if cmd == "hosts":
+                    if self.broker.cluster is not None and cmd in ("hosts", "sessions", "gateways"):
+                        resp = await self.broker.cluster.admin(cmd)   # the whole cluster
+                    elif self.broker.cluster is not None and cmd == "drain":
+                        resp = {"ok": True, **await self.broker.cluster.set_drain(str(req["host"]),
+                                                                                bool(req.get("on", True)))}
+                    elif cmd == "hosts":
                         resp = {"ok": True, "hosts": self.broker.host_table()}
                     elif cmd == "sessions":
                         resp = {"ok": True, "sessions": self.broker.session_table()}

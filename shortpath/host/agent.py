@@ -42,7 +42,7 @@ Handler = Callable[[Session], Awaitable[None]]
 
 
 class HostAgent:
-    def __init__(self, gateway: str | tuple, token: str, host_id: str, handler: Handler, *,
+    def __init__(self, gateway: str | tuple | list, token: str, host_id: str, handler: Handler, *,
                  state_dir: str = "./state", cafile: str | None = None, timing: Timing | None = None,
                  managed: tuple[str, int] | None = None, udp: dict | None = None,
                  signing_key: str | None = None) -> None:
@@ -52,7 +52,13 @@ class HostAgent:
         ``signing_key``: the gateway's ticket signing public key (hex), given out
         of band; the agent then refuses a gateway that announces another key
         instead of trusting whatever key the gateway sends (README, security)."""
-        self.gateway = parse_hostport(gateway)
+        # One gateway, or a list (a gateway cluster, issue #14): when the control
+        # channel is lost the agent moves on to the next one in the list.
+        gws = list(gateway) if isinstance(gateway, list) else [gateway]
+        if not gws:
+            raise ValueError("at least one gateway")
+        self.gateways = [parse_hostport(g) for g in gws]
+        self.gateway = self.gateways[0]
         self.token = token
         self.host_id = host_id
         self.handler = handler
@@ -170,6 +176,8 @@ class HostAgent:
                 self._control = None
             if self._stop.is_set():
                 break
+            if len(self.gateways) > 1:   # try the next gateway of the cluster
+                self.gateway = self.gateways[(self.gateways.index(self.gateway) + 1) % len(self.gateways)]
             cap = min(self.timing.reconnect_cap, self.timing.reconnect_base * (2 ** attempt))
             delay = random.uniform(0, cap)   # full jitter
             attempt += 1
@@ -178,8 +186,10 @@ class HostAgent:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), delay)
 
-    async def _open(self) -> FramedConn:
-        host, port = self.gateway
+    async def _open(self, target: tuple[str, int] | None = None) -> FramedConn:
+        """A TLS connection to ``target`` (default: the gateway of the control channel),
+        checked against the same pinned gateway certificate(s)."""
+        host, port = target or self.gateway
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(host, port, ssl=self._gw_ctx, limit=MAX_RELAY_PAYLOAD * 2),
             self.timing.handshake_timeout)
@@ -229,6 +239,10 @@ class HostAgent:
                     task.add_done_callback(self._session_tasks.discard)
                 elif isinstance(msg, control.HeartbeatAck):
                     pass
+                elif isinstance(msg, control.TurnCredentials):   # re-minted while the session lives
+                    sess = self.sessions.get(msg.session_id)
+                    if sess is not None:
+                        sess.update_turn_credentials(msg.username, msg.password)
                 elif isinstance(msg, control.Error):
                     _log.warning(log.kv("gateway-error", host=self.host_id, error=msg.code, why=msg.message))
                 else:
@@ -253,7 +267,8 @@ class HostAgent:
         end_reason = "host-app-done"
         marks = {"dial": time.monotonic()}     # set-up phases, see Session.timeline
         try:
-            leg = await self._open()
+            # In a gateway cluster the order names the gateway the client is on (issue #14).
+            leg = await self._open(parse_hostport(dial.gateway) if dial.gateway else None)
             marks["leg_tls"] = time.monotonic()
             leg.send(control.LegHello(conn_id=dial.conn_id))
             reply = await asyncio.wait_for(leg.read_control(), self.timing.leg_timeout)

@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from .. import log
@@ -150,6 +150,10 @@ def start_session(tls, session_id: str, role: str, *, timing: Timing, peer: str,
     return session, got
 
 
+#: SIGNAL frame type carrying a re-minted TURN credential, host -> client
+TURN_CREDENTIALS = "turn-credentials"
+
+
 class Session:
     def __init__(self, session_id: str, role: str, timing: Timing | None = None,
                  peer: str = "", policy: dict | None = None) -> None:
@@ -173,6 +177,8 @@ class Session:
         self._window_open = asyncio.Event()
         self._closed = asyncio.Event()
         self._signal_handlers: dict[str, Callable[[dict], None]] = {}
+        if role == "client":   # the host passes on the broker's re-minted TURN credentials
+            self._signal_handlers[TURN_CREDENTIALS] = self._on_turn_credentials
         self._pings: dict[int, asyncio.Future] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -273,6 +279,29 @@ class Session:
         """Send a SIGNAL frame on the reliable lane of the relay (the authenticated channel)."""
         self.connection.send_signal(msg)
         self._pump()
+
+    def update_turn_credentials(self, username: str, password: str) -> None:
+        """A fresh TURN REST credential for this session. The broker mints short-lived
+        ones and re-mints them over the host's control channel while the session lives
+        (issue #11); later UDP attempts use the newest. The host passes it on to its peer
+        inside the session (a SIGNAL frame: end-to-end protected)."""
+        ice = self.policy.setdefault("ice", {})
+        ice["username"], ice["password"] = username, password
+        cfg = self._udp_config
+        if cfg is not None and cfg.turn_servers:
+            self._udp_config = replace(cfg, turn_servers=tuple(
+                replace(t, username=username, password=password) for t in cfg.turn_servers))
+        if self.role == "host":
+            self.send_signal({"type": TURN_CREDENTIALS, "username": username, "password": password})
+
+    def _on_turn_credentials(self, msg: dict) -> None:
+        username, password = msg.get("username"), msg.get("password")
+        if not (isinstance(username, str) and isinstance(password, str)
+                and 0 < len(username) <= 256 and 0 < len(password) <= 256
+                and username.partition(":")[2] == self.session_id):
+            _log.info(log.kv("turn-credentials-ignored", sid=self.session_id, why="malformed or another session's"))
+            return
+        self.update_turn_credentials(username, password)
 
     # --- the pump ----------------------------------------------------------------
     def _pump(self) -> list[Transmit]:

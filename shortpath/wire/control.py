@@ -42,16 +42,19 @@ register-proof      certificate: PEM of the host's end-to-end TLS certificate (i
                     host_id, fingerprint, nonce)
 <- registered       host_id, heartbeat_interval, signing_key (hex Ed25519), gateway_id
 heartbeat           seq, sessions      <- heartbeat-ack: seq
-<- dial             conn_id, session_id, user, policy    dial-result: conn_id, ok, reason
+<- dial             conn_id, session_id, user, policy,   dial-result: conn_id, ok, reason
+                   gateway ("" or host:port to dial the data leg to)
 client-hello        token, version     <- welcome: user
 feed-request        (none)             <- feed: resources
 launch              resource           <- launched: session_id, host_id, host_fingerprint,
                                           ticket, policy
-leg-hello           conn_id            <- leg-accepted: session_id
+leg-hello           conn_id            <- leg-accepted: session_id, client ("" | "browser")
 <- error            code, message, reason
 ==================  =====================================================================
 
-History: register-challenge / register-proof (issue #11) sit between register
+History: dial.gateway (issue #14, gateway clusters) is optional; a host that
+ignores it dials its own gateway, which then refuses the unknown conn_id.
+register-challenge / register-proof (issue #11) sit between register
 and registered: a host proves it holds its certificate's key. A host from
 before that change does not answer the challenge and is not registered.
 """
@@ -144,6 +147,9 @@ class Dial(Message):
     session_id: str
     user: str
     policy: dict = field(default_factory=dict)
+    #: host:port of the gateway to dial the data leg to (a gateway cluster: the
+    #: one the client is on, issue #14); "" = the gateway of this control channel
+    gateway: str = ""
 
 
 @message
@@ -152,6 +158,16 @@ class DialResult(Message):
     conn_id: str
     ok: bool
     reason: str = ""
+
+
+@message
+class TurnCredentials(Message):
+    """Gateway -> host, while a session lives: a fresh TURN REST credential for it
+    (issue #11: credentials are short-lived and re-minted, not minted once for long)."""
+    TYPE: ClassVar[str] = "turn-credentials"
+    session_id: str
+    username: str
+    password: str
 
 
 # --- client ------------------------------------------------------------------
@@ -208,6 +224,9 @@ class LegHello(Message):
 class LegAccepted(Message):
     TYPE: ClassVar[str] = "leg-accepted"
     session_id: str
+    #: "" = a native client (end-to-end TLS inside the relay follows); "browser" = a
+    #: browser over WebRTC: SIGNAL frames with SDP follow (gateway/web.py, host/browser.py)
+    client: str = ""
 
 
 # --- both --------------------------------------------------------------------

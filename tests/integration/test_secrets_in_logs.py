@@ -77,6 +77,7 @@ async def test_full_session_with_turn_logs_no_secret(tmp_path, turn_server, monk
     import aiortc
     from shortpath.broker import service
     from shortpath.transport.udp import ice, upgrader as udp
+    from shortpath.transport.udp._aiortc_compat import certificate_private_key
 
     secrets: dict[str, list] = {"turn-password": [], "ice-pwd": [], "dtls-key": []}
 
@@ -100,7 +101,7 @@ async def test_full_session_with_turn_logs_no_secret(tmp_path, turn_server, monk
 
     def gen(cls):
         cert = real_gen(cls)
-        key = cert._key
+        key = certificate_private_key(cert)
         secrets["dtls-key"].append(key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
                                                      serialization.NoEncryption()))
         secrets["dtls-key"].append(key.private_numbers().private_value.to_bytes(32, "big"))

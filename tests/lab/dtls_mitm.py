@@ -45,6 +45,8 @@ async def main() -> int:
     prefix, to_host, to_client, out = sys.argv[1:5]
     from aiortc import RTCCertificate, RTCDtlsFingerprint, RTCDtlsParameters, RTCDtlsTransport
 
+    from shortpath.transport.udp._aiortc_compat import set_dtls_role
+
     loop = asyncio.get_running_loop()
     flows: asyncio.Queue = asyncio.Queue()
     known: set = set()
@@ -84,7 +86,7 @@ async def main() -> int:
         pipe = SpoofPipe(loop, sock, host_addr, client_addr)
         current[:] = [pipe]
         dtls = RTCDtlsTransport(pipe, [cert])
-        dtls._set_role("client")
+        set_dtls_role(dtls, "client")   # aiortc private name: fenced in _aiortc_compat
         try:
             await asyncio.wait_for(dtls.start(RTCDtlsParameters(fingerprints=[fake_fp])), 10)
             err = None

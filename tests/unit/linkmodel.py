@@ -178,18 +178,69 @@ class Result:
         return dropped / max(sent, 1)
 
 
-class Simulation:
-    """One sender, one bottleneck, one receiver; call :meth:`run`."""
+class SharedLink:
+    """The clock (an event heap) and the bottleneck queue that one or more flows share.
 
-    def __init__(self, cc, link: LinkConfig, *, bulk: bool = True,
+    Create flows with ``Simulation(cc, world=shared)``; :meth:`run` runs them all and returns
+    one :class:`Result` per flow, in creation order.
+    """
+
+    def __init__(self, link: LinkConfig, start_time: float = 0.0) -> None:
+        self.link = link
+        self.now = start_time
+        self.events: list = []
+        self.eid = 0
+        self.rate = link.rate
+        self.queue: deque = deque()          # (departure_time, size)
+        self.last_departure = start_time
+        self.flows: list = []
+
+    def at(self, t: float, fn, *args) -> None:
+        self.eid += 1
+        heapq.heappush(self.events, (t, self.eid, fn, args))
+
+    def _set_rate(self, rate: float) -> None:
+        self.rate = rate
+
+    def run(self, duration: float) -> list:
+        end = self.now + duration
+        for t, rate in self.link.rate_changes:
+            self.at(t, self._set_rate, rate)
+        for flow in self.flows:
+            flow._start()
+        events = self.events
+        flows = self.flows
+        while events and events[0][0] <= end:
+            t, _, fn, args = heapq.heappop(events)
+            for flow in flows:
+                flow._advance(t)
+            self.now = t
+            fn(*args)
+        for flow in flows:
+            flow._advance(end)
+        self.now = end
+        return [flow._result(duration) for flow in flows]
+
+
+class Simulation:
+    """One sender and its receiver over a bottleneck (its own, or a :class:`SharedLink`)."""
+
+    def __init__(self, cc, link: Optional[LinkConfig] = None, *, world: Optional[SharedLink] = None,
+                 bulk: bool = True,
                  frames: Optional[tuple[int, float]] = None,
                  source: Optional[Callable[[float], int]] = None,
                  bucket: float = 0.1, rack: Optional[RackLossDetector] = None,
                  pacer: Optional[Pacer] = None, min_rto: float = 1.0,
                  start_time: float = 0.0, max_packets: Optional[int] = None) -> None:
+        if world is None:
+            if link is None:
+                raise ValueError("a LinkConfig or a SharedLink is needed")
+            world = SharedLink(link, start_time)
+        self.world = world
+        world.flows.append(self)
+        self.link = link = world.link
         self.cc = cc
-        self.link = link
-        self.rng = random.Random(link.seed)
+        self.rng = random.Random(link.seed + 1000 * (len(world.flows) - 1))
         self.rack = rack or RackLossDetector(min_rto=min_rto)
         self.pacer = pacer or Pacer()
         self.bulk = bulk and frames is None and source is None
@@ -197,13 +248,6 @@ class Simulation:
         self.source = source
         self.max_packets = max_packets
         self.bucket = bucket
-        self.now = start_time
-        self._events: list = []
-        self._eid = 0
-        # bottleneck
-        self.rate = link.rate
-        self._queue: deque = deque()          # (departure_time, size)
-        self._last_departure = start_time
         # sender state
         self.next_seq = 0
         self.app_bytes = 0                    # bytes the application has handed over
@@ -231,7 +275,7 @@ class Simulation:
         self.deliveries: dict[int, float] = {}
         self.delivered_bytes = 0
         self._bucket_bytes = 0
-        self._bucket_end = start_time + bucket
+        self._bucket_end = world.now + bucket
         self.goodput_series: list = []
         self.queue_delay_samples: list = []
         self.cc_samples: list = []
@@ -250,23 +294,24 @@ class Simulation:
 
     # ---- event loop ---------------------------------------------------------------------
 
+    @property
+    def now(self) -> float:
+        return self.world.now
+
     def _at(self, t: float, fn, *args) -> None:
-        self._eid += 1
-        heapq.heappush(self._events, (t, self._eid, fn, args))
+        self.world.at(t, fn, *args)
 
     def run(self, duration: float) -> Result:
-        end = self.now + duration
-        for t, rate in self.link.rate_changes:
-            self._at(t, self._set_rate, rate)
+        """Run this flow (and any others on the same SharedLink); this flow's result."""
+        return self.world.run(duration)[self.world.flows.index(self)]
+
+    def _start(self) -> None:
         if self.frames is not None:
             self._at(self.now, self._frame_tick)
         self._at(self.now, self._try_send)
         self._at(self.now, self._sample_cc)
-        while self._events and self._events[0][0] <= end:
-            t, _, fn, args = heapq.heappop(self._events)
-            self._advance(t)
-            fn(*args)
-        self._advance(end)
+
+    def _result(self, duration: float) -> Result:
         return Result(duration=duration, delivered_bytes=self.delivered_bytes,
                       sent_packets=self.sent_packets, retransmissions=self.retransmissions,
                       dropped_queue=self.dropped_queue, dropped_random=self.dropped_random,
@@ -281,16 +326,12 @@ class Simulation:
             self.goodput_series.append((self._bucket_end, self._bucket_bytes / self.bucket))
             self._bucket_bytes = 0
             self._bucket_end += self.bucket
-        self.now = t
 
     def _sample_cc(self) -> None:
         bw = getattr(self.cc, "btl_bw", 0.0)
         self.cc_samples.append((self.now, self.cc.pacing_rate, self.cc.cwnd, bw,
                                 getattr(self.cc, "state", "")))
         self._at(self.now + 0.01, self._sample_cc)
-
-    def _set_rate(self, rate: float) -> None:
-        self.rate = rate
 
     # ---- application ----------------------------------------------------------------------
 
@@ -489,18 +530,19 @@ class Simulation:
 
     def _enqueue(self, seq: int, size: int) -> None:
         now = self.now
-        while self._queue and self._queue[0][0] <= now:
-            self._queue.popleft()
-        queued = sum(s for _, s in self._queue)
+        w = self.world
+        while w.queue and w.queue[0][0] <= now:
+            w.queue.popleft()
+        queued = sum(s for _, s in w.queue)
         if queued + size > self.link.buffer_bytes:
             self.dropped_queue += 1
             self.drop_log.append(now)
             return
-        start = max(now, self._last_departure)
+        start = max(now, w.last_departure)
         self.queue_delay_samples.append((now, start - now))
-        depart = start + size / self.rate
-        self._last_departure = depart
-        self._queue.append((depart, size))
+        depart = start + size / w.rate
+        w.last_departure = depart
+        w.queue.append((depart, size))
         if seq in self.link.drop_first_tx and seq not in self._tx_seen:
             self._tx_seen.add(seq)
             self.dropped_random += 1

@@ -536,3 +536,23 @@ def test_relay_loss_while_on_the_relay_ends_the_session_at_once():
     p.run(0.5)
     t, end = p.first("client", ev.SessionEnded)
     assert end.reason == "host-gone" and t == pytest.approx(0.12)
+
+
+def test_the_core_does_no_io_and_reads_no_clock():
+    """connection.py names no asyncio, socket, time or transport module, and importing it
+    (with what it imports) loads none of them."""
+    import ast
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import shortpath.session.connection as core_module
+    tree = ast.parse(Path(core_module.__file__).read_text())
+    names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    names |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    banned = ("asyncio", "socket", "time", "transport", "ssl", "selectors")
+    assert not [m for m in names if any(part in banned for part in m.split("."))], names
+    probe = ("import sys, shortpath.session.connection; "
+             "print([m for m in ('asyncio', 'socket', 'ssl', 'shortpath.transport') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -388,3 +388,29 @@ def test_a_packet_heard_before_the_wait_began_is_no_answer():
     # and a standby path does not start recovering on packets alone
     m.heard("udp-1", 1.8)
     assert m.paths["udp-1"].recovered_since is None
+
+
+def test_upgrades_wait_until_the_session_allows_them():
+    m = PathManager(0.0, initiator=True, upgrade=False)
+    m.handle_timer(1.0)
+    assert m.actions() == [] and m.get_timer() is None
+    m.allow_upgrade(2.0)
+    assert m.get_timer() == 2.0
+    m.handle_timer(2.0)
+    assert m.actions() == [StartUpgrade(1, "initial")]
+    m.allow_upgrade(2.5)                      # a second call changes nothing
+    assert m.get_timer() is None or m.get_timer() > 2.5
+
+
+def test_a_probe_lost_in_the_dark_counts_in_lifetime_figures_not_against_the_recovery():
+    m = PathManager(0.0, initiator=True, upgrade=False)
+    m.path_up("udp-1", "udp-direct", 0.1)
+    m.sent("udp-1", 0.2)
+    m.handle_timer(0.8)                       # silent for dead_after: standby
+    assert m.active == RELAY_ID and m.paths["udp-1"].state == "standby"
+    m.received("udp-1", 2.0)                  # answers again: recovery starts
+    st = m.paths["udp-1"]
+    m.probe_result("udp-1", None, 2.1, sent_at=1.5)      # sent while dark, given up on now
+    assert (st.quality.loss, st.probes_lost, st.probes_total) == (0.0, 1, 1)
+    m.probe_result("udp-1", None, 2.6, sent_at=2.05)     # lost during the recovery: counts
+    assert st.quality.loss == 1.0 and st.probes_lost == 2

@@ -8,9 +8,13 @@ lazily, because importing aiortc loads PyAV (~0.3 s). See docs/udp.md.
     upgrader.py        UdpUpgrader: one set-up attempt (gathering, checks, DTLS, SCTP)
     path.py            UdpPath: the established path, owner of its ICE/DTLS/SCTP stack
     session_path.py    UdpSessionPath: a UdpPath seen through the session's Path interface
+    candidate_policy.py  which remote candidate addresses we send checks to (pure)
     ice.py             our ICE agent on aioice (gathering, TURN fallback, nomination)
     managed.py         the host's shared ICE-lite listener on UDP 3390
-    sctp.py            SCTP tuning over aiortc's association
+    consent.py         which address a managed session sends to, and when it may move (pure)
+    sctp.py            our SCTP sender over aiortc's association (tuning, pacing, loss recovery)
+    congestion.py      congestion controller and pacer (pure)
+    recovery.py        time-based loss detection and tail-loss probes (pure)
     _aioice_compat.py  every private aioice name we use, each with why
     _aiortc_compat.py  every private aiortc name we use, each with why
 """

@@ -20,8 +20,8 @@ What this module offers instead of the private names:
 * :func:`resend_request` -- resend the STUN request of a transaction in flight.
 * :func:`turn_inner_protocol` -- the TURN client protocol behind a TURN transport.
 
-No name here is read with ``getattr(..., default)``: a missing one raises, so a workaround is
-never switched off silently.
+No name here is read with ``getattr(..., default)``: a missing one raises :class:`LibraryChanged`
+(callers log it as an error), so a workaround is never switched off silently.
 
 aioice is imported lazily (it takes ~0.2 s to import).
 """
@@ -69,12 +69,24 @@ PRIVATE_NAMES: list[tuple[str, str, str]] = [
 ]
 
 
+class LibraryChanged(RuntimeError):
+    """A private aioice name we rely on is gone: this module must follow the new version."""
+
+
+def _private(obj: Any, name: str, why: str) -> Any:
+    try:
+        return getattr(obj, name)
+    except AttributeError:
+        raise LibraryChanged(f"aioice {type(obj).__name__} has no {name} ({why}); "
+                             f"see shortpath/transport/udp/_aioice_compat.py") from None
+
+
 def _transaction_addr(tx: Any) -> Any:
-    return tx._Transaction__addr
+    return _private(tx, "_Transaction__addr", "resend of an in-progress check")
 
 
 def _transaction_request(tx: Any) -> Any:
-    return tx._Transaction__request
+    return _private(tx, "_Transaction__request", "resend of an in-progress check")
 
 
 def resend_request(protocol: Any, addr: tuple[str, int]) -> bool:
@@ -89,7 +101,7 @@ def resend_request(protocol: Any, addr: tuple[str, int]) -> bool:
 
 def turn_inner_protocol(turn_transport: Any) -> Any:
     """The TURN client protocol (allocation owner) behind an aioice ``TurnTransport``."""
-    return turn_transport._TurnTransport__inner_protocol
+    return _private(turn_transport, "_TurnTransport__inner_protocol", "bounded TURN deallocation")
 
 
 @lru_cache(maxsize=None)

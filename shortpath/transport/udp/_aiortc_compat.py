@@ -52,6 +52,16 @@ class _DtlsPipe:
         self._send = send
 
 
+PRIVATE_NAMES.append(
+    ("aiortc.RTCCertificate()", "_key",
+     "tests only (test_secrets_in_logs): the DTLS private key, to prove it never reaches a log"))
+
+
+def certificate_private_key(cert):
+    """The private key of an aiortc RTCCertificate (tests: check that it is never logged)."""
+    return cert._key
+
+
 def set_dtls_role(dtls, role: str) -> None:
     """Fix the DTLS role ("server" or "client") before ``start()``."""
     dtls._set_role(role)
@@ -133,8 +143,8 @@ PRIVATE_NAMES.extend([
     (_SCTP, "_update_advanced_peer_ack_point", "called after a SACK or T3: FORWARD TSN over abandoned chunks"),
     (_SCTP, "_flight_size_increase", "called: flight size bookkeeping shared with aiortc"),
     (_SCTP, "_flight_size_decrease", "called: flight size bookkeeping shared with aiortc"),
-    (_SCTP, "_t3_start", "called: T3 runs while data is outstanding"),
-    (_SCTP, "_t3_restart", "called: T3 restarts when the cumulative ack advances"),
+    (_SCTP, "_t3_start", "called (T3 runs while data is outstanding); wrapped to note when"),
+    (_SCTP, "_t3_restart", "called (T3 restarts on acknowledged data); wrapped to note when"),
     (_SCTP, "_t3_cancel", "called: T3 stops when nothing is outstanding"),
     # association state read or written by the helpers
     (_SCTP + "()", "_sent_queue", "chunks with a TSN not yet cumulatively acknowledged, in TSN order"),
@@ -259,6 +269,14 @@ def sctp_hook_class() -> type:
             self._t3_handle = None
             self.sp_on_t3()
 
+        def _t3_start(self) -> None:
+            self.sp_t3_since = self._loop.time()
+            super()._t3_start()
+
+        def _t3_restart(self) -> None:
+            self.sp_t3_since = self._loop.time()
+            super()._t3_restart()
+
         def _t1_expired(self) -> None:
             self.sp_on_t1()
             super()._t1_expired()
@@ -292,6 +310,12 @@ def sctp_hook_class() -> type:
 
         # ---- helpers for the subclass: the private bookkeeping ---------------------------
         sp_send_errors = 0
+        #: loop time T3 was last (re)started
+        sp_t3_since = 0.0
+
+        def sp_t3_rearm(self, delay: float) -> None:
+            """From sp_on_t3: T3 fired early (the RTO grew since it was armed): wait the rest."""
+            self._t3_handle = self._loop.call_later(delay, self._t3_expired)
 
         @property
         def sp_loop(self):

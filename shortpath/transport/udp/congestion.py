@@ -500,8 +500,13 @@ class BbrController:
         if rtt <= self._probe_rtt_min or expired:
             self._probe_rtt_min = rtt
             self._probe_rtt_min_stamp = now
-        if rtt <= self._min_rtt or now - self._min_rtt_stamp > MIN_RTT_WINDOW:
+        if rtt <= self._min_rtt:
             self._min_rtt = rtt
+            self._min_rtt_stamp = now
+        elif now - self._min_rtt_stamp > MIN_RTT_WINDOW:
+            # the old minimum is too old to trust (the route may have changed, or a queue that
+            # never drains now belongs to the path): take the best of the last few seconds
+            self._min_rtt = self._probe_rtt_min
             self._min_rtt_stamp = now
 
     def _take_rate_sample(self, now: float, p: _Sent) -> None:
@@ -732,8 +737,9 @@ class BbrController:
         if self._probe_rtt_round_done and now >= self._probe_rtt_done_time:
             # the queue was empty for a while: whatever we saw is the path's RTT
             self._probe_rtt_min_stamp = now
-            self._min_rtt = min(self._min_rtt, self._probe_rtt_min)
-            self._min_rtt_stamp = now
+            if self._probe_rtt_min <= self._min_rtt or now - self._min_rtt_stamp > MIN_RTT_WINDOW:
+                self._min_rtt = self._probe_rtt_min
+                self._min_rtt_stamp = now
             self._cwnd = max(self._cwnd, self._prior_cwnd)
             self._prior_cwnd = 0
             if self._full_pipe:

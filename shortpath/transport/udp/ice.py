@@ -262,6 +262,8 @@ def _classes() -> tuple[type, type]:
                 return
             try:
                 super().datagram_received(data, addr)
+            except compat.LibraryChanged:
+                logger.exception("ice: [bug] aioice changed under us")
             except Exception:  # malformed STUN that aioice's parser chokes on
                 agent.drop_stats["rx_dropped_malformed"] += 1
 
@@ -407,7 +409,10 @@ def _classes() -> tuple[type, type]:
                     for task in done:
                         if task.cancelled() or task.exception() is not None:
                             exc = None if task.cancelled() else task.exception()
-                            logger.info("ice: candidate gathering step failed: %r", exc)
+                            if isinstance(exc, compat.LibraryChanged):
+                                logger.error("ice: [bug] candidate gathering step failed: %s", exc)
+                            else:
+                                logger.info("ice: candidate gathering step failed: %r", exc)
                             continue
                         result = task.result()
                         if result is None:

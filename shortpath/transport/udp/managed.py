@@ -401,9 +401,14 @@ class ManagedListener:
             for t in [t for t, s in self._consent_txids.items() if s is session and not session.binding.is_our_request(t)]:
                 del self._consent_txids[t]
             self._route(session)
-        if due and session.remote_pwd_key is not None:
-            for addr in due:
+        for addr in due:
+            if session.remote_pwd_key is not None:
                 self._send_consent(session, addr, now)
+            else:
+                # The client's hello (its password) has not arrived yet: this try is lost,
+                # like a dropped request, so the back-off still runs and the timer cannot spin.
+                session.binding.consent_sent(addr, os.urandom(12), now)
+                self._counters["consent_unsendable"] += 1
         if session._timer is not None:
             session._timer.cancel()
             session._timer = None
