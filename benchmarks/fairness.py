@@ -300,6 +300,7 @@ def measure(queues=("shallow", "deep"), *, idle_s=3.0, alone_s=6.0, together_s=2
 
         def probe_result(p, f) -> list:
             p.wait_for_line(r"^RESULT ", 60)
+            lab.stop(p)                 # exited on its own: forget it (no "exited before down" note)
             got = json.loads(f.read_text())
             allprobes.extend(got)
             return got
@@ -309,7 +310,9 @@ def measure(queues=("shallow", "deep"), *, idle_s=3.0, alone_s=6.0, together_s=2
                                         "--seconds", str(seconds), "--cc", "cubic"], ready=r"^CC ", ready_timeout=20)
 
         def tcp_result(p) -> dict:
-            return json.loads(p.wait_for_line(r"^RESULT ", 120).split(" ", 1)[1])
+            res = json.loads(p.wait_for_line(r"^RESULT ", 120).split(" ", 1)[1])
+            lab.stop(p)
+            return res
 
         sink_files = iter(range(1, 100))
 

@@ -241,6 +241,11 @@ class RedisStore:
                                                         socket_timeout=timeout, socket_connect_timeout=timeout,
                                                         decode_responses=True)
         self.redis = client or aioredis.Redis(connection_pool=pool)
+        # Heartbeat and sync writes get their own connections: a burst of launches
+        # queued on the pool above must not delay them past the liveness window.
+        self.sync_redis = client or aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=4, timeout=5.0, socket_timeout=timeout, socket_connect_timeout=timeout,
+            decode_responses=True))
         self._reserve = self.redis.register_script(RESERVE_LUA)
         self._release = self.redis.register_script(RELEASE_LUA)
         #: Redis round trips made, by operation (benchmarks, metrics)
@@ -294,7 +299,7 @@ class RedisStore:
                   "sessions": rec.sessions, "registered_at": rec.registered_at, "last_seen": rec.last_seen,
                   "token_jti": rec.token_jti,
                   "token_exp": "inf" if math.isinf(rec.token_exp) else rec.token_exp}
-        pipe = self.redis.pipeline(transaction=True)
+        pipe = self.sync_redis.pipeline(transaction=True)
         pipe.hset(self.k_host(rec.host_id), mapping=fields)
         pipe.sadd(self.k_pool(rec.pool), rec.host_id)
         if rec.connected and left_ms > 0:
@@ -304,7 +309,8 @@ class RedisStore:
         await self._call("register", pipe.execute())
 
     async def disconnected(self, host_id: str, gateway: str) -> None:
-        await self._call("disconnect", self._release(keys=[self.k_alive(host_id)], args=[gateway]))
+        await self._call("disconnect", self._release(keys=[self.k_alive(host_id)], args=[gateway],
+                                                     client=self.sync_redis))
 
     async def set_drain(self, host_id: str, drain: bool) -> None:
         if not await self._call("drain", self.redis.exists(self.k_host(host_id))):
@@ -419,7 +425,7 @@ class RedisStore:
         """One sync of this gateway: its load, its live sessions (rewritten whole),
         and the leases of each live session's slots: (pool, user, session id, host)."""
         ttl_ms = int(ttl * 1000)
-        pipe = self.redis.pipeline(transaction=True)
+        pipe = self.sync_redis.pipeline(transaction=True)
         pipe.hset(self.k_gw(gateway), mapping={**{k: json.dumps(v) for k, v in info.items()}, "updated": now})
         pipe.pexpire(self.k_gw(gateway), ttl_ms)
         pipe.sadd(self.K_GATEWAYS, gateway)
@@ -460,5 +466,6 @@ class RedisStore:
 
     async def close(self) -> None:
         import contextlib
-        with contextlib.suppress(Exception):
-            await self.redis.aclose()
+        for client in {id(self.redis): self.redis, id(self.sync_redis): self.sync_redis}.values():
+            with contextlib.suppress(Exception):
+                await client.aclose(close_connection_pool=True)

@@ -261,7 +261,7 @@ class WebFront:
         origin = request.headers.get("Origin", "")
         if origin != f"https://{request.host}":
             return web.Response(status=403, text="cross-origin WebSocket refused\n", headers=_HEADERS)
-        ws = web.WebSocketResponse(max_msg_size=MAX_WS_MESSAGE, heartbeat=20.0, headers=_HEADERS)
+        ws = web.WebSocketResponse(max_msg_size=MAX_WS_MESSAGE, heartbeat=20.0)
         await ws.prepare(request)
         peer, release = self._peer_of(request)
         self.counters["ws_sessions"] += 1

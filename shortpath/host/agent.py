@@ -277,6 +277,17 @@ class HostAgent:
             if not isinstance(reply, control.LegAccepted) or reply.session_id != sid:
                 raise RemoteError("gateway did not accept the data leg")
             marks["leg_accepted"] = time.monotonic()
+            if reply.client == "browser":   # a browser over WebRTC: host/browser.py answers it
+                from .browser import serve_browser
+
+                def check_ticket(ticket: str) -> None:
+                    claims = self._verifier.verify(ticket, typ="session", audience=self._gateway_id,
+                                                   now=time.time())
+                    if claims.extra.get("sid") != sid or claims.extra.get("host") != self.host_id:
+                        raise AuthError("session ticket is for another session or host")
+                    self._tickets.use(claims, time.time())
+                await serve_browser(leg, dial, check_ticket, self.timing.handshake_timeout)
+                return
             leg.max_payload = MAX_RELAY_PAYLOAD
             tls = InnerTls(leg, self._e2e_ctx, server_side=True)
             await asyncio.wait_for(tls.handshake(), self.timing.handshake_timeout)

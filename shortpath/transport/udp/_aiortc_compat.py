@@ -313,6 +313,14 @@ def sctp_hook_class() -> type:
         #: loop time T3 was last (re)started
         sp_t3_since = 0.0
 
+        async def sp_transmit(self) -> None:
+            """Run the sender (what aiortc calls _transmit: our sp_pump)."""
+            await self._transmit()
+
+        def sp_advance_peer_ack_point(self) -> None:
+            """After chunks were abandoned outside a SACK (a RACK timer): queue the FORWARD TSN."""
+            self._update_advanced_peer_ack_point()
+
         def sp_t3_rearm(self, delay: float) -> None:
             """From sp_on_t3: T3 fired early (the RTO grew since it was armed): wait the rest."""
             self._t3_handle = self._loop.call_later(delay, self._t3_expired)

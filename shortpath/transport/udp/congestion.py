@@ -262,6 +262,7 @@ class BbrController:
         self._prev_round_cwnd_limited = False
         self._queue_rounds = 0
         self._queue_bw = 0.0
+        self._queue_aged_this_cycle = False
 
         # state machine
         self.state = STARTUP
@@ -580,19 +581,19 @@ class BbrController:
             self._queue_rounds = 0
             self._queue_bw = 0.0
         if self._queue_rounds >= QUEUE_ROUNDS and self._queue_bw > 0:
-            self._counts["queue_signals"] += 1
-            # down to the best the path delivered over those rounds (one round's best can be
-            # low when sending paused), and by at most half per signal
-            current = self.btl_bw
-            self._bw_lo = min(current, max(self._queue_bw, QUEUE_MAX_CUT * current))
-            # the maxima that built this queue are stale: the next probe starts from what the
-            # path delivers now (a flow that merely shares a queue delivers what it sends, so
-            # this only bites when delivery fell behind the model)
-            self._bw_hi = [min(x, self._bw_lo) for x in self._bw_hi]
             self._queue_rounds = 0
             self._queue_bw = 0.0
+            if not self._queue_aged_this_cycle:
+                # a standing queue while not probing: the bandwidth memory is older than the
+                # path (a rate drop) or than our share of it (a new competitor). Forget the
+                # previous cycle's maximum now instead of at the next cycle; what we measured
+                # this cycle stays. Once per cycle only: a delay-based cut every round would
+                # hand the whole link to any loss-based flow that keeps the queue full.
+                self._counts["queue_signals"] += 1
+                self._queue_aged_this_cycle = True
+                self._bw_hi = [self._bw_hi[1], 0.0]
             if self.phase == CRUISE:
-                self._enter_probe_bw(now, DOWN)
+                self._enter_probe_bw(now, DOWN)   # and drain our share of the queue
         self._reset_round_accumulators()
 
     def _cut_lower_bounds(self) -> None:
@@ -668,6 +669,7 @@ class BbrController:
         elif phase == REFILL:
             # a new cycle: age the bandwidth filter by one cycle and forget the lower bounds
             self._counts["cycles"] += 1
+            self._queue_aged_this_cycle = False
             if self._cycle_measured:
                 # only a cycle that measured the path may push older measurements out: an
                 # application that sent too little to fill the pipe says nothing about it

@@ -268,7 +268,7 @@ def tuned_sctp_transport_class() -> type:
                 return
             if not self._sp_kicked:
                 self._sp_kicked = True
-                asyncio.ensure_future(self._transmit())
+                asyncio.ensure_future(self.sp_transmit())
 
         async def sp_pump(self) -> None:
             self._sp_kicked = False
@@ -468,6 +468,8 @@ def tuned_sctp_transport_class() -> type:
             now = self.sp_loop.time()
             lost, send_tlp = self._sp_rack.handle_timer(now)
             self._sp_declare_lost(now, lost)
+            if lost:
+                self.sp_advance_peer_ack_point()   # a lost datagram is abandoned: FORWARD TSN
             if send_tlp:
                 # the probe: new data if there is some (it may reveal the tail's loss by its
                 # ack), else the most recently sent outstanding chunk again
