@@ -90,6 +90,19 @@ class FingerprintMismatch(AuthError):
     code = "fingerprint-mismatch"
 
 
+class TicketReplayed(AuthError):
+    """A single-use resume ticket (auth/resume.py) was presented a second time."""
+
+    code = "ticket-replayed"
+
+
+class WrongClient(AuthError):
+    """A resume ticket presented without proof of the key it is bound to: the
+    ticket was sniffed or stolen, or belongs to another session."""
+
+    code = "wrong-client"
+
+
 class PathError(ShortpathError):
     """A transport path could not be set up, or died."""
 

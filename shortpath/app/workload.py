@@ -48,7 +48,7 @@ DESKTOP_FPS = 30
 BULK_MESSAGE = 60_000
 BULK_QUERY_EVERY = 256 * 1024
 #: After the sending stops: how long to wait for the last echoes / the end of the frame stream.
-ECHO_GRACE = 1.0
+ECHO_GRACE = 3.0
 DESKTOP_GRACE = 10.0
 
 _EVENT = struct.Struct("!cIQ")      # kind (I input / D datagram), sequence, sent time (ns)

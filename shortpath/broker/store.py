@@ -236,16 +236,21 @@ class RedisStore:
         self.liveness = liveness
         self.pending_ttl = pending_ttl
         self.session_lease = session_lease
-        # A bounded pool: a burst of launches waits for a connection instead of opening hundreds.
-        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=32, timeout=5.0,
-                                                        socket_timeout=timeout, socket_connect_timeout=timeout,
-                                                        decode_responses=True)
-        self.redis = client or aioredis.Redis(connection_pool=pool)
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+        from redis.exceptions import ConnectionError as RedisConnectionError
+
+        def pool(size: int):
+            # Bounded: a burst of launches waits for a connection instead of opening hundreds.
+            # One retry on a broken connection (a pooled socket from before a Redis restart);
+            # none on a timeout, which could run a script twice.
+            return aioredis.BlockingConnectionPool.from_url(
+                url, max_connections=size, timeout=5.0, socket_timeout=timeout, socket_connect_timeout=timeout,
+                decode_responses=True, retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)))
+        self.redis = client or aioredis.Redis(connection_pool=pool(32))
         # Heartbeat and sync writes get their own connections: a burst of launches
         # queued on the pool above must not delay them past the liveness window.
-        self.sync_redis = client or aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=4, timeout=5.0, socket_timeout=timeout, socket_connect_timeout=timeout,
-            decode_responses=True))
+        self.sync_redis = client or aioredis.Redis(connection_pool=pool(4))
         self._reserve = self.redis.register_script(RESERVE_LUA)
         self._release = self.redis.register_script(RELEASE_LUA)
         #: Redis round trips made, by operation (benchmarks, metrics)

@@ -163,6 +163,7 @@ class WebFront:
     def __init__(self, gateway) -> None:
         self.gw = gateway
         self._runner = None
+        self.stopping = asyncio.Event()      # set by stop(): live sessions end with gateway-shutdown
         self._peers: dict[int, tuple] = {}      # aiohttp-side socket fd -> browser's address
         self._release: dict[int, Callable[[], None]] = {}
         self.counters = {"http_connections": 0, "ws_sessions": 0, "launches": 0, "ws_errors": 0}
@@ -182,6 +183,7 @@ class WebFront:
         await self._runner.setup()
 
     async def stop(self) -> None:
+        self.stopping.set()
         if self._runner is not None:
             with contextlib.suppress(Exception):
                 await self._runner.cleanup()
@@ -412,7 +414,7 @@ class WebFront:
 
         a = loop.create_task(from_browser())
         b = loop.create_task(from_host())
-        stop = loop.create_task(self.gw._stop.wait())
+        stop = loop.create_task(self.stopping.wait())
         try:
             done, _ = await asyncio.wait({a, b, stop}, return_when=asyncio.FIRST_COMPLETED)
             if stop in done:

@@ -156,9 +156,14 @@ async def test_browser_page_connects_and_echoes_in_order(tmp_path, caplog):
         # the token went over the WebSocket only: not in the URL, not in any log line
         assert token not in result["url"]
         assert not [r for r in caplog.records if token in r.getMessage()]
-        # the broker saw a session on host-1 and forgets it when the browser leaves
+        # the broker saw one session, and forgets it once the browser has gone
         assert stack.gateway.web.counters["launches"] == 1
-    assert stack.gateway.broker.sessions == {}
+        for _ in range(250):
+            if not stack.gateway.broker.sessions:
+                break
+            await asyncio.sleep(0.02)
+        assert stack.gateway.broker.sessions == {}
+        assert any("browser-session-end" in r.getMessage() for r in caplog.records)
 
 
 async def _ws_exchange(port: int, cafile: str, messages: list, origin: str | None = None, expect: int = 99):

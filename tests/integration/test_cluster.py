@@ -14,8 +14,9 @@ from tests.conftest import FAST
 from tests.integration.conftest_redis import redis_server  # noqa: F401  (fixture)
 
 
-async def echo_both_ways(session, n=30):
-    await session.send(b"echo")
+async def echo_both_ways(session, n=30, first=True):
+    if first:
+        await session.send(b"echo")   # the desktop app echoes from here on
     for i in range(n):
         msg = hashlib.sha256(b"%d" % i).digest() * 4
         await session.send(msg)
@@ -85,13 +86,12 @@ async def test_200_concurrent_launches_over_3_gateways_never_exceed_limits(tmp_p
 
         async def one(i):
             try:
-                s = await c.connect(i % 3, user=f"u{i}")
+                s = await asyncio.wait_for(c.connect(i % 3, user=f"u{i}"), 30)
             except NoResourcesError as exc:
                 return exc.reason
             sessions.append(s)
-            assert await s.recv() == b"hi"
             return s.peer
-        results = await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(200))), 90)
+        results = await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(200))), 60)
         won = [r for r in results if r.startswith("host-")]
         lost = [r for r in results if not r.startswith("host-")]
         per_host = {h: won.count(h) for h in set(won)}
@@ -112,7 +112,7 @@ async def test_redis_stopped_and_restarted_mid_run(tmp_path, redis_server):
             with pytest.raises(BrokerUnavailable) as ei:      # typed, and says so on the wire
                 await c.connect(1, user="bob")
             assert ei.value.code == "broker-unavailable"
-            await echo_both_ways(live, 20)                    # the live session goes on
+            await echo_both_ways(live, 20, first=False)                    # the live session goes on
             await asyncio.sleep(FAST.heartbeat_interval * 2)  # heartbeats while Redis is away
             redis_server.start()                              # empty: no persistence
             for gw in c.gateways:
@@ -120,7 +120,7 @@ async def test_redis_stopped_and_restarted_mid_run(tmp_path, redis_server):
             async with await c.connect(1, user="carol") as s2:   # launches work again
                 assert s2.peer == "host-1"
                 await echo_both_ways(s2, 5)
-            await echo_both_ways(live, 5)
+            await echo_both_ways(live, 5, first=False)
             await c.synced()
             sessions = (await c.gateways[0].broker.cluster.admin("sessions"))["sessions"]
             assert live.session_id in {x["session_id"] for x in sessions}   # converged

@@ -50,6 +50,7 @@
     ws = new WebSocket(`wss://${location.host}/ws`);
     setStatus('signing in…');
     ws.onopen = () => send({ type: 'hello', token });
+    $('token').value = '';     // the page keeps no copy once it has been sent
     ws.onmessage = (ev) => onControl(JSON.parse(ev.data));
     ws.onclose = () => {
       if (state.phase !== 'error' && state.phase !== 'closed') {
@@ -65,6 +66,7 @@
         state.user = msg.user;
         state.phase = 'signed-in';
         setStatus(`signed in as ${msg.user}`, 'ready');
+        $('signin').hidden = true;
         send({ type: 'feed' });
         break;
       case 'feed': {

@@ -173,6 +173,9 @@ INITIAL_RTT_GUESS = 0.01
 #: tests never end it, e.g. an app-limited sender that never fills 1.25 BDP).
 MAX_UP_ROUNDS = 8
 
+import os
+_VARIANT = int(os.environ.get("BBR_VARIANT", "1"))
+_SHORT = float(os.environ.get("BBR_SHORT", "10"))
 STARTUP = "startup"
 DRAIN = "drain"
 PROBE_BW = "probe_bw"
@@ -274,6 +277,7 @@ class BbrController:
         self._full_pipe = False
         self._phase_start_time = now
         self._phase_start_round = 0
+        self._cycle_start_round = 0
         self._probe_up_step = 1
         self._up_cap_hit = False
         self._probe_rtt_done_time: Optional[float] = None
@@ -581,9 +585,12 @@ class BbrController:
             self._queue_rounds = 0
             self._queue_bw = 0.0
         if self._queue_rounds >= QUEUE_ROUNDS and self._queue_bw > 0:
+            self._queue_bw_keep = self._queue_bw
             self._queue_rounds = 0
             self._queue_bw = 0.0
-            if not self._queue_aged_this_cycle:
+            if _VARIANT == 0:
+                pass
+            elif not self._queue_aged_this_cycle and self._queue_bw_keep < _SHORT * self.max_bw:
                 # a standing queue while not probing: the bandwidth memory is older than the
                 # path (a rate drop) or than our share of it (a new competitor). Forget the
                 # previous cycle's maximum now instead of at the next cycle; what we measured
@@ -591,7 +598,7 @@ class BbrController:
                 # hand the whole link to any loss-based flow that keeps the queue full.
                 self._counts["queue_signals"] += 1
                 self._queue_aged_this_cycle = True
-                self._bw_hi = [self._bw_hi[1], 0.0]
+                self._bw_hi = [self._bw_hi[1], 0.0] if _VARIANT == 1 else [self._queue_bw_keep, 0.0]
             if self.phase == CRUISE:
                 self._enter_probe_bw(now, DOWN)   # and drain our share of the queue
         self._reset_round_accumulators()
@@ -681,6 +688,7 @@ class BbrController:
             self._probe_up_step = 1
         elif phase == UP:
             self._pacing_gain = UP_PACING_GAIN
+            self._cycle_start_round = self._round + 1
             self._up_cap_hit = False
 
     def _update_probe_bw(self, now: float) -> None:
@@ -694,7 +702,9 @@ class BbrController:
             elif rounds_in_phase >= 3:
                 self._enter_probe_bw(now, CRUISE)  # cannot drain (app or receiver): move on
         elif self.phase == CRUISE:
-            if rounds_in_phase >= CRUISE_ROUNDS:
+            # counted from the end of the last probe, so that an extra drain (a queue signal)
+            # does not postpone the next probe
+            if self._round - self._cycle_start_round >= CRUISE_ROUNDS + 1:
                 self._enter_probe_bw(now, REFILL)
         elif self.phase == REFILL:
             if rounds_in_phase >= 1:
