@@ -102,7 +102,7 @@ async def bench_mode(session, echo_task: asyncio.Future | None = None) -> None:
             elif tag == b"B":
                 rec.bulk(len(m), now)
             elif tag == b"P":
-                await session.send(m)
+                await session.send(m, channel="input")      # never behind a frame (channels.py)
             elif tag == b"A":
                 frames["acked"] += 1
             elif tag == b"C":
@@ -137,7 +137,7 @@ async def _paced_frames(session, seconds: float, fps: float, max_inflight: int, 
         size = rng.randint(20_000, 60_000)
         if st["sent"] - st["acked"] < max_inflight:
             st["sent"] += 1
-            await session.send(frame_payload(i, size))
+            await session.send(frame_payload(i, size), channel="graphics")
         else:
             st["skipped"] += 1
         delay = start + (i + 1) / fps - time.monotonic()

@@ -8,6 +8,15 @@ sending on UDP; then a stream of numbered, checksummed messages (one per
 Recorded: failover time (blackhole -> client sending on tcp-relay), return
 time (restore -> client sending on UDP again), and messages lost, duplicated
 or reordered (must be 0).
+
+Resume (#15), same stream, two more figures per run (``resume_run``):
+
+* gateway crash under a relay-only session -> data flowing again: the gateway's
+  connections are all cut at once with no goodbye (as its process dying does),
+  a new gateway starts on the same port and state; measured from the moment it
+  listens to the first echoed message the client receives after that;
+* relay lost while on UDP -> replaced: same crash under a UDP session; measured
+  from the moment the new gateway listens to the client holding a new relay leg.
 """
 
 from __future__ import annotations
@@ -84,6 +93,118 @@ async def one_run(stack: LocalStack, dark: float) -> dict:
             "in_order_exactly_once": got == list(range(sent)), "info": info}
 
 
+async def _crash_and_restart(stack: LocalStack) -> float:
+    """Cut every connection of the gateway at once (no GATEWAY_END: a crash as the peers
+    see it), then start a fresh gateway on the same port and state; returns when it listens."""
+    gw = stack.gateway
+    port = gw.port
+    for conn in list(gw._conns.values()):
+        conn.abort()
+    await gw.stop()
+    await stack.start_gateway(port)
+    return time.monotonic()
+
+
+async def resume_run(stack: LocalStack, udp: bool) -> dict:
+    s = await stack.connect(shortpath=udp)
+    await s.send(b"echo")
+    if udp:
+        await _until(lambda: s.info.transport.startswith("udp"), 10)
+    got: list[tuple[float, int]] = []
+    sent = 0
+    stop = asyncio.Event()
+
+    async def sender():
+        nonlocal sent
+        while not stop.is_set():
+            await s.send(numbered(sent))
+            sent += 1
+            await asyncio.sleep(0.005)
+
+    async def receiver():
+        while True:
+            n = check_numbered(await s.recv())
+            got.append((time.monotonic(), n))
+
+    tx, rx = asyncio.ensure_future(sender()), asyncio.ensure_future(receiver())
+    await asyncio.sleep(0.3)
+    on_udp = s.info.transport.startswith("udp")
+    t_ready = await _crash_and_restart(stack)
+    if udp:
+        t_done = await _until(lambda: s.relay is not None and s.relay.path_id != "relay", 20)
+    else:
+        t_done = await _until(lambda: got and got[-1][0] > t_ready, 20)
+    await asyncio.sleep(0.3)
+    stop.set()
+    await tx
+    await _until(lambda: len(got) >= sent, 10)
+    rx.cancel()
+    nums = [n for _, n in got]
+    info = s.info
+    await s.close()
+    return {"on_udp": on_udp, "after_gateway_ready_s": None if t_done is None else t_done - t_ready,
+            "messages": sent, "lost": len(set(range(sent)) - set(nums)), "duplicated": len(nums) - len(set(nums)),
+            "reordered": sum(1 for a, b in zip(nums, nums[1:]) if b < a), "resumes": info.resumes,
+            "relay_replacements": info.relay_replacements, "closed": s.close_reason}
+
+
+def _p95(xs: list) -> float | None:
+    ok = sorted(x for x in xs if x is not None)
+    if not ok:
+        return None
+    return ok[min(len(ok) - 1, max(0, int(round(0.95 * len(ok) + 0.5)) - 1))]
+
+
+async def _resume_main(runs: int) -> dict:
+    out: dict = {"gateway_kill_relay_only": [], "relay_replaced_on_udp": []}
+    with tempfile.TemporaryDirectory(prefix="sp-resume-") as state:
+        async with LocalStack(state, hosts=1) as stack:
+            for i in range(runs):
+                for key, udp in (("gateway_kill_relay_only", False), ("relay_replaced_on_udp", True)):
+                    await asyncio.wait_for(stack.hosts[0].registered.wait(), 30)
+                    r = await resume_run(stack, udp)
+                    out[key].append(r)
+                    print(f"  run {i + 1}/{runs} {key}: {r['after_gateway_ready_s']} s lost={r['lost']} "
+                          f"dup={r['duplicated']} reordered={r['reordered']}", flush=True)
+    return out
+
+
+def run_resume(suite: str = "quick", plot: bool = True) -> dict:
+    runs = 5 if suite == "quick" else 25
+    results = asyncio.run(_resume_main(runs))
+    summary = {}
+    for key, rs in results.items():
+        xs = [r["after_gateway_ready_s"] for r in rs]
+        summary[key] = {**_stats(xs), "p95_ms": None if _p95(xs) is None else round(_p95(xs) * 1000, 1),
+                        **{k: sum(r[k] for r in rs) for k in ("messages", "lost", "duplicated", "reordered")}}
+    rows = [{"figure": k, "median ms": v["median_ms"], "p95 ms": v["p95_ms"], "max ms": v["max_ms"],
+             "runs": v["n"], "lost/dup/reord": f"{v['lost']}/{v['duplicated']}/{v['reordered']}"}
+            for k, v in summary.items()]
+    print(table(rows, ["figure", "median ms", "p95 ms", "max ms", "runs", "lost/dup/reord"]))
+    print("(targets #15: gateway kill -> data flowing p95 <= 2000 ms after a gateway is reachable; "
+          "relay replaced p95 <= 2000 ms; 0 lost)")
+    data = {"suite": suite, "runs": runs, "summary": summary, "raw": results}
+    path = save(f"switching_resume_{suite}", data)
+    if plot:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        fig, ax = plt.subplots(figsize=(7, 4))
+        keys = list(results)
+        ax.boxplot([[r["after_gateway_ready_s"] * 1000 for r in results[k] if r["after_gateway_ready_s"] is not None]
+                    for k in keys], tick_labels=["gateway crash -> data again\n(relay only)",
+                                                 "relay replaced\n(session on UDP)"])
+        ax.axhline(2000, ls="--", c="tab:red", lw=0.8, label="target p95 2 s")
+        ax.set_ylabel("ms after the new gateway listens")
+        ax.set_title(f"Resume on loopback, {runs} runs each")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(path.replace(".json", ".png"), dpi=100)
+        plt.close(fig)
+    print(f"saved {path}")
+    return data
+
+
 def _stats(xs: list) -> dict:
     ok = [x for x in xs if x is not None]
     return {"median_ms": round(statistics.median(ok) * 1000, 1) if ok else None,
@@ -134,4 +255,5 @@ def run(suite: str = "quick", plot: bool = True) -> dict:
         fig.savefig(path.replace(".json", ".png"), dpi=100)
         plt.close(fig)
     print(f"saved {path}")
+    data["resume"] = run_resume(suite, plot)      # #15: gateway crash, relay replaced while on UDP
     return data

@@ -77,6 +77,8 @@ PREREQS: dict[str, Prereq] = {p.name: p for p in (
     Prereq("chromium", "program", "chromium", "chromium",
            "the browser-client tests (tests/integration/test_browser.py, tests/lab/test_browser_lab.py), "
            "run headless by Playwright"),
+    Prereq("playwright", "python", "playwright", "playwright",
+           "driving chromium in the browser-client tests (tests/lab/test_browser_lab.py)"),
     Prereq("scapy", "python", "scapy", "scapy",
            "packet capture and crafted packets in the lab (netns_lab.capture, hostile-UDP tests)"),
 )}
@@ -86,7 +88,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "lab": ("ip", "tc", "nft", "iptables", "sysctl"),
     "turn": ("turnserver",),
     "capture": ("libpcap", "scapy"),
-    "browser": ("chromium",),
+    "browser": ("chromium", "playwright"),
 }
 
 

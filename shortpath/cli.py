@@ -139,14 +139,33 @@ def cmd_gateway(args) -> int:
         listen_host, listen_port = parse_hostport(args.listen)
     cfg = load_gateway_config(args.config, state_dir=args.state, listen_host=listen_host or None,
                               listen_port=listen_port)
+    if args.redis or args.gateway_id or args.advertise:   # a gateway cluster (issue #14, docs/config.md)
+        import dataclasses
+        cl = dataclasses.replace(cfg.cluster, **{k: v for k, v in (("redis", args.redis), ("id", args.gateway_id),
+                                                                   ("advertise", args.advertise)) if v})
+        if not cl.redis:
+            raise ConfigError("--gateway-id/--advertise need --redis URL (or [cluster] redis in the config)")
+        cfg = dataclasses.replace(cfg, cluster=cl)
 
     async def run(stop):
         gw = Gateway(cfg)
         await gw.start()
+        metrics = None
+        if args.metrics:       # Prometheus /metrics (shortpath/metrics.py)
+            from .metrics import serve_gateway
+            try:
+                metrics = await serve_gateway(gw, args.metrics)
+            except BaseException:
+                await gw.stop()
+                raise
         print(json.dumps({"event": "gateway-ready", "port": gw.port, "cert": gw.cert_path,
+                          "metrics": f"http://{metrics.host}:{metrics.port}/metrics" if metrics else None,
+                          "web": f"https://{cfg.listen_host}:{gw.port}/",    # the browser client (docs/browser.md)
                           "admin": state_path(cfg.state_dir, "admin.sock"),
                           "signing_key": gw.signer.public_hex()}), flush=True)   # for host --signing-key
         await stop.wait()
+        if metrics is not None:
+            await metrics.stop()
         await gw.stop()
         return 0
     return _run_until_signal(run)
@@ -216,12 +235,18 @@ def cmd_host(args) -> int:
         udp = {"host_addresses": args.udp_address} if args.udp_address else {}
         if args.turn_ca:
             udp["turn_cafile"] = args.turn_ca
-        agent = HostAgent(args.gateway, token, args.host_id, host_handler, state_dir=args.state, cafile=args.ca,
+        agent = HostAgent(list(args.gateway), token, args.host_id, host_handler, state_dir=args.state, cafile=args.ca,
                           managed=managed, udp=udp, signing_key=args.signing_key)
+        metrics = None
+        if args.metrics:       # Prometheus /metrics (shortpath/metrics.py)
+            from .metrics import serve_host
+            metrics = await serve_host(agent, args.metrics)
+            print(json.dumps({"event": "host-metrics", "metrics": f"http://{metrics.host}:{metrics.port}/metrics"}),
+                  flush=True)
         fatal: list[ShortpathError] = []
 
         def on_retry(exc: BaseException | None, delay: float) -> None:
-            err = _gateway_failure(exc, args.gateway, args.ca)
+            err = _gateway_failure(exc, "%s:%s" % agent.gateway, args.ca)
             if isinstance(exc, ssl.SSLCertVerificationError):
                 fatal.append(err)        # the pinned certificate will not change: stop
                 stop.set()
@@ -249,11 +274,14 @@ def cmd_host(args) -> int:
         for w in waits:
             w.cancel()
         await agent.stop()
+        if metrics is not None:
+            await metrics.stop()
         if fatal:
             raise fatal[0]
         if agent.refused.is_set() and agent.last_error is not None:
             err = agent.last_error
-            raise ShortpathError(f"host {args.host_id} gave up registering with the gateway at {args.gateway}: "
+            raise ShortpathError(f"host {args.host_id} gave up registering with the gateway at "
+                                 f"{'%s:%s' % agent.gateway}: "
                                  f"{err.message}", code=err.code)
         return 0
     return _run_until_signal(run)
@@ -355,6 +383,13 @@ def cmd_connect(args) -> int:
     _check_ca(getattr(args, "host_ca", None), "--host-ca")
     if args.workload and not (math.isfinite(args.seconds) and args.seconds > 0):
         raise ConfigError(f"--seconds must be a positive, finite number (got {args.seconds})")
+    choice = None
+    if len(args.gateway) > 1:    # a gateway cluster: measure and pick (client/gateway_choice.py)
+        from .client.gateway_choice import choose, measure
+        choice = choose(asyncio.run(measure(args.gateway, args.ca)))
+        if not args.json:
+            print(f"gateway {choice.gateway}: {choice.reason}", flush=True)
+    args.gateway = choice.gateway if choice else args.gateway[0]
 
     async def reach(coro):
         """Await a call that dials the gateway; a failure to reach it becomes one sentence."""
@@ -403,6 +438,8 @@ def cmd_connect(args) -> int:
         info.update(hold)
         info.update({"setup_ms": round(setup, 2), "echo_count": len(rtts),
                      "echo_rtt_p50_ms": round(statistics.median(rtts), 3) if rtts else None})
+        if choice is not None:
+            info["gateway_choice"] = choice.to_dict()
         if args.json:
             print(json.dumps(info), flush=True)
         else:
@@ -447,10 +484,16 @@ def cmd_admin(args) -> int:
     elif "sessions" in resp and not resp["sessions"]:
         print("no sessions")
     elif "hosts" in resp:
-        print(f"{'HOST':16} {'POOL':12} {'STATUS':12} {'SESSIONS':>8} {'PENDING':>7} {'SEEN':>6}")
+        print(f"{'HOST':16} {'POOL':12} {'STATUS':12} {'SESSIONS':>8} {'PENDING':>7} {'SEEN':>6}"
+              + ("  GATEWAY" if any("gateway" in h for h in resp["hosts"]) else ""))
         for h in resp["hosts"]:
             print(f"{h['host_id']:16} {h['pool']:12} {h['status']:12} {h['sessions']:>8} {h['pending']:>7} "
-                  f"{h['last_seen_s']:>5}s")
+                  f"{h['last_seen_s']:>5}s" + (f"  {h['gateway'] or '-'}" if "gateway" in h else ""))
+    elif "gateways" in resp:
+        for g_ in resp["gateways"]:
+            print(f"{g_['gateway']:16} {g_['address'] or '-':22} connections={g_['connections']} "
+                  f"hosts={g_['hosts']} sessions={g_['sessions']} updated {g_['age_s']}s ago"
+                  + ("  (this gateway)" if g_["self"] else ""))
     elif "sessions" in resp:
         for s_ in resp["sessions"]:
             print(f"{s_['session_id']} user={s_['user']} host={s_['host_id']} resource={s_['resource']} "
@@ -470,6 +513,23 @@ def cmd_ca(args) -> int:
         raise ConfigError("ca sign needs --host-id and --cert")
     out = ca.sign_host(args.ca_dir, args.host_id, args.cert, args.out, days=args.days)
     print(json.dumps({"event": "host-cert-signed", "host_id": args.host_id, "cert": out}))
+    return 0
+
+
+def cmd_netcheck(args) -> int:
+    """UDP, NAT behaviour (RFC 5780), STUN/TURN over TCP/TLS, managed port, gateways and the pick."""
+    from . import netcheck
+    if not (args.stun or args.turn or args.turn_tls or args.managed or args.gateway):
+        raise ConfigError("netcheck needs something to check: --stun, --turn, --turn-tls, --managed or --gateway")
+    _check_ca(args.ca)
+    _check_ca(args.turn_ca, "--turn-ca")
+    report = asyncio.run(netcheck.run(stun=args.stun, turn=args.turn, turn_tls=args.turn_tls,
+                                      turn_cafile=args.turn_ca, managed=args.managed,
+                                      gateways=args.gateway or (), cafile=args.ca, timeout=args.timeout))
+    if args.json:
+        print(json.dumps(report), flush=True)
+    else:
+        print("\n".join(netcheck.format_report(report)), flush=True)
     return 0
 
 
@@ -496,7 +556,8 @@ def cmd_stats(args) -> int:
     for sess in data["sessions"]:
         ttu = sess.get("time_to_udp")
         print(f"\nsession {sess['session_id']} user={sess['user']} transport={sess['transport']} "
-              f"rtt={sess['rtt_ms']} ms time-to-udp={'-' if ttu is None else f'{ttu * 1000:.0f} ms'}")
+              f"rtt={sess['rtt_ms']} ms time-to-udp={'-' if ttu is None else f'{ttu * 1000:.0f} ms'}"
+              f" resumes={sess.get('resumes', 0)} relay-replaced={sess.get('relay_replacements', 0)}")
         for p in sess["paths"]:
             lc, rc = p.get("local_candidate"), p.get("remote_candidate")
             cands = f" {lc['type']} {lc['ip']}:{lc['port']} -> {rc['type']} {rc['ip']}:{rc['port']}" if lc and rc else ""
@@ -527,6 +588,15 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("gateway", help="run the gateway and broker")
     common(g)
     g.add_argument("--listen", default=None, help="host:port (default from config, else 127.0.0.1:4443)")
+    g.add_argument("--redis", default=None, metavar="URL",
+                   help="redis://HOST:PORT/DB: share the broker with the other gateways of a cluster "
+                        "(default: the broker in memory, one gateway)")
+    g.add_argument("--gateway-id", default=None, metavar="ID",
+                   help="this gateway's name in the cluster (default: its host:port)")
+    g.add_argument("--metrics", default=None, metavar="HOST:PORT",
+                   help="serve Prometheus metrics on http://HOST:PORT/metrics (e.g. 127.0.0.1:9464)")
+    g.add_argument("--advertise", default=None, metavar="HOST:PORT",
+                   help="the address hosts dial their data legs to on this gateway (default: --listen)")
     g.set_defaults(func=cmd_gateway)
 
     t = sub.add_parser("token", help="mint a token with the gateway's signing key")
@@ -542,8 +612,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_token)
 
     h = sub.add_parser("host", help="run a session host (outbound connections only)")
-    h.add_argument("--gateway", required=True)
+    h.add_argument("--gateway", required=True, action="append",
+                   help="host:port; repeat for a gateway cluster (the host moves to the next when one is lost)")
     h.add_argument("--host-id", required=True)
+    h.add_argument("--metrics", default=None, metavar="HOST:PORT",
+                   help="serve Prometheus metrics on http://HOST:PORT/metrics")
     h.add_argument("--token", default=None, help="the host token itself (visible in ps: prefer --token-file)")
     h.add_argument("--token-file", default=None, help="file holding the host token (mode 0600)")
     h.add_argument("--ca", default=None, help="the gateway's certificate (pinned)")
@@ -562,7 +635,8 @@ def build_parser() -> argparse.ArgumentParser:
     h.set_defaults(func=cmd_host)
 
     c = sub.add_parser("connect", help="launch a resource and run an echo exchange")
-    c.add_argument("--gateway", required=True)
+    c.add_argument("--gateway", required=True, action="append",
+                   help="host:port; repeat to let the client pick by latency bucket and load (AVD's rule)")
     c.add_argument("--resource", default="desktop")
     c.add_argument("--token", default=None, help="the user token itself (visible in ps: prefer --token-file)")
     c.add_argument("--token-file", default=None, help="file holding the user token (mode 0600)")
@@ -589,6 +663,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "host id (see 'shortpath ca')")
     c.set_defaults(func=cmd_connect)
 
+    nc = sub.add_parser("netcheck", help="what this network allows: UDP, NAT type (RFC 5780), STUN/TURN over "
+                                         "TCP/TLS, managed port, gateway latency and the pick")
+    nc.add_argument("--stun", default=None, metavar="HOST:PORT",
+                    help="STUN server (two addresses, e.g. coturn with two listening-ip, for the NAT type)")
+    nc.add_argument("--turn", default=None, metavar="HOST:PORT", help="TURN server to reach over TCP")
+    nc.add_argument("--turn-tls", default=None, metavar="HOST:PORT", help="TURN server to reach over TLS (e.g. :443)")
+    nc.add_argument("--turn-ca", default=None, help="CA file for the TURN server's TLS certificate")
+    nc.add_argument("--managed", default=None, metavar="IP:PORT", help="a host's managed Shortpath UDP port")
+    nc.add_argument("--gateway", action="append", default=None, metavar="HOST:PORT",
+                    help="gateway to measure (repeat); the report says which one a client would pick")
+    nc.add_argument("--ca", default=None, help="the gateway's certificate (pinned)")
+    nc.add_argument("--timeout", type=float, default=0.5, help="seconds to wait for each UDP answer")
+    nc.add_argument("--json", action="store_true")
+    nc.set_defaults(func=cmd_netcheck)
+
     st = sub.add_parser("stats", help="per-session path, candidates, RTT, bytes and switch history of a running host")
     st.add_argument("--state", default="./host-state", help="the host's state directory")
     st.add_argument("--host-id", required=True)
@@ -597,7 +686,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     a = sub.add_parser("admin", help="talk to a running gateway's local admin socket")
     common(a)
-    a.add_argument("action", choices=["hosts", "sessions", "drain", "undrain", "stats", "revoke"])
+    a.add_argument("action", choices=["hosts", "sessions", "drain", "undrain", "stats", "revoke", "gateways"])
     a.add_argument("host", nargs="?")
     a.add_argument("--jti", action="append", default=None, metavar="TOKEN_ID",
                    help="revoke: a token id (the 'token_jti' of 'admin hosts --json'); repeatable")

@@ -22,6 +22,23 @@ send_window_bytes           4 MiB    unacknowledged bytes a session may have in 
 ping_interval               1.0 s    session RTT probe on the active path
 relay_high_water            256 KiB  gateway/peer transport write buffer above which writers
                                      pause (relay) or datagrams are dropped (peer)
+resume_grace                30.0 s   a session whose relay leg is gone (and no UDP path left)
+                                     waits this long for the client to resume it on a new leg
+                                     (#15), then ends with ``resume-timeout``. Covers a gateway
+                                     restart and a client changing networks; 0 = no resume
+relay_silent_after          3.0 s    client with resume: the relay leg counts as dead (and is
+                                     replaced by a resume) when nothing arrived on it for this
+                                     long after we sent data or a ping on it; TCP alone takes
+                                     minutes to notice a vanished network. Generous: a false
+                                     alarm costs a resume, not data
+relay_check_after           0.7 s    ... right after a failover from UDP onto the relay (a ping
+                                     goes first): every path silent at once is how a changed
+                                     network looks, so the relay gets less time to answer. With
+                                     dead_after (0.6 s) a client on a vanished network asks for a
+                                     resume 1.3 s after its last packet while data flows
+resume_retry                0.25 s   client: pause between attempts to reach a gateway for a
+                                     resume (a restarting gateway refuses connections until it
+                                     listens; short, so data flows soon after it is back)
 ==========================  =======  ==========================================================
 
 Idle keepalive on a UDP path (one knob, both ends)
@@ -69,6 +86,10 @@ class Timing:
     send_window_bytes: int = 4 * 1024 * 1024
     ping_interval: float = 1.0
     relay_high_water: int = 256 * 1024
+    resume_grace: float = 30.0
+    relay_silent_after: float = 3.0
+    relay_check_after: float = 0.7
+    resume_retry: float = 0.25
 
 
 @dataclass(frozen=True)

@@ -117,7 +117,7 @@ async def run_demo(seconds: float = 2.0) -> dict:
                 while pending_done is None:
                     kind = session.info.transport
                     t = time.monotonic()
-                    await session.send(b"E" * 64)
+                    await session.send(b"E" * 64, channel="input")
                     while True:
                         msg = await session.recv()
                         if msg.startswith(b"F"):

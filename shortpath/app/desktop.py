@@ -2,16 +2,19 @@
 
 The client's first reliable message picks the mode:
 
-* ``b"echo"`` -- the host echoes every reliable message and every datagram.
+* ``b"echo"`` -- the host echoes every reliable message (on the channel it came
+  on), every datagram and every event (``send_event``, redundancy 2).
 * ``b"sink <bytes>"`` -- the host reads messages until it has ``bytes``
   bytes, then answers ``b"sunk <n>"`` (bulk throughput measurements).
 * ``b"bulk"`` -- the host counts the bytes of every message and answers each
   ``b"?"`` with ``b"got <n>"`` (``shortpath connect --workload bulk``).
 * ``b"desktop <seconds> <fps>"`` -- the host streams frame-sized updates
-  (20-60 KB, like screen regions) at ``fps`` for ``seconds`` on the reliable
-  channel, while echoing the client's small input events (64-byte datagrams
-  and reliable messages) so their latency can be measured. It ends with a
-  ``b"done <frames>"`` message.
+  (20-60 KB, like screen regions) at ``fps`` for ``seconds`` on the
+  ``graphics`` channel, while echoing the client's small input events on the
+  ``input`` channel (reliable messages, whatever channel they came on; it goes
+  first when the path is busy and never waits behind a frame) and 64-byte
+  datagrams and events, so their latency can be measured. It ends with a
+  ``b"done <frames>"`` message on ``graphics``, after the last frame.
 
 More modes can be added with :func:`make_host_handler` (benchmarks/bench_app.py adds
 ``b"bench"`` for the lab benchmark and runs it with ``shortpath host --app``).
@@ -59,9 +62,19 @@ def check_frame(data: bytes) -> tuple[int, int]:
 
 
 async def _echo_datagrams(session: Session) -> None:
+    events = asyncio.ensure_future(_echo_events(session))
+    try:
+        with contextlib.suppress(SessionClosed):
+            while True:
+                session.send_datagram(await session.recv_datagram())
+    finally:
+        events.cancel()
+
+
+async def _echo_events(session: Session) -> None:
     with contextlib.suppress(SessionClosed):
         while True:
-            session.send_datagram(await session.recv_datagram())
+            session.send_event(await session.recv_event(), redundancy=2)
 
 
 def make_host_handler(extra_modes: dict[bytes, Mode] | None = None):
@@ -106,12 +119,13 @@ async def _serve(session: Session, modes: dict[bytes, Mode]) -> None:
             streamer = asyncio.ensure_future(_stream_frames(session, seconds, fps))
             try:
                 while True:
-                    await session.send(await session.recv())   # echo input events
+                    await session.send(await session.recv(), channel="input")   # echo input events
             finally:
                 streamer.cancel()
         else:
             while True:
-                await session.send(await session.recv())
+                channel, msg = await session.recv_from()
+                await session.send(msg, channel=channel)
     except SessionClosed:
         pass
     finally:
@@ -123,11 +137,11 @@ async def _stream_frames(session: Session, seconds: float, fps: float) -> None:
     n = int(seconds * fps)
     start = time.monotonic()
     for i in range(n):
-        await session.send(frame_payload(i, rng.randint(20_000, 60_000)))
+        await session.send(frame_payload(i, rng.randint(20_000, 60_000)), channel="graphics")
         delay = start + (i + 1) / fps - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-    await session.send(b"done %d" % n)
+    await session.send(b"done %d" % n, channel="graphics")
 
 
 _NUM = struct.Struct("!I")

@@ -14,7 +14,8 @@ The workloads (first message picks the host's mode, see desktop.py):
 
 ========  ===========================================================================
 desktop   ``desktop <seconds> 30``: the host streams 20-60 KB frames at 30 fps on the
-          reliable channel; the client sends a 64-byte input event (reliable, echoed) and a
+          ``graphics`` channel; the client sends a 64-byte input event (reliable, on the
+          ``input`` channel both ways, so it never waits behind a frame; echoed) and a
           64-byte datagram (echoed) every 20 ms. Frame latency is one-way, from the host's
           wall-clock stamp in each frame: it needs the two clocks in step (same machine or NTP).
 bulk      ``bulk``: the client sends 60 KB reliable messages as fast as the session takes
@@ -332,7 +333,7 @@ class _Pump:
             if self.kind != "bulk":
                 self.events[i] = now
                 self.stats.echo_sent(now)
-                await self.session.send(_EVENT.pack(b"I", i, time.time_ns()) + pad)
+                await self.session.send(_EVENT.pack(b"I", i, time.time_ns()) + pad, channel="input")
             i += 1
 
     async def query(self) -> asyncio.Future:

@@ -32,7 +32,8 @@ from typing import Callable, Protocol
 
 from .. import log
 from ..auth import ca, proof
-from ..auth.tokens import CLOCK_SKEW, Claims, TokenSigner, describe
+from ..auth import resume as resume_tickets
+from ..auth.tokens import CLOCK_SKEW, Claims, ReplayCache, TokenSigner, describe
 from ..auth.turn import rest_credentials
 from ..config import GatewayConfig
 from ..errors import AuthError, LocalError, NoResourcesError, NotAssigned, TokenExpired
@@ -74,6 +75,11 @@ class LaunchPlan:
     created: float
     leg: asyncio.Future = field(repr=False, default=None)    # -> the host's data leg
     done: asyncio.Future = field(repr=False, default=None)   # set when the relay is over
+    #: the client's per-session public key (hex) and its resume ticket (#15); "" = none
+    resume_key: str = ""
+    resume_ticket: str = ""
+    #: a resume (#15): {"ticket", "nonce", "signature"} for the host; {} for a launch
+    resume: dict = field(default_factory=dict)
 
     def finish(self) -> None:
         if not self.done.done():
@@ -82,7 +88,7 @@ class LaunchPlan:
     def dial(self, gateway: str = "") -> control.Dial:
         """The order for the host ("" = dial the leg to the gateway of its control channel)."""
         return control.Dial(conn_id=self.conn_id, session_id=self.session_id, user=self.user,
-                            policy=self.policy, gateway=gateway)
+                            policy=self.policy, gateway=gateway, resume=dict(self.resume))
 
 
 @dataclass
@@ -95,6 +101,24 @@ class SessionRecord:
     state: str = "active"
     #: when the session's TURN credential expires (0 = it has none); see turn_refresh
     turn_expiry: float = 0.0
+    #: resume (#15): the client's key (hex, "" = no resume), the host fingerprint the
+    #: tickets name, and when the newest ticket expires (see resume_refresh)
+    resume_key: str = ""
+    fingerprint: str = ""
+    ticket_expiry: float = 0.0
+    #: brought back by a resume (not counted by a launch of this gateway's cluster)
+    resumed: bool = False
+
+
+@dataclass
+class PendingResume:
+    """A resume request whose challenge is out, waiting for the client's proof."""
+    msg: control.Resume
+    nonce: str
+
+    @property
+    def challenge(self) -> control.ResumeChallenge:
+        return control.ResumeChallenge(nonce=self.nonce)
 
 
 class Broker:
@@ -115,6 +139,10 @@ class Broker:
         #: gateway/cluster.py's Cluster with ``--redis`` (issue #14): launches are booked in the
         #: shared store and this gateway's hosts are mirrored there; None = this registry alone
         self.cluster = None
+        #: resume tickets are single use (#15). In memory: a restarted gateway forgets them,
+        #: which is why the host checks single use again with its own cache.
+        self.resume_replay = ReplayCache()
+        self._link_waiters: dict[str, list[asyncio.Future]] = {}
 
     # --- tokens ----------------------------------------------------------------
     def verify(self, token: str, typ: str) -> Claims:
@@ -159,6 +187,9 @@ class Broker:
                                token_jti=claims.jti, token_exp=claims.exp)
         if self.cluster is not None:
             self.cluster.host_changed(msg.host_id)
+        for fut in self._link_waiters.pop(msg.host_id, []):
+            if not fut.done():
+                fut.set_result(None)
         if old is not None and old is not link:
             # Same host, proven key: the newer connection wins; the old one is closed, not orphaned.
             old.close(control.Error(code="auth", reason="replaced",
@@ -316,6 +347,9 @@ class Broker:
 
     def launch_finished(self, plan: LaunchPlan, ok: bool) -> None:
         self.pending.pop(plan.conn_id, None)
+        if plan.resume:
+            self._resume_finished(plan, ok)
+            return
         if self.cluster is not None:
             self.cluster.launch_done(plan, ok)
         else:
@@ -323,7 +357,11 @@ class Broker:
         if ok:
             self.sessions[plan.session_id] = SessionRecord(plan.session_id, plan.user, plan.host_id,
                                                            plan.resource, self.clock(),
-                                                           turn_expiry=_turn_expiry(plan.policy))
+                                                           turn_expiry=_turn_expiry(plan.policy),
+                                                           resume_key=plan.resume_key,
+                                                           fingerprint=plan.fingerprint,
+                                                           ticket_expiry=self.clock() + self._ticket_ttl()
+                                                           if plan.resume_ticket else 0.0)
 
     def turn_refresh(self, host_id: str) -> list[control.TurnCredentials]:
         """Fresh TURN credentials for ``host_id``'s live sessions whose credential is past
@@ -346,11 +384,128 @@ class Broker:
     def session_ended(self, session_id: str, reason: str) -> None:
         rec = self.sessions.pop(session_id, None)
         if rec is not None:
-            if self.cluster is not None:
+            if self.cluster is not None and rec.resumed:
+                pass     # the cluster's store never counted this leg (#15: left for the Redis broker)
+            elif self.cluster is not None:
                 self.cluster.session_ended(rec)
             else:
                 self.registry.session_ended(rec.host_id, pool=rec.resource, user=rec.user)
             _log.info(log.kv("session-ended", sid=session_id, reason=reason))
+
+    # --- resume (#15) ------------------------------------------------------------
+    def _ticket_ttl(self) -> float:
+        return resume_tickets.ticket_lifetime(self.config.timing.resume_grace)
+
+    def add_resume(self, plan: LaunchPlan, client_key: str) -> None:
+        """Give a launch a resume ticket bound to the client's key (no key: no resume)."""
+        if not client_key or self.config.timing.resume_grace <= 0:
+            return
+        resume_tickets.check_key(client_key)
+        plan.resume_key = client_key
+        plan.resume_ticket = resume_tickets.mint(
+            self.signer, user=plan.user, gateway_id=self.config.gateway_id, session_id=plan.session_id,
+            host_id=plan.host_id, resource=plan.resource, fingerprint=plan.fingerprint, client_key=client_key,
+            grace=self.config.timing.resume_grace, now=self.clock())
+
+    def begin_resume(self, msg: control.Resume) -> PendingResume:
+        if not isinstance(msg.session_id, str) or not 0 < len(msg.session_id) <= 64:
+            raise AuthError("resume names no session")
+        return PendingResume(msg, proof.new_nonce())
+
+    async def resume(self, pending: PendingResume, answer: control.ResumeProof) -> LaunchPlan:
+        """Check a resume (ticket, proof of the client's key, single use) and order the
+        host to dial a new data leg for its live session; returns the plan to stitch.
+        Typed errors: BadSignature (forged), TokenExpired, TicketReplayed, WrongClient,
+        NoResourcesError (the host is not back, or busy)."""
+        sid = pending.msg.session_id
+        claims = resume_tickets.check(self.verifier, pending.msg.ticket, gateway_id=self.config.gateway_id,
+                                      session_id=sid, nonce=pending.nonce, signature=answer.signature,
+                                      now=self.clock(), replay=self.resume_replay)
+        if claims.jti in self.revoked_jtis or claims.extra["host"] in self.revoked_hosts:
+            raise AuthError("resume ticket or its host has been revoked")
+        host_id = claims.extra["host"]
+        t = self.config.timing
+        rec = self.registry.hosts.get(host_id)
+        wait = t.leg_timeout          # a restarted gateway: give the host time to register again
+        if rec is not None and not rec.connected:
+            # It was here and left (crashed, or lost its network): a live host comes back
+            # within its heartbeat budget; after that the session is taken as gone.
+            wait = min(wait, t.heartbeat_interval * t.heartbeat_misses)
+        link = await self._link_for(host_id, wait)
+        rec = self.registry.hosts.get(host_id)
+        if link is None or rec is None:
+            if rec is not None:
+                raise NoResourcesError("host-gone", f"host {host_id} left and did not come back")
+            raise NoResourcesError("host-unavailable", f"host {host_id} is not connected to this gateway")
+        if rec.fingerprint != claims.extra["fp"]:
+            raise AuthError(f"host {host_id} now has another certificate than the session's")
+        if len(self.pending) >= self.config.max_pending_legs:
+            raise NoResourcesError("gateway-busy", "too many launches in progress")
+        now = self.clock()
+        plan = LaunchPlan(conn_id=secrets.token_urlsafe(24), session_id=sid, host_id=host_id, user=claims.sub,
+                          resource=claims.extra["res"], fingerprint=claims.extra["fp"], ticket="", policy={},
+                          created=now, leg=asyncio.get_running_loop().create_future(),
+                          done=asyncio.get_running_loop().create_future(),
+                          resume={"ticket": pending.msg.ticket, "nonce": pending.nonce,
+                                  "signature": answer.signature})
+        self.add_resume(plan, claims.extra["ck"])
+        self.pending[plan.conn_id] = plan
+        link.send(plan.dial())
+        _log.info(log.kv("resume", sid=sid, user=claims.sub, host=host_id, ticket=describe(pending.msg.ticket)))
+        return plan
+
+    async def _link_for(self, host_id: str, timeout: float) -> HostLink | None:
+        """The host's control link, waiting up to ``timeout`` for it to (re)register:
+        after a gateway restart clients may come back before their hosts do."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (link := self.links.get(host_id)) is None:
+            left = deadline - loop.time()
+            if left <= 0:
+                return None
+            fut = loop.create_future()
+            self._link_waiters.setdefault(host_id, []).append(fut)
+            try:
+                await asyncio.wait_for(fut, left)
+            except asyncio.TimeoutError:
+                return None
+            finally:
+                waiters = self._link_waiters.get(host_id, [])
+                if fut in waiters:
+                    waiters.remove(fut)
+                if not waiters:
+                    self._link_waiters.pop(host_id, None)
+        return link
+
+    def _resume_finished(self, plan: LaunchPlan, ok: bool) -> None:
+        if not ok:
+            return
+        self.sessions[plan.session_id] = SessionRecord(
+            plan.session_id, plan.user, plan.host_id, plan.resource, self.clock(), resume_key=plan.resume_key,
+            fingerprint=plan.fingerprint, ticket_expiry=self.clock() + self._ticket_ttl(), resumed=True)
+        if self.cluster is None:   # count it again: the old leg's end gave its slot back
+            key = (plan.resource, plan.user)
+            self.registry.user_sessions[key] = self.registry.user_sessions.get(key, 0) + 1
+            rec = self.registry.hosts.get(plan.host_id)
+            if rec is not None:
+                rec.sessions += 1
+
+    def resume_refresh(self, host_id: str) -> list[control.ResumeTicket]:
+        """Fresh resume tickets for ``host_id``'s live sessions whose ticket is past half
+        its lifetime (sent on each heartbeat; the host passes them to its clients)."""
+        now = self.clock()
+        ttl = self._ticket_ttl()
+        out = []
+        for rec in self.sessions.values():
+            if rec.host_id != host_id or not rec.resume_key or rec.ticket_expiry - now > ttl / 2:
+                continue
+            ticket = resume_tickets.mint(self.signer, user=rec.user, gateway_id=self.config.gateway_id,
+                                         session_id=rec.session_id, host_id=rec.host_id, resource=rec.resource,
+                                         fingerprint=rec.fingerprint, client_key=rec.resume_key,
+                                         grace=self.config.timing.resume_grace, now=now)
+            rec.ticket_expiry = now + ttl
+            out.append(control.ResumeTicket(session_id=rec.session_id, ticket=ticket))
+        return out
 
     # --- admin -----------------------------------------------------------------
     def host_table(self) -> list[dict]:

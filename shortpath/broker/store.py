@@ -251,10 +251,16 @@ class RedisStore:
         # Heartbeat and sync writes get their own connections: a burst of launches
         # queued on the pool above must not delay them past the liveness window.
         self.sync_redis = client or aioredis.Redis(connection_pool=pool(4))
+        # Subscriptions block on reads for as long as they like: no socket timeout there
+        # (a dead Redis still shows as a closed connection).
+        self.pubsub_redis = client or aioredis.Redis.from_url(url, socket_connect_timeout=timeout,
+                                                              socket_keepalive=True, decode_responses=True)
         self._reserve = self.redis.register_script(RESERVE_LUA)
         self._release = self.redis.register_script(RELEASE_LUA)
         #: Redis round trips made, by operation (benchmarks, metrics)
         self.round_trips: dict[str, int] = {}
+        #: called as on_latency(op, seconds) after each round trip (shortpath/metrics.py)
+        self.on_latency = None
 
     # keys
     @staticmethod
@@ -281,10 +287,16 @@ class RedisStore:
 
     async def _call(self, op: str, coro):
         """Await one Redis round trip; any Redis/connection failure -> BrokerUnavailable."""
+        import time
+
         import redis.exceptions as rex
         self.round_trips[op] = self.round_trips.get(op, 0) + 1
+        t0 = time.perf_counter()
         try:
-            return await coro
+            out = await coro
+            if self.on_latency is not None:
+                self.on_latency(op, time.perf_counter() - t0)
+            return out
         except (rex.ConnectionError, rex.TimeoutError, ConnectionError, OSError, TimeoutError) as exc:
             raise BrokerUnavailable(f"broker store unreachable ({type(exc).__name__}); "
                                     f"live sessions go on, new launches wait for it") from None
@@ -471,6 +483,6 @@ class RedisStore:
 
     async def close(self) -> None:
         import contextlib
-        for client in {id(self.redis): self.redis, id(self.sync_redis): self.sync_redis}.values():
+        for client in {id(c): c for c in (self.redis, self.sync_redis, self.pubsub_redis)}.values():
             with contextlib.suppress(Exception):
                 await client.aclose(close_connection_pool=True)

@@ -68,7 +68,7 @@ async def feed(gateway, token: str, *, cafile: str | None = None, timing: Timing
 
 async def connect(gateway, token: str, resource: str, *, cafile: str | None = None,
                   timing: Timing | None = None, udp: dict | None = None, shortpath: bool = True,
-                  host_ca: str | None = None) -> Session:
+                  host_ca: str | None = None, resume: bool = True) -> Session:
     """Launch ``resource`` and return a live session.
 
     The session starts on the tcp-relay; when the pool's policy allows it (and
@@ -92,7 +92,9 @@ async def connect(gateway, token: str, resource: str, *, cafile: str | None = No
     conn = await _hello(gateway, token, cafile, timing, marks)
     ok = False
     try:
-        conn.send(control.Launch(resource=resource))
+        from ..auth.resume import ClientKey
+        key = ClientKey() if resume else None      # this session's resume key (#15); never leaves us
+        conn.send(control.Launch(resource=resource, resume_key=key.public_hex if key else ""))
         launched = await _expect(conn, control.Launched, timing.launch_timeout)
         marks["launched"] = time.monotonic()
         conn.max_payload = MAX_RELAY_PAYLOAD
@@ -108,7 +110,16 @@ async def connect(gateway, token: str, resource: str, *, cafile: str | None = No
         session, ready = start_session(tls, launched.session_id, "client", timing=timing,
                                        peer=launched.host_id, policy=launched.policy, marks=marks,
                                        wait_for="hello-ok")
-        session.send_signal({"type": "hello", "ticket": launched.ticket})
+        resumable = key is not None and bool(launched.resume_ticket) and timing.resume_grace > 0
+        if resumable:       # a lost relay leg is replaced by a resume through a gateway (#15)
+            from .resume import TICKET_SIGNAL, Resumer
+            session.resumer = Resumer([gateway] if isinstance(gateway, str) else [f"{gateway[0]}:{gateway[1]}"],
+                                      launched.session_id, launched.resume_ticket, key,
+                                      launched.host_fingerprint, cafile=cafile, timing=timing,
+                                      host_ca=host_ca, host_id=launched.host_id)
+            session.on_signal(TICKET_SIGNAL, session.resumer.on_ticket)
+            session.allow_resume(timing.resume_grace)
+        session.send_signal({"type": "hello", "ticket": launched.ticket, "resume": resumable})
         closed = asyncio.ensure_future(session.wait_closed())
         try:
             done, _ = await asyncio.wait({ready, closed}, timeout=timing.handshake_timeout,

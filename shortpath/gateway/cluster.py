@@ -65,12 +65,17 @@ class Cluster:
         self._left: set[str] = set()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
+        self._stopping = False
         self._bg: set[asyncio.Task] = set()
         #: orders relayed to a local host for another gateway: conn_id -> (origin, expiry)
         self._relayed: dict[str, tuple[str, float]] = {}
         #: session id -> (pool, user) of live sessions stitched here (user-slot leases)
         self.healthy = False
+        #: set while subscribed to this gateway's order channel
+        self.listening = asyncio.Event()
         self.synced = asyncio.Event()
+        #: every cluster gateway's connections as last read (metrics; refreshed every 5th sync)
+        self.loads: dict[str, int] = {}
         self.stats = {"syncs": 0, "sync_failures": 0, "remote_dials_sent": 0, "remote_dials_served": 0,
                       "redis_rtt_ms": None}
 
@@ -80,6 +85,10 @@ class Cluster:
                        asyncio.get_running_loop().create_task(self._listen(), name=f"cluster-listen-{self.id}")]
 
     async def stop(self) -> None:
+        # The flag as well as cancel(): Python 3.11's wait_for can swallow a cancel
+        # that lands as its inner wait completes; the loops check the flag each turn.
+        self._stopping = True
+        self._wake.set()
         for t in self._tasks + list(self._bg):
             t.cancel()
         await asyncio.gather(*self._tasks, *self._bg, return_exceptions=True)
@@ -140,6 +149,10 @@ class Cluster:
                                   sessions, leases, now, ttl=3 * self.sync_interval + self.liveness)
         self.stats["redis_rtt_ms"] = round((time.monotonic() - t0) * 1000, 3)
         self.stats["syncs"] += 1
+        if self.stats["syncs"] % 5 == 1:
+            self.loads = {g: int(info.get("connections") or 0) for g, info in (await self.store.gateways()).items()}
+        if not self.listening.is_set():
+            return        # not yet (re)subscribed to orders: not "synced"
         if not self.healthy:
             _log.info(log.kv("store-ok", gateway=self.id))
         self.healthy = True
@@ -147,7 +160,7 @@ class Cluster:
 
     async def _sync_loop(self) -> None:
         self.mark_all_dirty()
-        while True:
+        while not self._stopping:
             try:
                 await self.flush()
             except BrokerUnavailable as exc:
@@ -181,7 +194,7 @@ class Cluster:
             else:
                 order = {"conn_id": plan.conn_id, "session_id": session_id, "user": claims.sub,
                          "policy": plan.policy, "host_id": rec.host_id, "gateway": self.advertise, "origin": self.id}
-                if not holder or await self.store.publish(self.store.ch_dial(holder), order) == 0:
+                if not holder or not await self._publish_order(holder, order):
                     raise NoResourcesError("host-unavailable",
                                            f"gateway {holder} holding host {rec.host_id}'s channel is not listening")
                 self.stats["remote_dials_sent"] += 1
@@ -193,6 +206,15 @@ class Cluster:
         _log.info(log.kv("launch", sid=session_id, user=claims.sub, resource=resource, host=rec.host_id,
                          via=holder if holder != self.id else None))
         return plan
+
+    async def _publish_order(self, holder: str, order: dict) -> bool:
+        """Publish a dial order; False if the holder is not subscribed for ~1 s (a gateway
+        that re-subscribes after a Redis outage takes up to 0.5 s)."""
+        for attempt in range(5):
+            if await self.store.publish(self.store.ch_dial(holder), order) > 0:
+                return True
+            await asyncio.sleep(0.25)
+        return False
 
     def launch_done(self, plan, ok: bool) -> None:
         self._spawn(self.store.launch_done(plan.host_id, ok, plan.session_id, plan.resource, plan.user, self.clock()),
@@ -237,12 +259,13 @@ class Cluster:
     async def _listen(self) -> None:
         """Subscribe to this gateway's order and result channels; resubscribe after a Redis outage."""
         delay = 0.1
-        while True:
-            pubsub = self.store.redis.pubsub(ignore_subscribe_messages=True)
+        while not self._stopping:
+            pubsub = self.store.pubsub_redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.store.ch_dial(self.id), self.store.ch_result(self.id))
                 delay = 0.1
-                while True:
+                self.listening.set()
+                while not self._stopping:
                     msg = await pubsub.get_message(timeout=1.0)
                     if msg is None:
                         continue
@@ -259,10 +282,11 @@ class Cluster:
             except Exception as exc:      # Redis down or reset: resubscribe with backoff
                 _log.info(log.kv("cluster-listen-lost", gateway=self.id, error=type(exc).__name__))
             finally:
+                self.listening.clear()
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
             await asyncio.sleep(delay)
-            delay = min(2.0, delay * 2)
+            delay = min(0.5, delay * 2)
 
     # --- admin ------------------------------------------------------------------------------
     async def admin(self, cmd: str) -> dict:
@@ -271,7 +295,8 @@ class Cluster:
             return {"ok": True, "hosts": [
                 {"host_id": v.record.host_id, "pool": v.record.pool, "status": v.status, "drain": v.record.drain,
                  "sessions": v.record.sessions, "pending": v.record.pending, "gateway": v.gateway,
-                 "total_sessions": v.record.total_sessions, "fingerprint": v.record.fingerprint}
+                 "total_sessions": v.record.total_sessions, "fingerprint": v.record.fingerprint,
+                 "last_seen_s": round(max(0.0, now - v.record.last_seen), 1)}
                 for v in await self.store.hosts(now)]}
         gws = await self.store.gateways()
         if cmd == "sessions":

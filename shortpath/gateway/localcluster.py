@@ -69,6 +69,7 @@ class LocalCluster:
         self.gateways[i] = None
         cl = gw.broker.cluster
         gw.broker.cluster = None
+        cl._stopping = True
         for t in cl._tasks + list(cl._bg):
             t.cancel()
         await asyncio.gather(*cl._tasks, *cl._bg, return_exceptions=True)
@@ -102,6 +103,7 @@ class LocalCluster:
         """Every running gateway has pushed its state to Redis."""
         for gw in self.gateways:
             if gw is not None and gw.broker.cluster is not None:
+                await asyncio.wait_for(gw.broker.cluster.listening.wait(), 10)
                 await gw.broker.cluster.flush()
 
     async def connect(self, i: int, user: str = "alice", resource: str = "desktop", **kw):

@@ -130,10 +130,13 @@ class Gateway:
         self._conns: dict[asyncio.Task, FramedConn] = {}
         self.counters = {"accepted": 0, "refused_unauth_cap": 0, "refused_per_source": 0, "tls_failures": 0,
                          "handshake_timeouts": 0,
-                         "protocol_errors": 0, "auth_failures": 0, "sessions_stitched": 0, "rate_limited": 0}
+                         "protocol_errors": 0, "auth_failures": 0, "sessions_stitched": 0, "rate_limited": 0,
+                         "resumes": 0}
         self.port: int | None = None
         self.web = None      # gateway/web.py, set up in start()
         self.launch_limiter = RateLimiter(config.launch_rate, config.launch_burst)
+        #: shortpath/metrics.py GatewayMetrics when served (--metrics), else None
+        self.metrics = None
         self.admin_path = state_path(config.state_dir, "admin.sock")
         self._lock_fd: int | None = None
 
@@ -292,6 +295,10 @@ class Gateway:
                     await self._serve_client(conn, first)
                 elif isinstance(first, control.LegHello):
                     await self._serve_leg(conn, first)
+                elif isinstance(first, control.Resume):
+                    await self._serve_resume(conn, first)
+                elif isinstance(first, control.Probe):
+                    await self._serve_probe(conn, first)
                 else:
                     raise RemoteError(f"{first.TYPE} is not a valid first message")
             finally:
@@ -344,6 +351,8 @@ class Gateway:
                     conn.send(self.broker.heartbeat(host_id, msg))
                     for fresh in self.broker.turn_refresh(host_id):   # short-lived TURN credentials
                         conn.send(fresh)
+                    for fresh in self.broker.resume_refresh(host_id):  # short-lived resume tickets (#15)
+                        conn.send(fresh)
                 elif isinstance(msg, control.DialResult):
                     self.broker.dial_result(host_id, msg)
                 else:
@@ -376,8 +385,16 @@ class Gateway:
                 except (NoResourcesError, AuthError, BrokerUnavailable) as exc:
                     _log.info(log.kv("launch-refused", user=claims.sub, resource=msg.resource, error=exc.code,
                                      why=exc.message))
+                    if self.metrics is not None:
+                        self.metrics.launch(exc.code)
                     conn.send(_error(exc))
                     continue
+                try:
+                    self.broker.add_resume(plan, msg.resume_key)      # a resume ticket (#15)
+                except AuthError as exc:
+                    self.broker.launch_finished(plan, ok=False)
+                    plan.finish()
+                    raise exc
                 await self._wait_and_stitch(conn, plan)
                 return
             else:
@@ -392,6 +409,8 @@ class Gateway:
             err = exc if isinstance(exc, NoResourcesError) else NoResourcesError(
                 "host-timeout", f"host {plan.host_id} did not dial its data leg in time")
             _log.info(log.kv("launch-failed", sid=plan.session_id, host=plan.host_id, why=err.reason))
+            if self.metrics is not None:
+                self.metrics.launch(err.code)
             client.send(_error(err))
             return
         except asyncio.CancelledError:
@@ -400,16 +419,60 @@ class Gateway:
             raise
         self.broker.launch_finished(plan, ok=True)
         self.counters["sessions_stitched"] += 1
-        client.send(control.Launched(session_id=plan.session_id, host_id=plan.host_id,
-                                     host_fingerprint=plan.fingerprint, ticket=plan.ticket, policy=plan.policy))
+        if self.metrics is not None:
+            self.metrics.launch("ok")
+        if plan.resume:
+            client.send(control.Resumed(session_id=plan.session_id, host_id=plan.host_id, ticket=plan.resume_ticket))
+        else:
+            client.send(control.Launched(session_id=plan.session_id, host_id=plan.host_id,
+                                         host_fingerprint=plan.fingerprint, ticket=plan.ticket, policy=plan.policy,
+                                         resume_ticket=plan.resume_ticket))
         host.send(control.LegAccepted(session_id=plan.session_id))
         client.max_payload = host.max_payload = MAX_RELAY_PAYLOAD
         reason = "?"
         try:
             reason, _stats = await stitch(plan.session_id, client, host, self._stop)
+            if self.metrics is not None:
+                self.metrics.relay(_stats)
         finally:
             self.broker.session_ended(plan.session_id, reason)
             plan.finish()
+
+    # --- gateway probes (client/gateway_choice.py) -------------------------------
+    async def _serve_probe(self, conn: FramedConn, msg: control.Probe) -> None:
+        """Answer up to 16 latency probes with this gateway's load, then close."""
+        name = self.broker.cluster.id if self.broker.cluster is not None else ""
+        for _ in range(16):
+            conn.send(control.ProbeAck(seq=msg.seq, connections=len(self._conns), gateway=name))
+            try:
+                msg = await asyncio.wait_for(conn.read_control(), self.config.timing.handshake_timeout)
+            except asyncio.TimeoutError:
+                return
+            if not isinstance(msg, control.Probe):
+                return
+
+    # --- resume (#15) ---------------------------------------------------------------
+    async def _serve_resume(self, conn: FramedConn, msg: control.Resume) -> None:
+        """A client brings a live session back on this connection: challenge, proof,
+        then the broker has the host dial a new leg, stitched here like a launch."""
+        pending = self.broker.begin_resume(msg)
+        conn.send(pending.challenge)
+        answer = await asyncio.wait_for(conn.read_control(), self.config.timing.handshake_timeout)
+        if not isinstance(answer, control.ResumeProof):
+            raise RemoteError(f"expected resume-proof, got {answer.TYPE if answer else 'end of connection'}")
+        source = str(conn.peer[0]) if conn.peer else "?"
+        if not self.launch_limiter.allow(source, time.monotonic()):   # a resume costs the host a dial
+            self.counters["rate_limited"] += 1
+            conn.send(_error(RateLimited(f"too many launches and resumes from {source}")))
+            return
+        try:
+            plan = await self.broker.resume(pending, answer)
+        except (NoResourcesError, BrokerUnavailable) as exc:
+            _log.info(log.kv("resume-refused", sid=msg.session_id, error=exc.code, why=exc.message))
+            conn.send(_error(exc))
+            return
+        self.counters["resumes"] += 1
+        await self._wait_and_stitch(conn, plan)
 
     # --- host data legs ----------------------------------------------------------
     async def _serve_leg(self, conn: FramedConn, hello: control.LegHello) -> None:

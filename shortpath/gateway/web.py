@@ -27,11 +27,12 @@ WebSocket conversation (JSON text messages; -> browser to gateway)::
     -> {"type": "feed"}                        <- {"type": "feed", "resources": [...]}
     -> {"type": "launch", "resource": R}       <- {"type": "launched", "session_id", "host_id",
                                                    "ice_servers": [RTCIceServer...]} | error
-    -> {"type": "offer", "sdp": S}             (forwarded to the host)
+    -> {"type": "offer", "lane": L, "sdp": S}  (forwarded to the host; L is "managed" or
+                                                "webrtc", one offer each: host/browser.py)
     -> {"type": "candidate", "candidate": C, "sdpMid": M, "sdpMLineIndex": I}   (forwarded)
-    <- {"type": "answer", "sdp": S}            (from the host: its ICE candidates and its
+    -> {"type": "select", "lane": L}           (forwarded: the page kept lane L)
+    <- {"type": "answer", "lane": L, "sdp": S} (from the host: its ICE candidates and its
                                                 DTLS fingerprint are in it)
-    <- {"type": "candidate", ...}              (from the host)
     <- {"type": "error", "code", "message", "reason"}   then close
 
 The token travels only as the first WebSocket message, inside TLS: never in a
@@ -89,6 +90,9 @@ HELLO_TIMEOUT = 10.0
 MAX_CANDIDATES = 32
 
 ALPN = "http/1.1"
+#: The two ways a page may reach the host (host/browser.py): full ICE with
+#: aiortc's peer connection, or the host's shared managed listener (ICE-lite).
+LANES = ("webrtc", "managed")
 
 
 def token_summary_safe(token: str) -> str:
@@ -174,6 +178,7 @@ class WebFront:
 
         tls_ctx.set_alpn_protocols([ALPN])
         app = web.Application(client_max_size=MAX_WS_MESSAGE)
+        app.on_response_prepare.append(self._harden)
         app.router.add_get("/ws", self._ws)
         for route in _FILES:
             app.router.add_get(route, self._static)
@@ -250,6 +255,13 @@ class WebFront:
         return self._peers.get(fd), self._release.get(fd)
 
     # --- handlers --------------------------------------------------------------
+    @staticmethod
+    async def _harden(request, response) -> None:
+        """Every response (404s too) gets the security headers and no Server banner."""
+        response.headers.pop("Server", None)
+        for k, v in _HEADERS.items():
+            response.headers.setdefault(k, v)
+
     async def _static(self, request):
         from aiohttp import web
         name, ctype = _FILES[request.path]
@@ -257,7 +269,7 @@ class WebFront:
         return web.Response(body=body, content_type=ctype, charset="utf-8", headers=_HEADERS)
 
     async def _ws(self, request):
-        from aiohttp import web, WSMsgType
+        from aiohttp import web
         # Same-origin only: a page from elsewhere cannot drive this WebSocket with a
         # user's browser (it would still need the token; this stops it earlier).
         origin = request.headers.get("Origin", "")
@@ -374,14 +386,19 @@ class WebFront:
 
         async def from_browser() -> str:
             nonlocal candidates
-            offered = False
+            offered: set[str] = set()
             while True:
                 msg = await self._recv(ws)
                 if msg is None:
                     return "client-gone"
-                if msg["type"] == "offer" and not offered:
-                    offered = True
-                    out = {"type": "offer", "sdp": _str(msg, "sdp", MAX_WS_MESSAGE)}
+                lane = msg.get("lane", "webrtc")
+                if lane not in LANES:
+                    raise BrowserError(f"unknown lane {lane!r}")
+                if msg["type"] == "offer" and lane not in offered:
+                    offered.add(lane)
+                    out = {"type": "offer", "lane": lane, "sdp": _str(msg, "sdp", MAX_WS_MESSAGE)}
+                elif msg["type"] == "select" and lane in offered:
+                    out = {"type": "select", "lane": lane}
                 elif msg["type"] == "candidate":
                     candidates += 1
                     if candidates > MAX_CANDIDATES:

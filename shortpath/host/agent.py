@@ -26,6 +26,7 @@ from typing import Awaitable, Callable
 from .. import __version__, log
 from ..auth import certs
 from ..auth import proof
+from ..auth import resume as resume_tickets
 from ..auth.tokens import ReplayCache, TokenVerifier, unverified_audience
 from ..config import Timing, state_path
 from ..errors import AuthError, RemoteError, ShortpathError, from_wire
@@ -243,6 +244,11 @@ class HostAgent:
                     sess = self.sessions.get(msg.session_id)
                     if sess is not None:
                         sess.update_turn_credentials(msg.username, msg.password)
+                elif isinstance(msg, control.ResumeTicket):      # passed on to the client (#15)
+                    sess = self.sessions.get(msg.session_id)
+                    if sess is not None and not sess.closed:
+                        with contextlib.suppress(ShortpathError):    # detached: the next one will do
+                            sess.send_signal({"type": "resume-ticket", "ticket": msg.ticket})
                 elif isinstance(msg, control.Error):
                     _log.warning(log.kv("gateway-error", host=self.host_id, error=msg.code, why=msg.message))
                 else:
@@ -261,6 +267,9 @@ class HostAgent:
 
     # --- sessions --------------------------------------------------------------
     async def _serve_dial(self, control_conn: FramedConn, dial: control.Dial) -> None:
+        if dial.resume:
+            await self._serve_resume(control_conn, dial)
+            return
         sid = dial.session_id
         session: Session | None = None
         leg: FramedConn | None = None
@@ -286,7 +295,7 @@ class HostAgent:
                     if claims.extra.get("sid") != sid or claims.extra.get("host") != self.host_id:
                         raise AuthError("session ticket is for another session or host")
                     self._tickets.use(claims, time.time())
-                await serve_browser(leg, dial, check_ticket, self.timing.handshake_timeout)
+                await serve_browser(leg, dial, check_ticket, self.timing.handshake_timeout, self.listener)
                 return
             leg.max_payload = MAX_RELAY_PAYLOAD
             tls = InnerTls(leg, self._e2e_ctx, server_side=True)
@@ -301,6 +310,8 @@ class HostAgent:
             if claims.extra.get("sid") != sid or claims.extra.get("host") != self.host_id:
                 raise AuthError("session ticket is for another session or host")
             self._tickets.use(claims, time.time())
+            if msg.get("resume") is True and self.timing.resume_grace > 0:
+                session.allow_resume()        # keep it through a lost relay leg (#15)
             session.enable_shortpath(self.udp_options, listener=self.listener)
             session.send_signal({"type": "hello-ok", "host_id": self.host_id})
             session.timeline["hello_ok"] = time.monotonic()
@@ -322,3 +333,45 @@ class HostAgent:
                 await session.close(end_reason)
             if leg is not None:
                 await leg.close()   # also after a set-up failure: never leave the data leg open
+
+    async def _serve_resume(self, control_conn: FramedConn, dial: control.Dial) -> None:
+        """The broker checked a client's resume (#15): check it again here (the host's
+        replay cache outlives any gateway restart), dial a new data leg, run the
+        end-to-end TLS again and give the live session the leg as a new relay path."""
+        sid = dial.session_id
+        leg: FramedConn | None = None
+        t0 = time.monotonic()
+        try:
+            session = self.sessions.get(sid)
+            if session is None or session.closed:
+                raise AuthError(f"no live session {sid} on this host")
+            r = dial.resume
+            resume_tickets.check(self._verifier, str(r.get("ticket", "")), gateway_id=self._gateway_id,
+                                 session_id=sid, nonce=str(r.get("nonce", "")),
+                                 signature=str(r.get("signature", "")), now=time.time(), replay=self._tickets,
+                                 host_id=self.host_id)
+            leg = await self._open(parse_hostport(dial.gateway) if dial.gateway else None)
+            leg.send(control.LegHello(conn_id=dial.conn_id))
+            reply = await asyncio.wait_for(leg.read_control(), self.timing.leg_timeout)
+            if isinstance(reply, control.Error):
+                raise from_wire(reply.code, reply.message, reply.reason)
+            if not isinstance(reply, control.LegAccepted) or reply.session_id != sid:
+                raise RemoteError("gateway did not accept the data leg")
+            leg.max_payload = MAX_RELAY_PAYLOAD
+            tls = InnerTls(leg, self._e2e_ctx, server_side=True)
+            await asyncio.wait_for(tls.handshake(), self.timing.handshake_timeout)
+            path = session.attach_leg(tls)
+            leg = None                       # the session owns it now
+            _log.info(log.kv("session-resumed", sid=sid, path=path.path_id,
+                             took_ms=round((time.monotonic() - t0) * 1000, 1)))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            code = exc.code if isinstance(exc, ShortpathError) else type(exc).__name__
+            _log.info(log.kv("resume-refused", sid=sid, error=code,
+                             why=exc.message[:120] if isinstance(exc, ShortpathError) else ""))
+            if not control_conn.closing():
+                control_conn.send(control.DialResult(conn_id=dial.conn_id, ok=False, reason=code))
+        finally:
+            if leg is not None:
+                await leg.close()

@@ -2,8 +2,21 @@
 
 A browser cannot speak our end-to-end TLS inside the relay, but its WebRTC
 data channels are the same ICE + DTLS + SCTP stack as our UDP path. So for a
-browser launch the host answers with aiortc's ``RTCPeerConnection`` (public
-API only) and the gateway's relay carries only signalling:
+browser launch the gateway's relay carries only signalling and the session
+runs browser <-> host over one of two *lanes*:
+
+* ``managed``: the host's shared UDP 3390 listener (transport/udp/managed.py),
+  an ICE-lite responder. We answer with a hand-written SDP (``a=ice-lite``, one
+  host candidate: the listener; DTLS server) and run aiortc's DTLS and SCTP
+  transports (ORTC, public API plus the compat module's ``dtls_pipe``, as the
+  native managed path does) over that one socket.
+* ``webrtc``: aiortc's ``RTCPeerConnection`` (public API only), full ICE with
+  host, server-reflexive and relay candidates from the broker's STUN/TURN.
+
+The page offers both at once and keeps the first that opens, preferring
+managed (app.js); it then says which with ``select`` and the host drops the
+other. A host without a managed listener answers the managed offer with an
+empty SDP.
 
     browser --WebSocket--> gateway (web.py) --data leg--> host (this module)
 
@@ -13,17 +26,20 @@ JSON objects (<- gateway to host, -> host to gateway)::
     <- {"type": "browser-hello", "ticket": T}   session ticket, checked like a
                                                 native client's (single use,
                                                 this session id, this host)
-    <- {"type": "offer", "sdp": S}              -> {"type": "answer", "sdp": S}
+    <- {"type": "offer", "lane": L, "sdp": S}   -> {"type": "answer", "lane": L, "sdp": S}
+                                                (managed: "" = no listener here)
     <- {"type": "candidate", "candidate": C, "sdpMid": M, "sdpMLineIndex": I}
-       ("" candidate = the browser finished gathering)
+       (webrtc lane; "" candidate = the browser finished gathering)
+    <- {"type": "select", "lane": L}            the page kept lane L
     -> {"type": "bye", "reason": R}             the host ends the session
     <- CONTROL error(session-closed)            the browser went away
 
-The answer carries every host candidate (aiortc gathers before it answers:
-host addresses, and server-reflexive/relay ones from the broker's STUN/TURN)
-and the fingerprint of a fresh DTLS certificate made for this session. The
-browser checks DTLS against that fingerprint, so whoever carries the answer
-(the gateway) is trusted for it: see docs/browser.md.
+Each answer carries the fingerprint of a fresh DTLS certificate made for this
+session (and, for webrtc, every host candidate: aiortc gathers before it
+answers). The browser checks DTLS against that fingerprint, so whoever carries
+the answer (the gateway) is trusted for it: see docs/browser.md. Once a lane
+is up the session outlives the signalling (gateway restart), as native UDP
+sessions do; it ends when the browser closes its channels or ICE fails.
 
 Channels, created by the browser, as in the native session:
 
@@ -33,23 +49,19 @@ Channels, created by the browser, as in the native session:
                drawable test pattern (:func:`pattern_frame`) at ``FPS``.
 * ``events``   unordered, no retransmission (the unreliable lane): mouse and
                key events, echoed back at once so the page shows their RTT.
-
-Not done: the host's managed UDP 3390 listener is not offered to browsers
-(it speaks ICE-lite + DTLS for our own ORTC stack; wiring aiortc's peer
-connection onto that shared socket needs private names). Browsers reach the
-host over host, server-reflexive and relay candidates.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import struct
 import time
 from typing import Callable
 
 from .. import log
-from ..errors import AuthError, MalformedFrame, RemoteError
+from ..errors import MalformedFrame, RemoteError
 from ..framed import FramedConn
 from ..wire import control
 from ..wire.frames import FrameType, decode_json, encode_json
@@ -63,6 +75,11 @@ WIDTH, HEIGHT, FPS = 128, 72, 10.0
 GRAPHICS_BACKLOG = 256 * 1024
 #: Remote candidates accepted per session.
 MAX_CANDIDATES = 32
+#: Our SCTP port in a managed answer (the usual WebRTC one).
+SCTP_PORT = 5000
+#: How long the managed lane waits for the browser's nominating check, then for
+#: DTLS: off a managed network the listener is unreachable and the lane ends.
+MANAGED_NOMINATION_TIMEOUT = 15.0
 
 #: Frame header: b"F", frame index, send time (µs since the epoch), width, height.
 FRAME_HDR = struct.Struct("!cIQHH")
@@ -114,21 +131,82 @@ def rtc_ice_servers(policy: dict) -> list:
     return out
 
 
-class BrowserSession:
-    """One browser's WebRTC session on the host: the peer connection and the
-    example application on its three channels."""
+def parse_offer(sdp: str) -> dict:
+    """What a managed answer needs from a browser's offer: its ICE credentials, its
+    DTLS sha-256 fingerprint, the data-channel m-line's mid and SCTP port. Raises
+    RemoteError when one is missing (we never guess)."""
+    out: dict = {"sctp_port": 5000, "max_message_size": 65536}
+    for raw in sdp.splitlines():
+        line = raw.strip()
+        key, _, value = line.partition(":")
+        if key == "a=ice-ufrag":
+            out.setdefault("ufrag", value)
+        elif key == "a=ice-pwd":
+            out.setdefault("pwd", value)
+        elif key == "a=fingerprint" and value.lower().startswith("sha-256 "):
+            out.setdefault("fingerprint", value.split(" ", 1)[1].strip())
+        elif key == "a=mid":
+            out.setdefault("mid", value)
+        elif key == "a=sctp-port" and value.isdigit():
+            out["sctp_port"] = int(value)
+        elif key == "a=max-message-size" and value.isdigit():
+            out["max_message_size"] = int(value)
+    missing = [k for k in ("ufrag", "pwd", "fingerprint", "mid") if k not in out]
+    if missing:
+        raise RemoteError(f"offer lacks {', '.join(missing)}")
+    if not (4 <= len(out["ufrag"]) <= 256 and 22 <= len(out["pwd"]) <= 256):
+        raise RemoteError("offer's ICE credentials have an invalid length")
+    return out
 
-    def __init__(self, leg: FramedConn, session_id: str, policy: dict) -> None:
+
+def managed_answer(offer: dict, ufrag: str, pwd: str, fingerprint: str, address: tuple[str, int]) -> str:
+    """An SDP answer for an ICE-lite host on the shared managed listener: one
+    data-channel m-line, one host candidate (the listener), DTLS server (passive)."""
+    ip, port = address
+    lines = [
+        "v=0", f"o=- {secrets.randbelow(1 << 62)} 1 IN IP4 {ip}", "s=-", "t=0 0",
+        f"a=group:BUNDLE {offer['mid']}", "a=ice-lite", "a=msid-semantic: WMS",
+        f"m=application {port} UDP/DTLS/SCTP webrtc-datachannel", f"c=IN IP4 {ip}",
+        f"a=mid:{offer['mid']}", f"a=sctp-port:{SCTP_PORT}", "a=max-message-size:65536",
+        f"a=ice-ufrag:{ufrag}", f"a=ice-pwd:{pwd}", f"a=fingerprint:sha-256 {fingerprint}",
+        "a=setup:passive", f"a=candidate:1 1 udp 2130706431 {ip} {port} typ host", "a=end-of-candidates",
+    ]
+    return "\r\n".join(lines) + "\r\n"
+
+
+class _Lane:
+    """One way to the browser: ``webrtc`` (aiortc's RTCPeerConnection, full ICE) or
+    ``managed`` (ICE-lite on the shared listener + aiortc's DTLS/SCTP)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.ended = False
+        self.connected = False
+
+
+class BrowserSession:
+    """One browser's session on the host: up to two lanes (the page offers both and
+    keeps the one that opens first, managed preferred; see app.js) and the example
+    application on the three channels of each."""
+
+    def __init__(self, leg: FramedConn, session_id: str, policy: dict, listener=None) -> None:
         self.leg = leg
         self.session_id = session_id
         self.policy = policy
+        self.listener = listener
         self.pc = None
+        self.lanes: dict[str, _Lane] = {}
         self.ended = asyncio.Event()
         self.end_reason = "client-gone"
         self.stats = {"frames_sent": 0, "frames_skipped": 0, "input_echoed": 0, "events_echoed": 0,
                       "remote_candidates": 0}
         self._tasks: set[asyncio.Task] = set()
+        self._closers: set[asyncio.Task] = set()
         self._candidates = 0
+        self.closed = False
+        self._managed = None          # transport.udp.managed.ManagedSession
+        self._m_dtls = None
+        self._m_sctp = None
 
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -156,6 +234,25 @@ class BrowserSession:
             raise MalformedFrame("signal without a type")
         return obj
 
+    # --- lanes ------------------------------------------------------------------
+    def _lane_ended(self, name: str, why: str) -> None:
+        lane = self.lanes.get(name)
+        if lane is None or lane.ended:
+            return
+        lane.ended = True
+        _log.info(log.kv("browser-lane-end", sid=self.session_id, lane=name, why=why))
+        if all(lane.ended for lane in self.lanes.values()):
+            self.end_reason = why
+            self.ended.set()          # close() takes everything down
+            return
+        closer = self._close_managed() if name == "managed" else self.pc.close()
+        task = asyncio.get_running_loop().create_task(closer)   # not cancelled by close(): awaited
+        self._closers.add(task)
+        task.add_done_callback(self._closers.discard)
+
+    def _any_connected(self) -> bool:
+        return any(lane.connected and not lane.ended for lane in self.lanes.values())
+
     # --- set-up -----------------------------------------------------------------
     async def run(self, check_ticket: Callable[[str], None], timeout: float) -> None:
         hello = await self._read_signal(timeout)
@@ -164,43 +261,62 @@ class BrowserSession:
         if hello["type"] != "browser-hello" or not isinstance(hello.get("ticket"), str):
             raise RemoteError("expected browser-hello with a ticket")
         check_ticket(hello["ticket"])
-        from aiortc import RTCConfiguration, RTCPeerConnection
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=rtc_ice_servers(self.policy)))
-        self.pc.on("datachannel", self._on_channel)
-        self.pc.on("connectionstatechange", self._on_state)
-        _log.info(log.kv("browser-session-start", sid=self.session_id))
-        reader = asyncio.get_running_loop().create_task(self._signals())
+        _log.info(log.kv("browser-session-start", sid=self.session_id, managed=self.listener is not None))
+        reader = asyncio.get_running_loop().create_task(self._signals(timeout))
+        waiter = asyncio.get_running_loop().create_task(self.ended.wait())
         try:
-            waiter = asyncio.get_running_loop().create_task(self.ended.wait())
             done, _ = await asyncio.wait({reader, waiter}, return_when=asyncio.FIRST_COMPLETED)
-            waiter.cancel()
             if reader in done and reader.exception() is not None:
                 raise reader.exception()
+            await waiter     # the signalling may end first; the session lives on (_signals)
         finally:
+            waiter.cancel()
             reader.cancel()
             with contextlib.suppress(BaseException):
                 await reader
             self._signal({"type": "bye", "reason": self.end_reason})
             await self.close()
 
-    async def _signals(self) -> None:
-        from aiortc import RTCSessionDescription
+    async def _signals(self, timeout: float) -> None:
+        """Answer the offers, add the browser's candidates (kept until the webrtc
+        offer is in: a peer connection takes candidates only after its remote
+        description), drop the lane the page did not select."""
         from aiortc.sdp import candidate_from_sdp
         answered = False
+        early: list = []
         while True:
-            msg = await self._read_signal()
-            if msg is None:
+            try:
+                msg = await self._read_signal(None if answered else timeout)
+            except asyncio.TimeoutError:
+                self.end_reason = "offer-timeout"
                 self.ended.set()
                 return
+            if msg is None:
+                # The leg is gone (browser left, or the gateway went away). Like a native
+                # UDP session, a connected browser session outlives its control plane: it
+                # ends when the browser closes its channels or ICE consent fails.
+                if self._any_connected() and not self.ended.is_set():
+                    _log.info(log.kv("browser-signalling-lost", sid=self.session_id, why=self.end_reason))
+                else:
+                    self.ended.set()
+                return
             kind = msg["type"]
-            if kind == "offer" and not answered:
+            lane = msg.get("lane", "webrtc")
+            if kind == "offer" and lane in ("webrtc", "managed") and lane not in self.lanes:
                 sdp = msg.get("sdp")
                 if not isinstance(sdp, str):
                     raise RemoteError("offer without sdp")
-                await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-                await self.pc.setLocalDescription(await self.pc.createAnswer())
-                self._signal({"type": "answer", "sdp": self.pc.localDescription.sdp})
+                if lane == "managed":
+                    self._signal({"type": "answer", "lane": "managed", "sdp": await self._answer_managed(sdp)})
+                    continue
+                await self._answer_webrtc(sdp)
                 answered = True
+                for cand in early:
+                    await self.pc.addIceCandidate(cand)
+            elif kind == "select" and lane in self.lanes:
+                for other in list(self.lanes):
+                    if other != lane:
+                        self._lane_ended(other, "not-selected")
             elif kind == "candidate":
                 text = msg.get("candidate") or ""
                 if not isinstance(text, str):
@@ -221,38 +337,109 @@ class BrowserSession:
                 cand.sdpMid = msg.get("sdpMid") if isinstance(msg.get("sdpMid"), str) else None
                 idx = msg.get("sdpMLineIndex")
                 cand.sdpMLineIndex = idx if isinstance(idx, int) else None
-                await self.pc.addIceCandidate(cand)
+                if answered:
+                    await self.pc.addIceCandidate(cand)
+                else:
+                    early.append(cand)
                 self.stats["remote_candidates"] += 1
             else:
-                raise RemoteError(f"unexpected signal {kind!r} from the browser")
+                raise RemoteError(f"unexpected signal {kind!r} (lane {lane!r}) from the browser")
+
+    async def _answer_webrtc(self, sdp: str) -> None:
+        from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+        self.lanes["webrtc"] = _Lane("webrtc")
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=rtc_ice_servers(self.policy)))
+        self.pc.on("datachannel", lambda ch: self._on_channel(ch, "webrtc"))
+        self.pc.on("connectionstatechange", self._on_state)
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        self._signal({"type": "answer", "lane": "webrtc", "sdp": self.pc.localDescription.sdp})
+
+    async def _answer_managed(self, sdp: str) -> str:
+        """The managed lane's answer, or "" when this host has no managed listener."""
+        if self.listener is None or self.listener.address is None:
+            return ""
+        from aiortc import RTCCertificate
+        offer = parse_offer(sdp)
+        ufrag, pwd = secrets.token_hex(4), secrets.token_hex(16)
+        self._managed = self.listener.register(ufrag, pwd)
+        self._managed.set_remote(offer["ufrag"], offer["pwd"])
+        cert = RTCCertificate.generateCertificate()
+        ours = next(f.value for f in cert.getFingerprints() if f.algorithm == "sha-256")
+        address = self.listener.advertised_addresses()[0]
+        self.lanes["managed"] = _Lane("managed")
+        self._spawn(self._run_managed(cert, offer))
+        return managed_answer(offer, ufrag, pwd, ours, address)
+
+    async def _run_managed(self, cert, offer: dict) -> None:
+        from aiortc import (RTCDtlsFingerprint, RTCDtlsParameters, RTCDtlsTransport, RTCSctpCapabilities,
+                            RTCSctpTransport)
+        from ..transport.udp import _aiortc_compat as compat
+        t0 = time.monotonic()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._managed.nominated), MANAGED_NOMINATION_TIMEOUT)
+            t_nom = time.monotonic()
+            pipe = compat.dtls_pipe(self._managed.recv, self._managed.send, "controlled")
+            self._m_dtls = dtls = RTCDtlsTransport(pipe, [cert])
+            compat.set_dtls_role(dtls, "server")
+            await asyncio.wait_for(dtls.start(RTCDtlsParameters(
+                fingerprints=[RTCDtlsFingerprint(algorithm="sha-256", value=offer["fingerprint"])])),
+                MANAGED_NOMINATION_TIMEOUT)
+            self._m_sctp = sctp = RTCSctpTransport(dtls, port=SCTP_PORT)
+            sctp.on("datachannel", lambda ch: self._on_channel(ch, "managed"))
+            await sctp.start(RTCSctpCapabilities(maxMessageSize=offer["max_message_size"]),
+                             remotePort=offer["sctp_port"])
+            self.lanes["managed"].connected = True
+            t_up = time.monotonic()
+            _log.info(log.kv("browser-lane-up", sid=self.session_id, lane="managed", peer=self._managed.remote_addr,
+                             nominated_ms=round((t_nom - t0) * 1000), up_ms=round((t_up - t0) * 1000)))
+        except (asyncio.TimeoutError, ConnectionError) as exc:
+            self._lane_ended("managed", "managed-unreached" if isinstance(exc, asyncio.TimeoutError)
+                             else "managed-closed")
+        except Exception as exc:    # DTLS refused (wrong fingerprint), SCTP failure
+            self._lane_ended("managed", f"managed-failed:{type(exc).__name__}")
+
+    async def _close_managed(self) -> None:
+        for part in (self._m_sctp, self._m_dtls):
+            if part is not None:
+                with contextlib.suppress(Exception):
+                    await part.stop()
+        self._m_sctp = self._m_dtls = None
+        if self._managed is not None:
+            self._managed.close()
 
     def _on_state(self) -> None:
         state = self.pc.connectionState if self.pc is not None else "closed"
         _log.info(log.kv("browser-peer-state", sid=self.session_id, state=state))
+        if state == "connected" and "webrtc" in self.lanes:
+            self.lanes["webrtc"].connected = True
         if state in ("failed", "closed"):
-            self.end_reason = "ice-failed" if state == "failed" else self.end_reason
-            self.ended.set()
+            self._lane_ended("webrtc", "ice-failed" if state == "failed" else "client-gone")
 
     # --- the example application ---------------------------------------------------
-    def _on_channel(self, channel) -> None:
+    def _on_channel(self, channel, lane: str) -> None:
         label = channel.label
         if label == "input":
             @channel.on("message")
             def _echo_input(message) -> None:
                 channel.send(message)
                 self.stats["input_echoed"] += 1
+
+            @channel.on("close")
+            def _input_closed() -> None:     # the browser closed this lane
+                self._lane_ended(lane, "client-gone")
         elif label == "events":
             @channel.on("message")
             def _echo_event(message) -> None:
                 channel.send(message)
                 self.stats["events_echoed"] += 1
         elif label == "graphics":
-            self._spawn(self._stream(channel))
+            self._spawn(self._stream(channel, lane))
         else:
             _log.info(log.kv("browser-unknown-channel", sid=self.session_id, label=label))
             channel.close()
 
-    async def _stream(self, channel) -> None:
+    async def _stream(self, channel, lane: str) -> None:
         opened = asyncio.Event()
         if channel.readyState == "open":
             opened.set()
@@ -261,7 +448,7 @@ class BrowserSession:
         await opened.wait()
         start = time.monotonic()
         i = 0
-        while channel.readyState == "open" and not self.ended.is_set():
+        while channel.readyState == "open" and not self.lanes[lane].ended and not self.ended.is_set():
             if channel.bufferedAmount > GRAPHICS_BACKLOG:
                 self.stats["frames_skipped"] += 1
             else:
@@ -272,25 +459,30 @@ class BrowserSession:
             await asyncio.sleep(max(0.0, delay))
 
     async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._closers:
+            await asyncio.wait(list(self._closers), timeout=5.0)
         if self.pc is not None:
             with contextlib.suppress(Exception):
                 await self.pc.close()
-        _log.info(log.kv("browser-session-end", sid=self.session_id, reason=self.end_reason, **self.stats))
+        await self._close_managed()
+        _log.info(log.kv("browser-session-end", sid=self.session_id, reason=self.end_reason,
+                         lanes=",".join(f"{n}:{'up' if l.connected else 'never'}" for n, l in self.lanes.items()),
+                         **self.stats))
 
 
 async def serve_browser(leg: FramedConn, dial: control.Dial, check_ticket: Callable[[str], None],
-                        timeout: float) -> None:
+                        timeout: float, listener=None) -> None:
     """Serve one browser session on ``leg`` until either side ends it.
     ``check_ticket(ticket)`` raises AuthError unless the ticket is good for
     this session (the agent's single-use ticket check)."""
-    sess = BrowserSession(leg, dial.session_id, dial.policy)
+    sess = BrowserSession(leg, dial.session_id, dial.policy, listener)
     try:
         await sess.run(check_ticket, timeout)
-    except AuthError:
-        raise
     finally:
-        if sess.pc is not None and not sess.ended.is_set():
-            await sess.close()
+        await sess.close()     # (once: run() closes it on its way out too)

@@ -15,6 +15,12 @@ up (active)             silent for dead_after       standby; SwitchPath(relay, f
                         (packets still heard, see   ... deferred until they stop for
                         heard()): stalled           dead_after or the wait reaches
                                                     stall_limit
+up (active), relay up   stalled (stall.py: oldest   standby; SwitchPath(relay, failover:
+                        undelivered message older   stall: ...); no return before the
+                        than max(1 s, 4 SRTT), the  stall hold (5 s, doubling per stall)
+                        peer reports so, or a
+                        fraction of the relay's
+                        delivery rate)
 up (active)             silent for probe_after      up; SendProbe
 up                      idle for keepalive_interval up; SendProbe(keepalive) (0 = never)
 up (active)             relay_lost                  up; SendProbe, answer due within dead_after
@@ -25,6 +31,7 @@ up / standby            path_down                   (none); SwitchPath(relay) if
                                                     upgrade retry scheduled (initiator)
 standby                 every standby_probe_interval standby; SendProbe
 standby                 answered for return_hold    up; SwitchPath(path, recovered)
+                        and past the stall hold
 standby                 standby_timeout, no answer  (none); ClosePath; upgrade retry
 ======================  ==========================  ==================================
 
@@ -63,6 +70,10 @@ Rules:
 * Return after a failover needs the old path to answer probes continuously for
   ``return_hold``, doubled for each further failover within ``flap_window``
   (capped at ``return_hold_max``): a path that keeps dying is trusted less.
+* A path that answers but does not deliver (stall.py) is left like a silent
+  one, but only while the relay is up: with nothing better to go to it is kept.
+  A peer's failover marker that says ``stall:`` sets the same hold here, so both
+  sides retry the path at about the same time.
 * Upgrade retries (initiator only) start when no UDP path exists, after a
   backoff of ``upgrade_backoff`` doubling to ``upgrade_backoff_cap``.
 """
@@ -74,6 +85,7 @@ from dataclasses import dataclass, field
 
 from .actions import Action, ClosePath, SendProbe, StartUpgrade, SwitchPath
 from .path import RELAY, Quality, better
+from .stall import StallTiming, StallWatch
 
 RELAY_ID = "relay"
 #: the responder's keepalive timer runs this much longer than the initiator's (see Rules)
@@ -116,7 +128,7 @@ class PathState:
 
 class PathManager:
     def __init__(self, now: float, *, initiator: bool, upgrade: bool = True,
-                 timing: PathTiming | None = None) -> None:
+                 timing: PathTiming | None = None, stall_timing: StallTiming | None = None) -> None:
         self.t = timing or PathTiming()
         self.initiator = initiator
         self.keepalive_every = self.t.keepalive_interval * (1.0 if initiator else RESPONDER_KEEPALIVE_SLACK)
@@ -132,6 +144,9 @@ class PathManager:
         self.peer_gone_hint = False      # the relay ended saying the peer is gone; unproven yet
         self.history: list[dict] = []
         self._out: list[Action] = []
+        #: per-direction stall detection of the active UDP path (stall.py); the session
+        #: core feeds it (undelivered_since, delivered, peer_report)
+        self.stall = StallWatch(stall_timing)
 
     # --- outputs ---------------------------------------------------------------
     def actions(self) -> list[Action]:
@@ -145,6 +160,7 @@ class PathManager:
         self.history.append({"t": now, "from": self.paths[self.active].kind if self.active in self.paths else "?",
                              "to": self.paths[to].kind, "reason": reason})
         self.active = to
+        self.stall.path_changed(to, to != RELAY_ID, now)
 
     # --- inputs ------------------------------------------------------------------
     def path_up(self, path_id: str, kind: str, now: float) -> None:
@@ -237,6 +253,8 @@ class PathManager:
         st.state, st.since, st.recovered_since, st.awaiting_since = "standby", now, None, None
         st.last_probe = None
         self.failovers.append(now)
+        if "stall:" in reason:          # the peer left a stalled path: hold off returning as it does
+            self.stall.left(now)
         self._switch(RELAY_ID, f"failover: peer ({reason})", now)
 
     def relay_lost(self, now: float, peer_gone: bool = False) -> None:
@@ -254,6 +272,22 @@ class PathManager:
             st.awaiting_since = now
         st.last_probe = now
         self._out.append(SendProbe(self.active))
+
+    def relay_back(self, now: float) -> None:
+        """A new relay leg replaced the lost one (a resume, #15): there is a failover
+        target again. With no working UDP path (none, or only standby ones that went
+        silent with everything else: a changed network) the initiator tries UDP afresh
+        at once -- a fresh ICE agent is our ICE restart; a new path replaces a standby
+        one (path_up). An attempt already scheduled keeps its time."""
+        self.relay_up = True
+        self.peer_gone_hint = False
+        if self.initiator and self.upgrade_enabled and not self.upgrading and self.next_upgrade_at is None \
+                and not any(p.path_id != RELAY_ID and p.state == "up" for p in self.paths.values()):
+            self.next_upgrade_at = now
+
+    def _may_upgrade(self) -> bool:
+        """No attempt while the session has no path to signal on (relay lost, on the relay)."""
+        return self.relay_up or self.active != RELAY_ID
 
     def _dead_after(self) -> float:
         if self.relay_up or self.peer_gone_hint:
@@ -314,7 +348,7 @@ class PathManager:
 
     def handle_timer(self, now: float) -> None:
         t = self.t
-        if self.next_upgrade_at is not None and now >= self.next_upgrade_at:
+        if self.next_upgrade_at is not None and now >= self.next_upgrade_at and self._may_upgrade():
             self.next_upgrade_at = None
             self.attempt += 1
             self.upgrading = True
@@ -329,7 +363,18 @@ class PathManager:
                 late = None if aw is None else now - aw
                 dead = self._dead_after()
                 heard_until = self._heard_deadline(st) if st.path_id == self.active else None
-                if st.path_id == self.active and aw is not None and now >= aw + dead and (
+                stalled = self.stall.check(st.path_id, st.quality.rtt, now) \
+                    if st.path_id == self.active and self.relay_up else None
+                if stalled is not None:
+                    # It answers, but what we send is not delivered (or far too slowly):
+                    # the relay does better. Return only after a hold that grows per stall.
+                    st.state, st.since, st.recovered_since, st.awaiting_since = "standby", now, None, None
+                    st.last_probe = None
+                    st.last_heard = None
+                    self.failovers.append(now)
+                    hold = self.stall.left(now)
+                    self._switch(RELAY_ID, f"failover: {stalled}; retry in {hold:.0f}s", now)
+                elif st.path_id == self.active and aw is not None and now >= aw + dead and (
                         heard_until is None or now >= heard_until):
                     why = "silent" if heard_until is None else "stalled (packets heard, no answer)"
                     st.state, st.since, st.recovered_since, st.awaiting_since = "standby", now, None, None
@@ -347,7 +392,8 @@ class PathManager:
             else:  # standby
                 if st.recovered_since is not None and now >= st.last_rx + t.dead_after + 1e-6:
                     st.recovered_since = None          # answered once, then silent again
-                if st.recovered_since is not None and now >= st.recovered_since + self.return_hold(st.recovered_since):
+                if st.recovered_since is not None and now >= st.recovered_since + self.return_hold(st.recovered_since) \
+                        and self.stall.may_return(now):
                     st.state, st.since, st.awaiting_since = "up", now, None
                     cur = self.paths[self.active]
                     if better(st.kind, st.quality, cur.kind, cur.quality):
@@ -370,12 +416,16 @@ class PathManager:
     def get_timer(self) -> float | None:
         t = self.t
         deadlines = []
-        if self.next_upgrade_at is not None:
+        if self.next_upgrade_at is not None and self._may_upgrade():
             deadlines.append(self.next_upgrade_at)
         for st in self.paths.values():
             if st.path_id == RELAY_ID:
                 continue
             if st.state == "up":
+                if st.path_id == self.active and self.relay_up:
+                    stall_at = self.stall.deadline(st.quality.rtt)
+                    if stall_at is not None:
+                        deadlines.append(stall_at)
                 if st.awaiting_since is not None:
                     if st.last_probe is None or st.last_probe < st.awaiting_since:
                         deadlines.append(st.awaiting_since + t.probe_after)
@@ -390,7 +440,8 @@ class PathManager:
             else:
                 deadlines.append((st.last_probe or st.since) + t.standby_probe_interval)
                 if st.recovered_since is not None:
-                    deadlines.append(st.recovered_since + self.return_hold(st.recovered_since))
+                    deadlines.append(max(st.recovered_since + self.return_hold(st.recovered_since),
+                                         self.stall.hold_until or 0.0))
                     deadlines.append(st.last_rx + t.dead_after + 1e-6)
                 else:
                     deadlines.append(st.since + t.standby_timeout)

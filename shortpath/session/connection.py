@@ -9,12 +9,13 @@ QuicConnection.
 
 Inputs                                        Outputs
 ------                                        -------
-path_added(path_id, kind, now)                transmits() -> [Transmit(path_id, frame, reliable)]
+path_added(path_id, kind, now)                transmits(now, room) -> [Transmit(path_id, frame, ...)]
 path_closed(path_id, reason, now)             next_event() -> Event | None (events.py)
 path_heard(path_id, at)   (packet liveness)   get_timer() -> deadline | None
 receive_frame(path_id, frame, now)
-send(data, now) / message_consumed(now)
-send_datagram(data, now) / transmit_refused(t)
+send(data, now, channel) / message_consumed(now, channel)
+send_datagram(data, now, deadline) / send_event(data, now, redundancy)
+transmit_refused(t)
 send_signal(msg) / ping(now)
 allow_upgrade(now) / upgrade_failed(attempt, reason, now)
 close(reason, detail, now) / handle_timer(now)
@@ -51,6 +52,20 @@ Rules
   (``PEER_GONE`` reasons shorten its patience, see manager.py); a later
   failover with no relay left ends the session, saying ``host-gone`` /
   ``client-gone`` if the gateway said so, else ``all-paths-lost``.
+* Resume (#15, after ``allow_resume(grace)``): instead of ending, a session
+  that loses its last path is *detached*: no active path, messages the
+  application sends wait in the window, and it ends with ``resume-timeout``
+  after ``grace``. Every lost relay leg raises ``RelayLost`` (detached or
+  not); the client's pump dials a new leg through a gateway. A new leg is just
+  another path: ``path_added("relay-<n>", "tcp-relay")``; it becomes the relay
+  (the manager still calls it ``relay``), an open older leg is abandoned, and
+  if the session was detached or on the old leg it switches to the new one and
+  replays what is unacknowledged (and re-sends its ACKs); on UDP it is only
+  the new fallback. With no working UDP path the client then tries UDP afresh.
+  The client (who can dial) also watches its active relay: nothing received
+  for ``relay_silent_after`` after data or a ping, or ``relay_check_after``
+  after a ping sent on a failover from UDP, and the leg is given up for a
+  resume (a changed network leaves TCP silent, not reset).
 * A peer that breaks the protocol (malformed or out-of-place frame, an ACK for
   a message never sent, a reorder-buffer overrun) ends the session with
   ``protocol-error``.
@@ -60,9 +75,25 @@ Wire formats are wire/frames.py's, unchanged: SIGNAL ``{"type": "switch", "to":
 kind, "reason": str, "next_seq": n, "replay_from": n}`` announces a switch;
 ``{"type": "upgrade", "attempt": n}`` (client -> host) starts attempt n.
 
-Room to grow, not built: ``channel`` on send/DataReceived is always 0 today
-(several reliable channels with priorities, #13); a resumed relay leg is meant
-to arrive as one more ``path_added`` (#15).
+Channels, lanes, stalls (#13)
+----------------------------
+* Reliable channels (channels.py): ``send(data, now, channel)`` on ``default``,
+  ``input``, ``graphics`` or ``bulk``, each its own sequence space, window and
+  ACK (CDATA/CACK frames), so one never waits for another. DATA is not framed
+  at ``send()`` but at ``transmits(now, room)``: control frames first, then
+  datagrams and events (the datagram lane always goes first; a datagram past its
+  ``deadline`` is dropped there, never handed to a path), then DATA of the
+  highest-priority channel with a message waiting, while the pump says the
+  active path has ``room``. A switch replays, per channel, everything the peer's
+  session has not received. On UDP each channel has an SCTP stream of its own
+  (``Transmit.channel``).
+* Redundant events (redundancy.py): ``send_event(data, now, redundancy=k)``;
+  each EVENTS frame repeats the last k events, the receiver delivers each once,
+  in order (EventReceived).
+* Stall detection (shortpath/paths/stall.py): after every ACK and transmit the
+  core tells the manager when our oldest message the peer has not received went
+  out, how many bytes the peer received, and the peer's own oldest age (from its
+  CACK); the manager leaves a stalled UDP path for the relay, with a backoff.
 """
 
 from __future__ import annotations
@@ -79,7 +110,8 @@ from ..paths.path import RELAY
 from ..wire import frames as fr
 from ..wire.frames import Frame, FrameType
 from . import events as ev
-from .reliable import AckClock, ReliableReceiver, ReliableSender
+from . import channels as chn
+from .redundancy import EventReceiver, EventSender
 
 _log = log.get("session")
 
@@ -108,6 +140,10 @@ class Transmit:
     reliable: bool
     #: the frame's type, so the pump can count what the transport dropped
     frame_type: FrameType
+    #: reliable channel of a DATA frame (channels.py); a UDP path sends each on its own SCTP stream
+    channel: int = 0
+    #: best effort only: drop it rather than send it after this time (the core's clock)
+    deadline: float | None = None
 
 
 class SessionConnection:
@@ -122,9 +158,13 @@ class SessionConnection:
         self.session_id = session_id
         self.timing = timing or Timing()
         self.manager = PathManager(now, initiator=role == "client", upgrade=False, timing=path_timing)
-        self._sender = ReliableSender(self.timing.send_window_bytes)
-        self._receiver = ReliableReceiver()
-        self._acks = AckClock(self.timing.ack_every, self.timing.ack_delay)
+        #: the reliable channels, both directions (channels.py)
+        self.channels = chn.Channels(self.timing.send_window_bytes, self.timing.ack_every,
+                                     self.timing.ack_delay)
+        self._events_out = EventSender(MAX_DATAGRAM)
+        self._events_in = EventReceiver()
+        self._dgram_lane: deque[tuple[float | None, bytes, FrameType]] = deque()
+        self._now = now                                # the latest ``now`` any input carried
         #: path id -> kind, for every open path we know of
         self.kinds: dict[str, str] = {}
         #: path we send on (None before the first path)
@@ -138,7 +178,8 @@ class SessionConnection:
         #: path events, oldest first: {"t": now, "event", "transport", "reason"}
         self.history: list[dict] = []
         self.counters = {"messages_sent": 0, "messages_received": 0, "datagrams_sent": 0,
-                         "datagrams_received": 0, "datagrams_dropped": 0}
+                         "datagrams_received": 0, "datagrams_dropped": 0, "datagrams_expired": 0,
+                         "events_sent": 0, "events_received": 0}
         self._events: deque[ev.Event] = deque()
         self._out: list[Transmit] = []
         self._dgram_id = 0
@@ -149,12 +190,63 @@ class SessionConnection:
         self._probe_id = PROBE_ID_BASE
         self._probes: dict[int, tuple[str, float]] = {}   # probe id -> (path id, sent at)
         self._upgrades_answered: set[int] = set()
+        #: resume (#15): seconds a session whose relay leg is gone waits for a new one
+        #: (0 = no resume: losing the active relay ends the session at once)
+        self.resume_grace = 0.0
+        #: while detached (no path at all): when the core gives up waiting for a resume
+        self.detached_until: float | None = None
+        self._relay_legs = 0                           # relay legs seen (ids relay, relay-2, ...)
+        #: client with resume: since when an answer on the active relay is awaited, and for how
+        #: long it may be awaited before the leg counts as dead (relay_silent_after/check_after)
+        self._relay_wait: float | None = None
+        self._relay_wait_limit = 0.0
 
     # --- outputs ----------------------------------------------------------------
-    def transmits(self) -> list[Transmit]:
-        """Frames to send, in order; each call hands them over once."""
-        out, self._out = self._out, []
+    def transmits(self, now: float | None = None, room=None) -> list[Transmit]:
+        """Frames to send, in order; each call hands them over once. ``now``: when they
+        leave (default: the latest input's time). ``room(path_id) -> bytes``: what the
+        path takes now (None: no limit); DATA beyond it waits here, and the next call
+        sends the highest-priority channel's first (channels.py). Order: the datagram
+        lane (expired datagrams dropped, counted in ``datagrams_expired``), control
+        frames, then DATA."""
+        if now is not None and now > self._now:
+            self._now = now
+        now = self._now
+        out: list[Transmit] = []
+        while self._dgram_lane:
+            t = self._dgram_lane.popleft()
+            if t.deadline is not None and now > t.deadline:
+                self.counters["datagrams_expired"] += 1
+                self.counters["datagrams_dropped"] += 1
+                self.counters["datagrams_sent"] -= 1
+                continue
+            out.append(t)
+        out += self._out
+        self._out = []
+        if self.close_reason is None and self.active is not None:
+            self._flush_data(now, None if room is None else room(self.active))
+            out += self._out
+            self._out = []
         return out
+
+    def _flush_data(self, now: float, budget: int | None) -> None:
+        """Frame waiting DATA for the active path, highest priority first, within ``budget``."""
+        path_id = self.active
+        sent = False
+        for ch, seq, msg in self.channels.next_frames(budget):
+            self._out.append(Transmit(path_id, fr.encode_cdata(ch, seq, msg), True, FrameType.CDATA, ch))
+            self.channels.sender(ch).mark_sent(seq, now)
+            sent = True
+        if sent:
+            self.manager.sent(self._mid(path_id), now)
+            self._relay_sent(path_id, now)
+            self.manager.stall.undelivered_since(self.channels.oldest_unreceived_tx())
+
+    @property
+    def backlog(self) -> bool:
+        """Reliable messages wait in the core for the active path to take them
+        (``transmits(room=...)`` held them back)."""
+        return self.channels.backlog
 
     def next_event(self) -> ev.Event | None:
         return self._events.popleft() if self._events else None
@@ -163,8 +255,8 @@ class SessionConnection:
         """When handle_timer() wants to run next (None: nothing scheduled)."""
         if self.close_reason is not None:
             return None
-        deadlines = [d for d in (self.manager.get_timer(), self._acks.get_timer(), self._next_ping_at)
-                     if d is not None]
+        deadlines = [d for d in (self.manager.get_timer(), self.channels.ack_timer(), self._next_ping_at,
+                                 self.detached_until, self._relay_deadline()) if d is not None]
         if self._probes:
             deadlines.append(min(sent for _, sent in self._probes.values()) + PROBE_LOSS_AFTER)
         return min(deadlines) if deadlines else None
@@ -173,26 +265,26 @@ class SessionConnection:
     def closed(self) -> bool:
         return self.close_reason is not None
 
-    def can_send(self, size: int) -> bool:
-        """Does a message of ``size`` bytes fit the send window now?"""
-        return self._sender.can_send(size)
+    def can_send(self, size: int, channel: int | str = 0) -> bool:
+        """Does a message of ``size`` bytes fit ``channel``'s send window now?"""
+        return self.channels.sender(chn.resolve(channel)).can_send(size)
 
     @property
     def unacked_bytes(self) -> int:
-        """Bytes sent and not yet acknowledged by the peer's application."""
-        return self._sender.unacked_bytes
+        """Bytes sent and not yet acknowledged by the peer's application (all channels)."""
+        return self.channels.unacked_bytes
 
     @property
     def duplicates_dropped(self) -> int:
-        return self._receiver.stats.duplicates
+        return self.channels.duplicates
 
     def rtt(self, path_id: str | None) -> float | None:
         """Smoothed RTT of a path in seconds (None until a PING came back on it)."""
-        st = self.manager.paths.get(path_id) if path_id is not None else None
+        st = self.manager.paths.get(self._mid(path_id)) if path_id is not None else None
         return None if st is None else st.quality.rtt
 
     def path_quality(self, path_id: str) -> dict | None:
-        st = self.manager.paths.get(path_id)
+        st = self.manager.paths.get(self._mid(path_id))
         if st is None:
             return None
         return {"state": st.state, "probes": st.probes_total,
@@ -207,16 +299,21 @@ class SessionConnection:
         if self.close_reason is not None:
             self._events.append(ev.PathAbandoned(path_id, "session closed"))
             return
-        self.kinds[path_id] = kind
         if kind == RELAY:
-            if path_id != RELAY_ID:
-                raise LocalError(f"the relay path must be called {RELAY_ID!r}")
+            if path_id != RELAY_ID and not path_id.startswith(RELAY_ID + "-"):
+                raise LocalError(f"a relay path must be called {RELAY_ID!r} or '{RELAY_ID}-<n>'")
+            self._relay_legs += 1
+            if self._relay_legs > 1:
+                self._new_relay_leg(path_id, now)
+                return
+            self.kinds[path_id] = kind
             self.relay = path_id
             if self.active is None:
                 self.active = path_id
                 self._record(now, "start", kind, "session starts on the relay")
                 self._next_ping_at = now
             return
+        self.kinds[path_id] = kind
         self.manager.path_up(path_id, kind, now)
         self._apply(now)
 
@@ -227,9 +324,15 @@ class SessionConnection:
         if path_id == self.relay:
             self.relay = None
             if self.active == path_id or self.active is None:
+                if self.resume_grace > 0:
+                    self._detach(path_id, reason, now)
+                    self._apply(now)
+                    return
                 self._finish(reason, "relay path closed", now)
                 return
             self.relay_lost_reason = reason
+            if self.resume_grace > 0:
+                self._events.append(ev.RelayLost(path_id, reason, detached=False))
             active_kind = self.kinds.get(self.active, "?")
             self._record(now, "relay-lost", active_kind, f"{reason}; session continues on {active_kind}")
             # The active UDP path is all that is left: make sure the peer is still there.
@@ -252,7 +355,11 @@ class SessionConnection:
     def receive_frame(self, path_id: str, frame: Frame, now: float) -> None:
         if self.close_reason is not None:
             return
+        if now > self._now:
+            self._now = now
         self.manager.received(path_id, now)
+        if path_id == self.relay:
+            self._relay_wait = None
         try:
             self._dispatch(path_id, frame, now)
         except RemoteError as exc:
@@ -262,14 +369,21 @@ class SessionConnection:
 
     def _dispatch(self, path_id: str, frame: Frame, now: float) -> None:
         t = frame.type
-        if t == FrameType.DATA:
-            seq, msg = fr.decode_data(frame.payload)
-            for data in self._receiver.on_data(seq, msg):
-                self._events.append(ev.DataReceived(data))
-        elif t == FrameType.ACK:
-            released = self._sender.on_ack(fr.decode_ack(frame.payload))
-            if released:
-                self._events.append(ev.SendWindowOpened(released))
+        if t == FrameType.CDATA:
+            self._on_data(*fr.decode_cdata(frame.payload), now)
+        elif t == FrameType.CACK:
+            ch, consumed, received, age_ms = fr.decode_cack(frame.payload)
+            # the peer acks on the path it sends on: its age describes that path, one way
+            self._on_ack(ch, consumed, received, now, peer_age=age_ms / 1000 if path_id == self.active else 0.0)
+        elif t == FrameType.EVENTS:
+            for data in self._events_in.on_frame(*fr.decode_events(frame.payload)):
+                self.counters["events_received"] += 1
+                self._events.append(ev.EventReceived(data))
+        elif t == FrameType.DATA:            # revision 1: channel 0 (frames.py)
+            self._on_data(chn.DEFAULT, *fr.decode_data(frame.payload), now)
+        elif t == FrameType.ACK:             # revision 1: channel 0, received = consumed
+            value = fr.decode_ack(frame.payload)
+            self._on_ack(chn.DEFAULT, value, max(value, self.channels.sender(chn.DEFAULT).received), now)
         elif t == FrameType.DGRAM:
             _ident, _sent, data = fr.decode_dgram(frame.payload)
             self.counters["datagrams_received"] += 1
@@ -298,7 +412,7 @@ class SessionConnection:
         if probe is not None:
             self.manager.probe_result(probe[0], sample, now)
         else:
-            self.manager.rtt_sample(path_id, sample)
+            self.manager.rtt_sample(self._mid(path_id), sample)
         if self._pings.pop(ident, None) is not None:
             self._events.append(ev.PingAnswered(ident, sample))
 
@@ -320,51 +434,106 @@ class SessionConnection:
             self._events.append(ev.SignalReceived(msg))
 
     # --- reliable channel -----------------------------------------------------------
-    def send(self, data: bytes, now: float, channel: int = 0) -> str:
-        """Queue one message on the reliable channel; returns the path it went on.
-        Check can_send() first: a full window is a LocalError here."""
-        if channel != 0:
-            raise LocalError("only reliable channel 0 exists")
+    def send(self, data: bytes, now: float, channel: int | str = 0) -> str | None:
+        """Queue one message on a reliable ``channel`` (channels.py: an id or ``default``,
+        ``input``, ``graphics``, ``bulk``); returns the path it will go on (None while
+        detached: it waits in the window and a resume replays it). It is framed at the
+        next transmits(), in priority order. Check can_send() first: a full window is a
+        LocalError here."""
+        ch = chn.resolve(channel)
         if len(data) > MAX_MESSAGE:
             raise LocalError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE}")
         self._check_open()
-        if self.active is None:
+        if self.active is None and self.detached_until is None:
             raise PathError("no path to send on")
-        if not self._sender.can_send(len(data)):
-            raise LocalError("send window is full (wait for SendWindowOpened)")
-        msg = bytes(data)
-        seq = self._sender.push(msg)
+        sender = self.channels.sender(ch)
+        if not sender.can_send(len(data)):
+            raise LocalError(f"send window of channel {chn.name(ch)} is full (wait for SendWindowOpened)")
+        sender.push(bytes(data))
         self.counters["messages_sent"] += 1
-        path_id = self.active
-        self._queue(path_id, fr.encode_data(seq, msg), True, FrameType.DATA)
-        self.manager.sent(path_id, now)
-        return path_id
+        if now > self._now:
+            self._now = now
+        return self.active
 
-    def message_consumed(self, now: float) -> None:
-        """The application took one received message: it counts towards the ACK."""
+    def message_consumed(self, now: float, channel: int = 0) -> None:
+        """The application took one received message of ``channel``: it counts towards its ACK."""
         self.counters["messages_received"] += 1
-        if self.close_reason is None and self._acks.on_consumed(now):
-            self._send_ack()
+        if self.close_reason is None and self.channels.receiver(channel).on_consumed(now):
+            self._send_ack(channel)
 
-    def _send_ack(self) -> None:
-        value = self._acks.sent()
+    def _send_ack(self, channel: int, path_id: str | None = None) -> None:
+        consumed, received = self.channels.receiver(channel).ack()
+        path_id = path_id or self.active
+        if path_id is not None:
+            since = self.channels.oldest_unreceived_tx()
+            age_ms = 0 if since is None else (self._now - since) * 1000
+            self._queue(path_id, fr.encode_cack(channel, consumed, received, age_ms), True, FrameType.CACK)
+
+    def _queue_acks(self, path_id: str) -> None:
+        """Every channel's receive state again, on ``path_id`` (a new leg may be all the peer has)."""
+        for ch in self.channels.receivers:
+            self._send_ack(ch, path_id)
+
+    def _on_data(self, ch: int, seq: int, msg: bytes, now: float) -> None:
+        for data in self.channels.receiver(ch).on_data(seq, msg, now):
+            self._events.append(ev.DataReceived(data, ch))
+
+    def _on_ack(self, ch: int, consumed: int, received: int, now: float, peer_age: float = 0.0) -> None:
+        if ch not in self.channels.senders:
+            raise RemoteError(f"ACK for unknown reliable channel {ch}")
+        sender = self.channels.sender(ch)
+        released, delivered = sender.on_ack(consumed, received)
+        if released:
+            self._events.append(ev.SendWindowOpened(released, ch))
+        stall = self.manager.stall
+        stall.undelivered_since(self.channels.oldest_unreceived_tx())
         if self.active is not None:
-            self._queue(self.active, fr.encode_ack(value), True, FrameType.ACK)
+            if delivered:
+                stall.delivered(self.active, delivered, self.channels.inflight_bytes, now,
+                                relay=self.active == self.relay)
+            if peer_age > 0:
+                stall.peer_report(peer_age, now)
 
     # --- datagrams, signals, pings ---------------------------------------------------
-    def send_datagram(self, data: bytes, now: float) -> bool:
-        """Queue one best-effort datagram on the active path; False (counted as
-        dropped) when there is no path or the session is over."""
+    def send_datagram(self, data: bytes, now: float, deadline: float | None = None) -> bool:
+        """Queue one best-effort datagram on the active path, on the datagram lane (the
+        first thing transmits() hands out); False (counted as dropped) when there is no
+        path or the session is over. ``deadline`` (the core's clock): if it has passed
+        when the frame would be handed to the path, the datagram is dropped instead
+        (``datagrams_expired``); the path gets it too, to drop it before it is sent."""
         if len(data) > MAX_DATAGRAM:
             raise LocalError(f"datagram of {len(data)} bytes exceeds {MAX_DATAGRAM}")
         if self.close_reason is not None or self.active is None:
             self.counters["datagrams_dropped"] += 1
             return False
+        if now > self._now:
+            self._now = now
         self._dgram_id += 1
-        self._queue(self.active, fr.encode_dgram(self._dgram_id, int(now * 1e6), bytes(data)), False,
-                    FrameType.DGRAM)
+        self._dgram_lane.append(Transmit(self.active, fr.encode_dgram(self._dgram_id, int(now * 1e6), bytes(data)),
+                                         False, FrameType.DGRAM, 0, deadline))
         self.counters["datagrams_sent"] += 1
         return True
+
+    def send_event(self, data: bytes, now: float, redundancy: int = 2, deadline: float | None = None) -> bool:
+        """Queue one small event (up to redundancy.MAX_EVENT bytes) on the datagram lane,
+        repeated in the next ``redundancy`` EVENTS frames (redundancy.py): the peer gets
+        each event once, in order, as soon as one copy arrives, with no retransmission
+        wait. False when there is no path or the session is over (the event still takes
+        its number, so the peer counts it as lost)."""
+        newest, carried = self._events_out.push(data, redundancy)
+        if self.close_reason is not None or self.active is None:
+            return False
+        if now > self._now:
+            self._now = now
+        self._dgram_lane.append(Transmit(self.active, fr.encode_events(newest, carried), False,
+                                         FrameType.EVENTS, 0, deadline))
+        self.counters["events_sent"] += 1
+        return True
+
+    @property
+    def event_stats(self):
+        """The event lane's receive figures (redundancy.EventStats: delivered, lost, duplicates, recovered)."""
+        return self._events_in.stats
 
     def transmit_refused(self, t: Transmit) -> None:
         """The path would not take ``t`` (closed, or a best-effort send with its buffer
@@ -413,8 +582,18 @@ class SessionConnection:
     def handle_timer(self, now: float) -> None:
         if self.close_reason is not None:
             return
-        if self._acks.due(now):
-            self._send_ack()
+        if self.detached_until is not None and now >= self.detached_until:
+            self._finish("resume-timeout", f"relay lost ({self.relay_lost_reason}) and no new leg within "
+                         f"{self.resume_grace:g}s", now)
+            return
+        relay_dead = self._relay_deadline()
+        if relay_dead is not None and now >= relay_dead:
+            self._relay_silent(now)
+        if now > self._now:
+            self._now = now
+        for ch, rx in self.channels.receivers.items():
+            if rx.due(now):
+                self._send_ack(ch)
         for ident, (pid, sent) in list(self._probes.items()):
             if now >= sent + PROBE_LOSS_AFTER:      # the very deadline get_timer() gave
                 del self._probes[ident]
@@ -429,6 +608,7 @@ class SessionConnection:
                 self._ping_id += 1
                 self._queue(self.active, fr.encode_ping(FrameType.PING, self._ping_id, int(now * 1e6)),
                             False, FrameType.PING)
+                self._relay_sent(self.active, now)
             self._next_ping_at = now + self.timing.ping_interval
 
     # --- closing --------------------------------------------------------------------------
@@ -437,6 +617,8 @@ class SessionConnection:
         if self.close_reason is not None:
             return
         msg = fr.encode_json(FrameType.CLOSE, {"reason": reason, "detail": detail})
+        if self.active is not None:     # what the application sent before close() goes first
+            self._flush_data(now, None)
         for path_id in dict.fromkeys(p for p in (self.active, self.relay) if p in self.kinds):
             self._queue(path_id, msg, True, FrameType.CLOSE)
         self._finish(reason, detail, now, local=True)
@@ -453,6 +635,81 @@ class SessionConnection:
         self._record(now, "end", self.kinds.get(self.active, "-") if self.active else "-", reason)
         self._events.append(ev.SessionEnded(reason, detail, local))
 
+    # --- resume (#15): a new relay leg is just another path ------------------------------------
+    def allow_resume(self, grace: float) -> None:
+        """From now on a lost relay leg does not end the session: with no other path
+        the session waits ``grace`` seconds (detached) for a new leg, and a
+        RelayLost event asks the pump for one (the client dials; the host waits)."""
+        if not grace >= 0:
+            raise LocalError("resume grace must be >= 0 seconds")
+        self.resume_grace = float(grace)
+
+    def _mid(self, path_id: str | None) -> str | None:
+        """The path manager's name for a path: it knows the relay, whichever leg it is, as ``relay``."""
+        return RELAY_ID if path_id is not None and path_id == self.relay else path_id
+
+    def _relay_watched(self) -> bool:
+        """Only the client watches its relay leg for silence: it is the side that can dial a new one."""
+        return self.role == "client" and self.resume_grace > 0 and self.relay is not None \
+            and self.active == self.relay
+
+    def _relay_sent(self, path_id: str | None, now: float) -> None:
+        """Something that calls for an answer went out on ``path_id``."""
+        if path_id == self.relay and self._relay_wait is None and self._relay_watched():
+            self._relay_wait = now
+            self._relay_wait_limit = self.timing.relay_silent_after
+
+    def _relay_deadline(self) -> float | None:
+        if self._relay_wait is None or not self._relay_watched():
+            return None
+        return self._relay_wait + self._relay_wait_limit
+
+    def _relay_silent(self, now: float) -> None:
+        """The active relay leg stopped answering: give it up and resume on a new one."""
+        pid = self.relay
+        why = f"relay silent {now - self._relay_wait:.2f}s"
+        self._relay_wait = None
+        self.kinds.pop(pid, None)
+        self._events.append(ev.PathAbandoned(pid, why))
+        self._detach(pid, why, now)
+
+    def _detach(self, path_id: str | None, reason: str, now: float) -> None:
+        """No path left: keep every unacknowledged message and wait for a new relay leg."""
+        self.relay = None
+        self.active = None
+        self.relay_lost_reason = reason
+        self.detached_until = now + self.resume_grace
+        self._record(now, "detached", RELAY, f"{reason}; waiting up to {self.resume_grace:g}s for a resume")
+        self._events.append(ev.RelayLost(path_id or "-", reason, detached=True, resume_by=self.detached_until))
+        self.manager.relay_lost(now)
+
+    def _new_relay_leg(self, path_id: str, now: float) -> None:
+        """A relay leg after the first: a resume (the session was detached or on the
+        relay being replaced) or a relay replaced while the session runs on UDP."""
+        if path_id in self.kinds:
+            raise LocalError(f"path {path_id!r} was already added")
+        old = self.relay
+        self.kinds[path_id] = RELAY
+        self.relay = path_id
+        self._relay_wait = None
+        gone = self.relay_lost_reason
+        self.relay_lost_reason = None
+        if old is not None:            # still open but given up on (e.g. silent after an address change)
+            self.kinds.pop(old, None)
+            self._events.append(ev.PathAbandoned(old, "replaced by a new relay leg"))
+        self.manager.relay_back(now)
+        if self.active is None or self.active == old:
+            self.counters["resumes"] = self.counters.get("resumes", 0) + 1
+            self._record(now, "resume", RELAY, f"new relay leg {path_id} (was: {gone or 'replaced'})")
+            self._switch(path_id, "resume", now)
+            # our receive state may never have reached the peer: tell it again on the new leg
+            self._queue_acks(path_id)
+        else:
+            self.counters["relay_replacements"] = self.counters.get("relay_replacements", 0) + 1
+            self._record(now, "relay-replaced", RELAY, f"new relay leg {path_id} (was: {gone or '-'}); "
+                         f"session stays on {self.kinds.get(self.active, '?')}")
+        self._apply(now)
+
     # --- carrying out the path manager's actions ----------------------------------------------
     def _apply(self, now: float) -> None:
         for action in self.manager.actions():
@@ -467,6 +724,7 @@ class SessionConnection:
                     self.send_signal({"type": "upgrade", "attempt": action.attempt})
                 except PathError as exc:
                     _log.warning(log.kv("upgrade-not-signalled", sid=self.session_id, why=exc.message))
+                    self.manager.upgrade_failed(action.attempt, "no path to signal on", now)
                     continue
                 self._events.append(ev.UpgradeRequested(action.attempt, initiator=True))
             elif isinstance(action, ClosePath):
@@ -476,7 +734,20 @@ class SessionConnection:
     def _on_switch(self, action: SwitchPath, now: float) -> None:
         if action.to == RELAY_ID:
             if self.relay is not None:
-                self._switch(RELAY_ID, action.reason, now)
+                self._switch(self.relay, action.reason, now)
+                if action.reason.startswith("failover") and self._relay_watched():
+                    # Is the relay alive at all? (After a network change nothing is.) Ask first,
+                    # ahead of the replay, and give it relay_check_after to answer.
+                    self._ping_id += 1
+                    self._queue(self.relay, fr.encode_ping(FrameType.PING, self._ping_id, int(now * 1e6)),
+                                False, FrameType.PING)
+                    self._relay_wait = now
+                    self._relay_wait_limit = self.timing.relay_check_after
+            elif self.resume_grace > 0:
+                # No relay and now no UDP either: wait (detached) for a resume on a new leg.
+                self._detach(self.active, f"{self.relay_lost_reason or 'relay lost'}, then the "
+                             f"{self.kinds.get(self.active, 'UDP')} path failed: {action.reason}", now)
+                return
             elif self.relay_lost_reason in PEER_GONE:
                 # The gateway told us the peer's leg ended, and now the UDP path is silent
                 # too: the peer is gone, say so rather than a generic "all paths lost".
@@ -500,16 +771,22 @@ class SessionConnection:
             return
         old = self.active
         self.active = path_id
+        self.detached_until = None
         kind = self.kinds[path_id]
-        pending = self._sender.pending()
+        # Every channel sends again, on the new path, what the peer's session has not
+        # received (channels.py); the DATA follows this marker at the next transmits().
+        replay = self.channels.replay()
+        d = self.channels.sender(chn.DEFAULT)
         self._queue(path_id, fr.encode_json(FrameType.SIGNAL, {
-            "type": "switch", "to": kind, "reason": reason, "next_seq": self._sender.next_seq,
-            "replay_from": pending[0][0] if pending else self._sender.next_seq}), True, FrameType.SIGNAL)
-        for seq, msg in pending:
-            self._queue(path_id, fr.encode_data(seq, msg), True, FrameType.DATA)
+            "type": "switch", "to": kind, "reason": reason, "next_seq": d.next_seq,
+            "replay_from": replay[chn.DEFAULT][0],
+            "channels": {str(ch): [self.channels.sender(ch).next_seq, first] for ch, (first, _n) in replay.items()}}),
+            True, FrameType.SIGNAL)
+        replayed = sum(n for _first, n in replay.values())
+        self.manager.stall.undelivered_since(None)
         old_kind = self.kinds.get(old, RELAY if old == RELAY_ID else "-") if old else "-"
-        self._record(now, "switch", kind, f"{reason} (from {old_kind}, replayed {len(pending)})")
-        self._events.append(ev.PathSwitched(path_id, kind, old, reason, len(pending)))
+        self._record(now, "switch", kind, f"{reason} (from {old_kind}, replayed {replayed})")
+        self._events.append(ev.PathSwitched(path_id, kind, old, reason, replayed))
 
     def _probe(self, path_id: str, now: float) -> None:
         if path_id not in self.kinds:
@@ -523,6 +800,7 @@ class SessionConnection:
         self.manager.sent(path_id, now)
 
     def _queue(self, path_id: str, frame: bytes, reliable: bool, frame_type: FrameType) -> None:
+        """A control frame (everything but DATA and the datagram lane) for ``path_id``."""
         self._out.append(Transmit(path_id, frame, reliable, frame_type))
 
     def _record(self, now: float, event: str, transport: str, reason: str) -> None:

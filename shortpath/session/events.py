@@ -21,7 +21,7 @@ class Event:
 class DataReceived(Event):
     #: one application message from the reliable channel, in order, exactly once
     data: bytes
-    #: reliable channel it arrived on; only channel 0 exists today (room for more, #13)
+    #: reliable channel it arrived on (channels.py: 0 default, 1 input, 2 graphics, 3 bulk)
     channel: int = 0
 
 
@@ -32,10 +32,20 @@ class DatagramReceived(Event):
 
 
 @dataclass(frozen=True)
+class EventReceived(Event):
+    """One event of the redundant event lane (redundancy.py): each exactly once, in
+    order, at the first copy's arrival; events lost in more than k frames in a row
+    are skipped (SessionConnection.event_stats)."""
+    data: bytes
+
+
+@dataclass(frozen=True)
 class SendWindowOpened(Event):
     """The peer acknowledged messages, so the send window has room again."""
     #: how many messages the ACK released
     released: int
+    #: the reliable channel whose window opened (channels.py)
+    channel: int = 0
 
 
 @dataclass(frozen=True)
@@ -99,3 +109,19 @@ class SessionEnded(Event):
     detail: str
     #: True when this side closed it (``close()``), False when the peer or the paths did
     local: bool
+
+
+@dataclass(frozen=True)
+class RelayLost(Event):
+    """The relay leg ended in a session that may resume (``allow_resume``): the
+    client dials a gateway for a new leg and hands it to ``path_added`` (kind
+    ``tcp-relay``, id ``relay-<n>``); the host waits for the broker's dial."""
+    #: the relay path that ended
+    path_id: str
+    #: why (the path's close reason, e.g. ``gateway-shutdown``, ``host-gone``)
+    reason: str
+    #: True: it carried the session, which now has no path and sends nothing until a
+    #: new leg arrives; False: the session goes on over UDP, the new leg is a fallback
+    detached: bool
+    #: detached only: the core ends the session (``resume-timeout``) at this time
+    resume_by: float | None = None

@@ -1,11 +1,19 @@
 """The application-facing session: the asyncio pump around the session core.
 
-A session offers two channels whatever path carries it:
+A session offers, whatever path carries it:
 
-* reliable: ``await send(bytes)`` / ``await recv()`` -- ordered, nothing lost
-  or duplicated, back-pressured by the sequencing window (reliable.py);
-* datagrams: ``send_datagram(bytes) -> bool`` / ``await recv_datagram()`` --
-  best effort; never blocks, returns False when it had to drop.
+* reliable channels: ``await send(bytes, channel=None|"input"|"graphics"|"bulk")``
+  / ``await recv(channel=None)`` / ``await recv_from()`` -> ``(channel, bytes)``
+  -- each ordered on its own, nothing lost or duplicated, back-pressured by its
+  window; under a backlog ``input`` goes first (channels.py). ``recv()`` with no
+  channel takes the oldest message of any channel, so one-channel apps see no
+  change;
+* datagrams: ``send_datagram(bytes, ttl=None) -> bool`` / ``await recv_datagram()``
+  -- best effort, first in the transmit order, dropped unsent once ``ttl`` old;
+  never blocks, returns False when it had to drop;
+* events: ``send_event(bytes, redundancy=2)`` / ``await recv_event()`` -- small
+  events repeated in the next frames, delivered once, in order, at the first
+  copy's arrival (redundancy.py).
 
 Every decision is the core's (connection.py: sequencing, acks, switch and
 replay, failover, probes, RTT, when to try UDP). This module only does what
@@ -42,6 +50,7 @@ from ..netaddr import parse_hostport
 from ..paths.manager import RELAY_ID, PathTiming
 from ..transport.base import Path
 from ..wire.frames import Frame, FrameType
+from . import channels as chn
 from . import events as ev
 from .connection import MAX_DATAGRAM, MAX_MESSAGE, PEER_GONE, SessionConnection, Transmit
 
@@ -76,6 +85,12 @@ class SessionInfo:
     time_to_udp: float | None = None
     #: set-up phase timestamps (time.monotonic() seconds); see Session.timeline
     timeline: dict = field(default_factory=dict)
+    #: resumes onto a new relay leg, and relay legs replaced while on UDP (#15)
+    resumes: int = 0
+    relay_replacements: int = 0
+    #: channels and lanes (#13): datagrams expired unsent, the event lane's figures
+    #: (sent, delivered, lost, recovered from a repeat), unforgiven stall exits, the current hold
+    lanes: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -170,8 +185,14 @@ class Session:
             path_timing=PathTiming(keepalive_interval=_keepalive(self.policy, session_id)))
         self._paths: dict[str, Path] = {}            # open paths by id
         self._known: dict[str, Path] = {}            # every path by id, closed ones too
-        self._inbox: deque[bytes] = deque()
+        #: per reliable channel: (arrival number, message), so recv() can take the oldest of all
+        self._inboxes: dict[int, deque[tuple[int, bytes]]] = {c.id: deque() for c in chn.CHANNELS}
+        self._arrivals = 0
         self._dgrams: deque[bytes] = deque(maxlen=DATAGRAM_QUEUE)
+        self._event_inbox: deque[bytes] = deque(maxlen=DATAGRAM_QUEUE)
+        self._event_ready = asyncio.Event()
+        #: waits for the active path to take more while the core keeps a backlog: (path, task)
+        self._writer: tuple[Path, asyncio.Task] | None = None
         self._inbox_ready = asyncio.Event()
         self._dgram_ready = asyncio.Event()
         self._window_open = asyncio.Event()
@@ -188,6 +209,12 @@ class Session:
         self._udp_config = None
         self._udp_listener = None
         self._upgraders: dict[int, object] = {}
+        #: client, resume (#15): ``async () -> InnerTls`` that dials a gateway, presents the
+        #: resume ticket and returns the new leg's end-to-end TLS (client/resume.py)
+        self.resumer = None
+        self._resuming: asyncio.Task | None = None
+        self._resume_kick = asyncio.Event()
+        self._relay_legs = 0
         self.on_close: list[Callable[[str], None]] = []
         #: Set-up phase timestamps, time.monotonic() seconds, keyed by phase end.
         #: Written once each by whoever reaches the point, read by benchmarks
@@ -247,11 +274,83 @@ class Session:
 
     # --- wiring paths ---------------------------------------------------------
     def attach_relay(self, path: Path) -> None:
-        """The session starts on ``path``, the relay."""
-        path.path_id = RELAY_ID
+        """The session starts on ``path``, the relay; later relay legs (a resume) get
+        the ids ``relay-2``, ``relay-3``...: to the core each is just another path."""
+        self._relay_legs += 1
+        path.path_id = RELAY_ID if self._relay_legs == 1 else f"{RELAY_ID}-{self._relay_legs}"
         self.add_path(path)
-        self.connection.path_added(RELAY_ID, path.kind, time.monotonic())
+        self.connection.path_added(path.path_id, path.kind, time.monotonic())
         self._pump()
+
+    def allow_resume(self, grace: float | None = None) -> None:
+        """A lost relay leg no longer ends the session (#15): it waits ``grace`` seconds
+        (default Timing.resume_grace) for a new leg; the client dials one with ``resumer``."""
+        self.connection.allow_resume(self.timing.resume_grace if grace is None else grace)
+
+    def attach_leg(self, tls) -> Path:
+        """A new relay leg for this live session (a resume): its end-to-end TLS is done."""
+        from ..transport.tcp_relay import RelayPath
+        path = RelayPath(tls, self.session_id, self.timing.relay_high_water)
+        if self.close_reason is not None:
+            raise SessionClosed(self.close_reason, self.close_detail)
+        self.attach_relay(path)
+        path.start()
+        return path
+
+    def _start_resume(self, e: ev.RelayLost) -> None:
+        if self.role != "client" or self.resumer is None or self.close_reason is not None:
+            return
+        if self._resuming is not None and not self._resuming.done():
+            self._resume_kick.set()      # e.g. now detached: stop backing off, try at once
+            return
+        self._resuming = asyncio.get_running_loop().create_task(self._resume(e), name=f"resume-{self.session_id}")
+
+    async def _resume(self, e: ev.RelayLost) -> None:
+        """Dial for a new relay leg until one is up, the session ends, or the broker or
+        host refuse for good (an AuthError, or the host does not know the session)."""
+        from ..errors import AuthError, NoResourcesError
+        t0 = time.monotonic()
+        tries = 0
+        _splog.info(log.kv("resume-start", sid=self.session_id, why=e.reason, detached=e.detached))
+        while self.close_reason is None:
+            tries += 1
+            try:
+                tls = await self.resumer()
+            except asyncio.CancelledError:
+                raise
+            except (AuthError, NoResourcesError) as exc:
+                definitive = isinstance(exc, AuthError) or getattr(exc, "reason", "") in ("host-refused", "host-gone")
+                _splog.info(log.kv("resume-refused" if definitive else "resume-retry", sid=self.session_id,
+                                   error=exc.code, why=exc.message[:120], tries=tries))
+                if definitive and self.connection.active is not None:
+                    return       # the session runs on UDP: it goes on, without a relay to fall back to
+                if definitive:
+                    # The gateway said the peer's leg ended and the peer is not coming back:
+                    # that is the reason the application sees; else the resume was refused.
+                    reason = e.reason if e.reason in PEER_GONE else "resume-refused"
+                    await self.close(reason, f"resume failed: {exc.code}: {exc.message}"[:200])
+                    return
+            except (ShortpathError, OSError, asyncio.TimeoutError, EOFError) as exc:
+                _splog.info(log.kv("resume-retry", sid=self.session_id, error=getattr(exc, "code", type(exc).__name__),
+                                   tries=tries))
+            except Exception:       # a bug: say so, keep trying while the grace period lasts
+                _splog.exception(log.kv("BUG resume attempt crashed", sid=self.session_id, tries=tries))
+            else:
+                if self.close_reason is not None:
+                    with contextlib.suppress(Exception):
+                        await tls.conn.close()
+                    return
+                path = self.attach_leg(tls)
+                _splog.info(log.kv("resumed", sid=self.session_id, path=path.path_id, tries=tries,
+                                   took_ms=round((time.monotonic() - t0) * 1000, 1), detached=e.detached))
+                return
+            # Detached: every moment counts. On UDP the new leg is only a fallback: back off
+            # (up to 5 s) rather than knock on a gateway that is down every quarter second.
+            detached = self.connection.active is None
+            self._resume_kick.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._resume_kick.wait(), self.timing.resume_retry if detached
+                                       else min(5.0, self.timing.resume_retry * 2 ** min(tries, 5)))
 
     def add_path(self, path: Path) -> None:
         """Start receiving on ``path`` (it carries nothing of ours until the core switches to it)."""
@@ -318,7 +417,7 @@ class Session:
                 if event is not None:
                     self._handle(event)
                     continue
-                out = core.transmits()
+                out = core.transmits(time.monotonic(), self._room)
                 if not out:
                     break
                 for t in out:
@@ -327,7 +426,34 @@ class Session:
         finally:
             self._pumping = False
         self._arm_timer()
+        self._watch_backlog()
         return failed
+
+    def _room(self, path_id: str) -> int:
+        """Bytes the path takes now; the core keeps the rest, in priority order (channels.py)."""
+        path = self._paths.get(path_id)
+        return 0 if path is None else max(0, chn.HANDOVER_BYTES - path.buffered_amount)
+
+    def _watch_backlog(self) -> None:
+        """While the core holds DATA back, wake the pump when the active path has room."""
+        core = self.connection
+        path = self._paths.get(core.active) if core.active is not None else None
+        if self._writer is not None:
+            if self._writer[0] is path and not self._writer[1].done():
+                return
+            self._writer[1].cancel()
+            self._writer = None
+        if path is None or not core.backlog or self.close_reason is not None:
+            return
+        task = asyncio.get_running_loop().create_task(self._when_writable(path))
+        self._writer = (path, task)
+
+    async def _when_writable(self, path: Path) -> None:
+        await path.wait_writable(chn.HANDOVER_BYTES // 2)
+        if self._writer is not None and self._writer[0] is path:
+            self._writer = None
+        if self.close_reason is None:
+            self._pump()
 
     def _transmit(self, t: Transmit) -> bool:
         path = self._paths.get(t.path_id)
@@ -335,10 +461,15 @@ class Session:
         if path is not None:
             if t.reliable:
                 try:
-                    path.send_reliable(t.frame)
+                    if t.channel:
+                        path.send_reliable(t.frame, channel=t.channel)
+                    else:
+                        path.send_reliable(t.frame)
                     ok = True
                 except PathError:
                     pass     # a DATA frame stays in the window; a switch replays it
+            elif t.deadline is not None:
+                ok = path.send_unreliable(t.frame, deadline=t.deadline)
             else:
                 ok = path.send_unreliable(t.frame)
         if not ok:
@@ -347,8 +478,12 @@ class Session:
 
     def _handle(self, e: ev.Event) -> None:
         if isinstance(e, ev.DataReceived):
-            self._inbox.append(e.data)
+            self._arrivals += 1
+            self._inboxes[e.channel].append((self._arrivals, e.data))
             self._inbox_ready.set()
+        elif isinstance(e, ev.EventReceived):
+            self._event_inbox.append(e.data)
+            self._event_ready.set()
         elif isinstance(e, ev.DatagramReceived):
             self._dgrams.append(e.data)
             self._dgram_ready.set()
@@ -369,6 +504,8 @@ class Session:
             path = self._paths.pop(e.path_id, None)
             if path is not None:
                 self._close_later(path, e.reason)
+        elif isinstance(e, ev.RelayLost):
+            self._start_resume(e)
         elif isinstance(e, ev.SessionEnded):
             self._on_ended(e)
 
@@ -423,45 +560,87 @@ class Session:
         self._pump()
 
     # --- reliable channel -----------------------------------------------------
-    async def send(self, data: bytes) -> None:
-        """Send one message reliably; waits while the window is full."""
+    async def send(self, data: bytes, channel: str | int | None = None) -> None:
+        """Send one message reliably on ``channel`` (``"input"``, ``"graphics"``, ``"bulk"``;
+        None: the default channel, as before channels existed). Each channel is ordered on
+        its own and never waits for another; when the path is busy, ``input`` goes first,
+        then the default, ``graphics``, ``bulk`` (session/channels.py). Waits while the
+        channel's window is full."""
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise LocalError("send() takes bytes")
+        ch = chn.resolve(channel)
         if len(data) > MAX_MESSAGE:
             raise LocalError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE}")
         self._check_open()
-        while not self.connection.can_send(len(data)):
+        while not self.connection.can_send(len(data), ch):
             self._window_open.clear()
             await self._wait_or_closed(self._window_open)
             self._check_open()
-        path_id = self.connection.send(data, time.monotonic())
+        path_id = self.connection.send(data, time.monotonic(), ch)
         failed = self._pump()
-        if any(t.frame_type == FrameType.DATA and t.path_id == path_id for t in failed):
+        if any(t.frame_type == FrameType.CDATA and t.path_id == path_id for t in failed):
             # The message stays in the sender's window; a path switch replays it.
             if path_id == RELAY_ID:
                 self._check_open()
-            return
-        path = self._paths.get(path_id)
-        if path is not None:
-            await path.drain()
 
-    async def recv(self) -> bytes:
-        """Next message. Raises SessionClosed once the session ended and the inbox is empty."""
-        while not self._inbox:
+    async def recv(self, channel: str | int | None = None) -> bytes:
+        """Next message: of ``channel`` if given, else the oldest of any channel. Raises
+        SessionClosed once the session ended and there is nothing left to read."""
+        return (await self.recv_from(channel))[1]
+
+    async def recv_from(self, channel: str | int | None = None) -> tuple[str, bytes]:
+        """As recv(), with the channel's name: ``("input", b"...")``."""
+        want = None if channel is None else chn.resolve(channel)
+        while (item := self._take(want)) is None:
             if self.close_reason is not None:
                 raise SessionClosed(self.close_reason, self.close_detail)
             self._inbox_ready.clear()
             await self._wait_or_closed(self._inbox_ready)
-        msg = self._inbox.popleft()
-        self.connection.message_consumed(time.monotonic())
+        ch, msg = item
+        self.connection.message_consumed(time.monotonic(), ch)
         self._pump()
-        return msg
+        return chn.name(ch), msg
+
+    def _take(self, want: int | None) -> tuple[int, bytes] | None:
+        if want is None:
+            heads = [(q[0][0], ch) for ch, q in self._inboxes.items() if q]
+            if not heads:
+                return None
+            want = min(heads)[1]
+        q = self._inboxes[want]
+        return (want, q.popleft()[1]) if q else None
+
+    # --- events (redundant, small) ------------------------------------------------
+    def send_event(self, data: bytes, redundancy: int = 2, ttl: float | None = None) -> bool:
+        """Send one small event (<= 512 bytes) on the datagram lane, repeated in the next
+        ``redundancy`` event frames (session/redundancy.py): the peer's recv_event() gets
+        each once, in order, as soon as any copy arrives, with no retransmission wait.
+        Events lost in more than ``redundancy`` frames in a row are skipped. False if it
+        could not be sent (no path, session over, path buffer full)."""
+        now = time.monotonic()
+        if not self.connection.send_event(bytes(data), now, redundancy,
+                                          None if ttl is None else now + ttl):
+            return False
+        return not any(t.frame_type == FrameType.EVENTS for t in self._pump())
+
+    async def recv_event(self) -> bytes:
+        while not self._event_inbox:
+            if self.close_reason is not None:
+                raise SessionClosed(self.close_reason, self.close_detail)
+            self._event_ready.clear()
+            await self._wait_or_closed(self._event_ready)
+        return self._event_inbox.popleft()
 
     # --- datagrams -------------------------------------------------------------
-    def send_datagram(self, data: bytes) -> bool:
+    def send_datagram(self, data: bytes, ttl: float | None = None) -> bool:
+        """Send one best-effort datagram; it goes before any queued reliable data. With
+        ``ttl`` (seconds) it is dropped rather than sent once it is that old (by the
+        session before it reaches the path, or by the path before it leaves).
+        False if it was dropped now."""
         if len(data) > MAX_DATAGRAM:
             raise LocalError(f"datagram of {len(data)} bytes exceeds {MAX_DATAGRAM}")
-        if not self.connection.send_datagram(bytes(data), time.monotonic()):
+        now = time.monotonic()
+        if not self.connection.send_datagram(bytes(data), now, None if ttl is None else now + ttl):
             return False
         return not any(t.frame_type == FrameType.DGRAM for t in self._pump())
 
@@ -562,9 +741,15 @@ class Session:
 
     def _on_ended(self, e: ev.SessionEnded) -> None:
         self._closed.set()
+        if self._resuming is not None and self._resuming is not asyncio.current_task():
+            self._resuming.cancel()
         self._inbox_ready.set()
         self._dgram_ready.set()
+        self._event_ready.set()
         self._window_open.set()
+        if self._writer is not None:
+            self._writer[1].cancel()
+            self._writer = None
         for cb in list(self.on_close):
             try:
                 cb(e.reason)
@@ -588,6 +773,11 @@ class Session:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._writer is not None:
+            self._writer[1].cancel()
+            self._writer = None
+        if self._resuming is not None and self._resuming is not asyncio.current_task():
+            self._resuming.cancel()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -611,6 +801,17 @@ class Session:
 
     async def __aexit__(self, *exc) -> None:
         await self.close()
+
+    def _lanes(self) -> dict:
+        core = self.connection
+        st = core.event_stats
+        stall = core.manager.stall
+        hold = stall.hold_until
+        return {"datagrams_expired": self.counters.get("datagrams_expired", 0),
+                "events_sent": self.counters.get("events_sent", 0),
+                "events": {"delivered": st.delivered, "lost": st.lost, "recovered": st.recovered},
+                "stall_strikes": stall.strikes,
+                "stall_hold_s": None if hold is None else round(max(0.0, hold - time.monotonic()), 3)}
 
     @property
     def info(self) -> SessionInfo:
@@ -639,5 +840,7 @@ class Session:
             datagrams_dropped=self.counters["datagrams_dropped"],
             duplicates_dropped=core.duplicates_dropped,
             paths=paths, history=history, timeline=dict(self.timeline),
+            resumes=self.counters.get("resumes", 0), relay_replacements=self.counters.get("relay_replacements", 0),
+            lanes=self._lanes(),
             time_to_udp=next((round(h["t"] - self.started_at, 3) for h in history
                               if h["event"] == "switch" and h["transport"].startswith("udp")), None))

@@ -33,12 +33,16 @@ class Path(abc.ABC):
         self.srtt: float | None = None       # smoothed RTT from PING/PONG on this path
 
     @abc.abstractmethod
-    def send_reliable(self, frame: bytes) -> None:
-        """Queue one encoded frame on the reliable lane. Raises PathError if the path is closed."""
+    def send_reliable(self, frame: bytes, channel: int = 0) -> None:
+        """Queue one encoded frame on the reliable lane. Raises PathError if the path is closed.
+        ``channel``: the session channel of a DATA frame (session/channels.py); a path with
+        independent streams (UDP: SCTP streams) keeps each channel on its own, others ignore it
+        (the frame names its channel)."""
 
     @abc.abstractmethod
-    def send_unreliable(self, frame: bytes) -> bool:
-        """Send one encoded frame best-effort; False if it was dropped (never blocks)."""
+    def send_unreliable(self, frame: bytes, deadline: float | None = None) -> bool:
+        """Send one encoded frame best-effort; False if it was dropped (never blocks).
+        ``deadline`` (time.monotonic()): a path that queues may drop it unsent after then."""
 
     @property
     @abc.abstractmethod
@@ -48,6 +52,17 @@ class Path(abc.ABC):
     @abc.abstractmethod
     async def drain(self) -> None:
         """Wait until the local send buffer is below its high-water mark."""
+
+    async def wait_writable(self, limit: int) -> None:
+        """Wait until ``buffered_amount`` is at most ``limit`` (or the path closed): the session
+        keeps its backlog, in priority order, until then. This default waits for drain() and
+        then, if that stopped above ``limit``, for a few milliseconds at a time."""
+        import asyncio
+        while self.closed_reason is None and self.buffered_amount > limit:
+            before = self.buffered_amount
+            await self.drain()
+            if self.buffered_amount >= before:
+                await asyncio.sleep(0.002)
 
     @abc.abstractmethod
     async def close(self, reason: str = "closed") -> None:

@@ -230,12 +230,13 @@ class RelayPath(Path):
         if self.closed_reason is not None or self.conn.closing():
             raise PathError(f"relay path is closed ({self.closed_reason or 'closing'})")
 
-    def send_reliable(self, frame: bytes) -> None:
+    def send_reliable(self, frame: bytes, channel: int = 0) -> None:
+        # one TLS stream: the channels are multiplexed by the channel byte in their frames
         self._check_open()
         self.bytes_sent += len(frame)
         self.tls.write(frame)
 
-    def send_unreliable(self, frame: bytes) -> bool:
+    def send_unreliable(self, frame: bytes, deadline: float | None = None) -> bool:
         if self.closed_reason is not None or self.conn.closing() or self.conn.buffered > self.high_water:
             self.dropped_unreliable += 1
             return False

@@ -49,8 +49,25 @@ feed-request        (none)             <- feed: resources
 launch              resource           <- launched: session_id, host_id, host_fingerprint,
                                           ticket, policy
 leg-hello           conn_id            <- leg-accepted: session_id, client ("" | "browser")
+resume              session_id, ticket <- resume-challenge: nonce (a first message, no user
+                                          token: the resume ticket is the credential, #15)
+resume-proof        signature          <- resumed: session_id, host_id, ticket (a fresh
+                                          one), then the connection is a relay leg | error
+                                          (bad-signature, token-expired, ticket-replayed,
+                                          wrong-client, no-resources)
+<- resume-ticket    session_id, ticket  (gateway -> host while the session lives; the host
+                                          passes it to its client inside the session)
+probe               seq                <- probe-ack: seq, connections, gateway (no token: a
+                                          client measuring latency and load to choose a gateway;
+                                          at most 16 per connection, then it is closed)
 <- error            code, message, reason
 ==================  =====================================================================
+
+Resume (#15, auth/resume.py): launch.resume_key (the client's per-session
+Ed25519 public key, hex) and launched.resume_ticket are optional ("" = no
+resume); dial.resume is {} for a launch, or {"ticket", "nonce", "signature"}
+for a resume: the host dials a new leg for its live session after checking
+them itself.
 
 History: dial.gateway (issue #14, gateway clusters) is optional; a host that
 ignores it dials its own gateway, which then refuses the unknown conn_id.
@@ -150,6 +167,9 @@ class Dial(Message):
     #: host:port of the gateway to dial the data leg to (a gateway cluster: the
     #: one the client is on, issue #14); "" = the gateway of this control channel
     gateway: str = ""
+    #: {} for a launch; for a resume (#15) {"ticket", "nonce", "signature"}: the leg
+    #: is a new relay leg for the live session ``session_id``
+    resume: dict = field(default_factory=dict)
 
 
 @message
@@ -168,6 +188,22 @@ class TurnCredentials(Message):
     session_id: str
     username: str
     password: str
+
+
+# --- gateway probe (gateway choice, issue #14) ---------------------------------
+
+@message
+class Probe(Message):
+    TYPE: ClassVar[str] = "probe"
+    seq: int
+
+
+@message
+class ProbeAck(Message):
+    TYPE: ClassVar[str] = "probe-ack"
+    seq: int
+    connections: int = 0     # the gateway's open connections (its load)
+    gateway: str = ""        # its name in a cluster ("" when alone)
 
 
 # --- client ------------------------------------------------------------------
@@ -200,6 +236,8 @@ class Feed(Message):
 class Launch(Message):
     TYPE: ClassVar[str] = "launch"
     resource: str
+    #: the client's per-session Ed25519 public key (hex) for resume tickets; "" = none
+    resume_key: str = ""
 
 
 @message
@@ -210,6 +248,46 @@ class Launched(Message):
     host_fingerprint: str
     ticket: str
     policy: dict = field(default_factory=dict)
+    #: resume ticket bound to launch.resume_key (auth/resume.py); "" = no resume
+    resume_ticket: str = ""
+
+
+# --- resume (#15) -------------------------------------------------------------
+
+@message
+class Resume(Message):
+    """Client -> gateway, first message of a connection: bring a live session back."""
+    TYPE: ClassVar[str] = "resume"
+    session_id: str
+    ticket: str
+
+
+@message
+class ResumeChallenge(Message):
+    TYPE: ClassVar[str] = "resume-challenge"
+    nonce: str        # fresh random hex; the client signs auth/resume.py's proof_message
+
+
+@message
+class ResumeProof(Message):
+    TYPE: ClassVar[str] = "resume-proof"
+    signature: str    # base64url Ed25519 signature by the key the ticket is bound to
+
+
+@message
+class Resumed(Message):
+    TYPE: ClassVar[str] = "resumed"
+    session_id: str
+    host_id: str
+    ticket: str       # a fresh resume ticket (the one presented is used up)
+
+
+@message
+class ResumeTicket(Message):
+    """Gateway -> host while a session lives: a fresh resume ticket for its client."""
+    TYPE: ClassVar[str] = "resume-ticket"
+    session_id: str
+    ticket: str
 
 
 # --- host data leg -----------------------------------------------------------

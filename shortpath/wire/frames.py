@@ -42,14 +42,44 @@ type  name          plane      payload
 0x14  PONG          session    u32 id | u64 echoed sent_us
 0x15  SIGNAL        session    UTF-8 JSON object (path signaling, switch)
 0x16  CLOSE         session    UTF-8 JSON ``{"reason": str, "detail": str}``
+0x17  CDATA         session    u8 channel | u64 seq | message bytes (rev 2)
+0x18  CACK          session    u8 channel | u64 consumed | u64 received |
+                               u32 oldest_unacked_ms (rev 2)
+0x19  EVENTS        session    u64 newest event seq | u8 count | count x
+                               (u16 length | bytes), oldest first (rev 2)
 ====  ============  =========  ==============================================
 
 ``sent_us`` is the sender's clock in microseconds; only the sender interprets
 it (PONG echoes it back), except in the lab where namespaces share one clock.
 
+Reliable channels (session revision 2)
+--------------------------------------
+A session has several independent ordered reliable channels (shortpath/session/
+channels.py: 0 ``default``, 1 ``input``, 2 ``graphics``, 3 ``bulk``), each with
+its own sequence space, so a message late on one never holds another back.
+CDATA carries the channel; CACK acknowledges one channel with two cumulative
+marks: ``consumed`` (the application took every message below it; it releases
+the sender's window, as ACK did) and ``received`` (the session holds every
+message below it, taken or not), plus the acknowledging side's own oldest
+unacknowledged message age in milliseconds (0: none; capped at 2^32-1), which
+feeds the peer's stall detection (shortpath/paths/stall.py). On a UDP path each
+channel travels on an SCTP stream of its own (transport/udp/path.py); on the
+relay they are multiplexed by this channel byte. EVENTS is the redundant event
+lane (shortpath/session/redundancy.py): best effort, each frame repeats the
+last few events, the receiver delivers each event once, in order.
+
 Version history
 ---------------
-1  first version (this file).
+1  first version: DATA/ACK, one reliable channel.
+2  session revision 2 (SESSION_REVISION): CDATA, CACK and EVENTS. A revision-2
+   peer sends only CDATA/CACK for reliable messages (channel 0 included) and
+   still reads revision-1 DATA/ACK as channel 0 (``received`` = ``consumed``).
+   A revision-1 peer does not know types 0x17-0x19 and ends the session with
+   ``protocol-error`` (unknown frame type) on the first one, so client and
+   host must both be revision 2; they ship in one package. The gateway only
+   relays ciphertext and needs no change. The header ``version`` byte stays 1:
+   no existing layout changed, and bumping it would make revision-1 gateways
+   refuse the control plane for nothing.
 """
 
 from __future__ import annotations
@@ -62,6 +92,8 @@ from dataclasses import dataclass
 from ..errors import MalformedFrame, UnknownFrame
 
 VERSION = 1
+#: revision of the session plane (frame types 0x10-0x19), see the version history
+SESSION_REVISION = 2
 HEADER = struct.Struct("!BBI")
 HEADER_SIZE = HEADER.size  # 6
 
@@ -84,6 +116,9 @@ class FrameType(enum.IntEnum):
     PONG = 0x14
     SIGNAL = 0x15
     CLOSE = 0x16
+    CDATA = 0x17
+    CACK = 0x18
+    EVENTS = 0x19
 
 
 _KNOWN = frozenset(int(t) for t in FrameType)
@@ -185,3 +220,70 @@ def decode_ping(payload: bytes) -> tuple[int, int]:
     if len(payload) != _PING.size:
         raise MalformedFrame("PING/PONG frame must carry exactly 12 bytes")
     return _PING.unpack(payload)
+
+
+_CDATA = struct.Struct("!BQ")
+_CACK = struct.Struct("!BQQI")
+_EVENTS = struct.Struct("!QB")
+_U16 = struct.Struct("!H")
+#: most events one EVENTS frame carries
+MAX_EVENTS_PER_FRAME = 255
+
+
+def encode_cdata(channel: int, seq: int, message: bytes) -> bytes:
+    return encode(FrameType.CDATA, _CDATA.pack(channel, seq) + message)
+
+
+def decode_cdata(payload: bytes) -> tuple[int, int, bytes]:
+    if len(payload) < _CDATA.size:
+        raise MalformedFrame("CDATA frame shorter than its channel and sequence number")
+    channel, seq = _CDATA.unpack_from(payload)
+    return channel, seq, bytes(payload[_CDATA.size:])
+
+
+def encode_cack(channel: int, consumed: int, received: int, oldest_unacked_ms: int = 0) -> bytes:
+    return encode(FrameType.CACK, _CACK.pack(channel, consumed, received,
+                                             max(0, min(0xFFFFFFFF, int(oldest_unacked_ms)))))
+
+
+def decode_cack(payload: bytes) -> tuple[int, int, int, int]:
+    """(channel, consumed, received, oldest_unacked_ms); ``received`` >= ``consumed``."""
+    if len(payload) != _CACK.size:
+        raise MalformedFrame(f"CACK frame must carry exactly {_CACK.size} bytes")
+    channel, consumed, received, age = _CACK.unpack(payload)
+    if received < consumed:
+        raise MalformedFrame("CACK says fewer messages received than consumed")
+    return channel, consumed, received, age
+
+
+def encode_events(newest: int, events: list[bytes]) -> bytes:
+    """``events`` are the consecutive events ``newest - len(events) + 1 .. newest``."""
+    if not 1 <= len(events) <= MAX_EVENTS_PER_FRAME or newest < len(events) - 1:
+        raise ValueError("an EVENTS frame carries 1-255 consecutive events ending at newest")
+    parts = [_EVENTS.pack(newest, len(events))]
+    for e in events:
+        parts.append(_U16.pack(len(e)))
+        parts.append(e)
+    return encode(FrameType.EVENTS, b"".join(parts))
+
+
+def decode_events(payload: bytes) -> tuple[int, list[bytes]]:
+    """(newest seq, events oldest first); the first event's seq is newest - count + 1."""
+    if len(payload) < _EVENTS.size:
+        raise MalformedFrame("EVENTS frame shorter than its header")
+    newest, count = _EVENTS.unpack_from(payload)
+    if count == 0 or newest < count - 1:
+        raise MalformedFrame("EVENTS frame with no events or a sequence below zero")
+    pos, out = _EVENTS.size, []
+    for _ in range(count):
+        if pos + 2 > len(payload):
+            raise MalformedFrame("EVENTS frame truncated")
+        (n,) = _U16.unpack_from(payload, pos)
+        pos += 2
+        if pos + n > len(payload):
+            raise MalformedFrame("EVENTS frame truncated")
+        out.append(bytes(payload[pos:pos + n]))
+        pos += n
+    if pos != len(payload):
+        raise MalformedFrame("EVENTS frame has trailing bytes")
+    return newest, out

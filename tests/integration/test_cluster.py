@@ -2,6 +2,7 @@
 redis-server (conftest_redis.py), real gateways, hosts and clients on loopback."""
 
 import asyncio
+import dataclasses
 import hashlib
 import time
 
@@ -20,7 +21,7 @@ async def echo_both_ways(session, n=30, first=True):
     for i in range(n):
         msg = hashlib.sha256(b"%d" % i).digest() * 4
         await session.send(msg)
-        assert await session.recv() == msg
+        assert await asyncio.wait_for(session.recv(), 10) == msg
 
 
 async def until(pred, timeout=10.0, step=0.02):
@@ -78,7 +79,10 @@ async def test_200_concurrent_launches_over_3_gateways_never_exceed_limits(tmp_p
         return handler
 
     pools = (PoolConfig("desktop", max_sessions=limit),)
-    async with LocalCluster(str(tmp_path), redis_server.url, gateways=3, pools=pools, timing=FAST) as c:
+    # 200 TLS launches in one process on a shared 2-core machine starve the heartbeats:
+    # a 3 s liveness window keeps this test about booking, not about liveness.
+    timing = dataclasses.replace(FAST, heartbeat_misses=10)
+    async with LocalCluster(str(tmp_path), redis_server.url, gateways=3, pools=pools, timing=timing) as c:
         for i in range(n_hosts):
             await c.add_host(f"host-{i}", [i % 3], handler=handler_for(f"host-{i}"))
         await c.synced()
@@ -91,7 +95,13 @@ async def test_200_concurrent_launches_over_3_gateways_never_exceed_limits(tmp_p
                 return exc.reason
             sessions.append(s)
             return s.peer
-        results = await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(200))), 60)
+        gathered = asyncio.ensure_future(asyncio.gather(*(one(i) for i in range(200))))
+        done, _ = await asyncio.wait({gathered}, timeout=45)
+        if not done:       # say where it is stuck before failing
+            for t in asyncio.all_tasks():
+                t.print_stack(limit=6)
+            raise AssertionError("200 launches did not finish in 45 s")
+        results = gathered.result()
         won = [r for r in results if r.startswith("host-")]
         lost = [r for r in results if not r.startswith("host-")]
         per_host = {h: won.count(h) for h in set(won)}

@@ -13,10 +13,9 @@ Chromium runs as a child of a small driver (this file with ``drive``) that is
 started with ``ip netns exec`` in the client namespace (``Lab.spawn``). It trusts
 the gateway's certificate and coturn's (TURN over TLS) by their public keys only.
 
-Not covered: the managed path. Browsers are not offered the host's shared UDP
-3390 listener (host/browser.py says why), so on a private link the page reports a
-*direct* path over that link (host candidate to host candidate), which is what the
-first cell asserts.
+The page races two lanes, managed (the host's shared UDP 3390 ICE-lite listener)
+and webrtc (full ICE with STUN/TURN), and keeps managed when it opens (app.js), so
+the first cell is the managed path and the others are the webrtc lane's.
 """
 
 from __future__ import annotations
@@ -34,6 +33,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+MANAGED_PORT = 3390
 ARTIFACTS = Path(os.environ.get("SHORTPATH_ARTIFACTS", tempfile.gettempdir())) / "shortpath-browser"
 N_MESSAGES = 200
 #: The session bytes a cell carries after the page is up (frames at ~360 KB/s for
@@ -131,6 +131,16 @@ def _bytes(counter: dict, addr: str, port: int | None = None) -> int:
     return total
 
 
+def _to(counter: dict, addr: str) -> dict[int, int]:
+    """Bytes per destination port of the flows to ``addr`` (one direction)."""
+    out: dict[int, int] = {}
+    for flow, n in counter.items():
+        ip, _, p = flow.split(">", 1)[1].rpartition(":")
+        if ip == addr:
+            out[int(p)] = out.get(int(p), 0) + n
+    return out
+
+
 def _common(result: dict) -> dict:
     s = result["state"]
     assert result["echo"]["sent"] == result["echo"]["received"] == N_MESSAGES, result["echo"]
@@ -150,14 +160,35 @@ def _session_phase(cap: dict) -> dict:
     return after
 
 
-def test_browser_private_link_direct_to_host_lan():
-    result, cap, _ = _run_cell("private-link", client_nat="port-restricted", host_nat="port-restricted",
+def test_browser_managed_path_on_a_private_link():
+    result, cap, _ = _run_cell("managed", client_nat="port-restricted", host_nat="port-restricted",
                                private_link=True)
     s = _common(result)
-    assert s["path"] == "direct" and s["remote"]["address"] == cap["host_lan"], s["pair"]
+    assert s["path"] == "managed" and s["lane"] == "managed", s["pair"]
+    assert (s["remote"]["address"], s["remote"]["port"]) == (cap["host_lan"], MANAGED_PORT), s["pair"]
     after = _session_phase(cap)
+    # the session's bytes are DTLS with the host's one managed socket, UDP 3390, and nothing else:
+    # everything the browser sends the host goes to port 3390 (echoes, SCTP acks of ~1 MB of
+    # frames), and the frames come back from the host's LAN address
+    to_host = _to(after["udp_bytes"], cap["host_lan"])
+    assert set(to_host) == {MANAGED_PORT} and to_host[MANAGED_PORT] > 5_000, to_host
+    assert _to(after["dtls_records"], cap["host_lan"]).get(MANAGED_PORT, 0) > 0
     assert _bytes(after["udp_bytes"], cap["host_lan"]) > MIN_PATH_BYTES, after["udp_bytes"]
-    assert _bytes(after["dtls_records"], cap["host_lan"]) > 0
+    assert _bytes(after["udp_bytes"], cap["turn"]) < 5_000
+    assert _bytes(after["udp_bytes"], cap["host_public"]) < 5_000
+
+
+def test_browser_private_link_with_3390_blocked_keeps_the_webrtc_lane():
+    """The managed lane cannot get through (UDP 3390 dropped at the client's router), so the
+    page keeps the webrtc lane: direct, here over the private link."""
+    result, cap, _ = _run_cell("managed-blocked", client_nat="port-restricted", host_nat="port-restricted",
+                               private_link=True, client_fw=("udp-3390-blocked",))
+    s = _common(result)
+    assert s["path"] == "direct" and s["lane"] == "webrtc", s["pair"]
+    after = _session_phase(cap)
+    assert _to(after["udp_bytes"], cap["host_lan"]).get(MANAGED_PORT, 0) < 5_000
+    on_path = _bytes(after["udp_bytes"], cap["host_lan"]) + _bytes(after["udp_bytes"], cap["host_public"])
+    assert on_path > MIN_PATH_BYTES, after["udp_bytes"]
     assert _bytes(after["udp_bytes"], cap["turn"]) < 5_000
 
 

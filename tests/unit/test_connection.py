@@ -327,7 +327,9 @@ def test_misuse_is_a_local_error():
     with pytest.raises(LocalError):
         core.send(b"y", 0.0)                       # ignoring can_send()
     with pytest.raises(LocalError):
-        core.send(b"y", 0.0, channel=1)
+        core.send(b"y", 0.0, channel=9)            # no such channel (channels.py)
+    with pytest.raises(LocalError):
+        core.send(b"y", 0.0, channel="video")
 
 
 # --- ack clock and back-pressure ------------------------------------------------------------------
@@ -341,14 +343,14 @@ def test_ack_clock_acks_after_every_n_or_after_the_delay():
         core.receive_frame(RELAY_ID, frame(fr.encode_data(seq, b"m")), 0.1)
     for _ in range(5):
         core.message_consumed(0.1)
-    acks = [fr.decode_ack(frame(t.frame).payload) for t in core.transmits() if t.frame_type == FrameType.ACK]
+    acks = [fr.decode_cack(frame(t.frame).payload)[1] for t in core.transmits() if t.frame_type == FrameType.CACK]
     assert acks == [4]                               # the fourth consumed message
     deadline = core.get_timer()
     assert deadline == pytest.approx(0.12)           # the fifth waits for the delay
     core.handle_timer(deadline - 0.001)
     assert core.transmits() == []
     core.handle_timer(deadline)
-    acks = [fr.decode_ack(frame(t.frame).payload) for t in core.transmits() if t.frame_type == FrameType.ACK]
+    acks = [fr.decode_cack(frame(t.frame).payload)[1] for t in core.transmits() if t.frame_type == FrameType.CACK]
     assert acks == [5]
 
 

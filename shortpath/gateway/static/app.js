@@ -13,7 +13,11 @@
     path: null, pair: null, rttMs: null, switches: 0, pairHistory: [],
     connectAt: null, firstFrameMs: null, frames: 0, badFrames: 0, lastFrame: -1,
     eventRtts: [], error: null,
+    marks: {},   // ms since Connect: launched, answer-<lane>, open-<lane>, chosen, first-frame
   };
+  function mark(name) {
+    if (state.connectAt !== null && !(name in state.marks)) state.marks[name] = Math.round(performance.now() - state.connectAt);
+  }
   let ws = null;
   let pc = null;
   let channels = {};
@@ -83,17 +87,18 @@
         break;
       }
       case 'launched':
+        mark('launched');
         state.sessionId = msg.session_id;
         state.hostId = msg.host_id;
         log(`session ${msg.session_id} on ${msg.host_id}; ${msg.ice_servers.length} ICE server entries`);
         startPeer(msg.ice_servers);
         break;
       case 'answer':
-        pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp }).catch((e) => fail('webrtc', String(e)));
+        onAnswer(msg);
         break;
       case 'candidate':
-        if (msg.candidate) {
-          pc.addIceCandidate({ candidate: msg.candidate, sdpMid: msg.sdpMid, sdpMLineIndex: msg.sdpMLineIndex })
+        if (msg.candidate && lanes.webrtc) {
+          lanes.webrtc.pc.addIceCandidate({ candidate: msg.candidate, sdpMid: msg.sdpMid, sdpMLineIndex: msg.sdpMLineIndex })
             .catch((e) => log(`candidate refused: ${e}`));
         }
         break;
@@ -119,50 +124,119 @@
     send({ type: 'launch', resource });
   }
 
+  // Two lanes to the host, raced: "managed" (the host's shared UDP 3390 listener, ICE-lite; only
+  // host candidates, so no STUN/TURN) and "webrtc" (full ICE with the broker's STUN and TURN).
+  // The first whose input channel opens is kept, but managed is preferred: when webrtc opens
+  // first while managed is still trying, managed gets MANAGED_GRACE_MS more, and up to
+  // MANAGED_REACHABLE_MS in all once its ICE checks have succeeded (only DTLS/SCTP to go).
+  const MANAGED_GRACE_MS = 300;
+  const MANAGED_REACHABLE_MS = 2000;
+  let lanes = {};
+  let chosen = null;
+  let graceTimer = null;
+
+  function makeLane(name, iceServers) {
+    const lpc = new RTCPeerConnection({ iceServers });
+    const ch = {
+      input: lpc.createDataChannel('input', { ordered: true }),
+      graphics: lpc.createDataChannel('graphics', { ordered: true }),
+      events: lpc.createDataChannel('events', { ordered: false, maxRetransmits: 0 }),
+    };
+    const lane = { name, pc: lpc, channels: ch, open: false, failed: false };
+    ch.graphics.binaryType = 'arraybuffer';
+    ch.input.onmessage = (ev) => { if (lane === chosen) { const r = pendingEchoes[0]; if (r) r(ev.data); } };
+    ch.graphics.onmessage = (ev) => { if (!chosen || lane === chosen) drawFrame(ev.data); };
+    ch.events.onmessage = (ev) => { if (lane === chosen) onEventEcho(ev.data); };
+    ch.input.onopen = () => { lane.open = true; mark(`open-${name}`); log(`${name} lane open`); consider(); };
+    lpc.onconnectionstatechange = () => {
+      log(`${name} lane: ${lpc.connectionState}`);
+      if (lpc.connectionState === 'failed') laneFailed(lane);
+    };
+    lanes[name] = lane;
+    return lane;
+  }
+
+  function laneFailed(lane) {
+    if (lane.failed) return;
+    lane.failed = true;
+    if (lane === chosen) { fail('ice-failed', `the ${lane.name} path to the host failed`); return; }
+    lane.pc.close();
+    consider();
+  }
+
+  function consider() {
+    if (chosen) return;
+    const m = lanes.managed;
+    const w = lanes.webrtc;
+    if (m && m.open && !m.failed) { choose(m); return; }
+    if (w && w.open) {
+      if (!m || m.failed) { choose(w); return; }
+      if (!graceTimer) {
+        const reachable = () => ['connected', 'completed'].includes(m.pc.iceConnectionState);
+        graceTimer = setTimeout(() => {
+          if (chosen) return;
+          if (!reachable() || m.failed) { choose(w); return; }
+          graceTimer = setTimeout(() => { if (!chosen) choose(w); }, MANAGED_REACHABLE_MS - MANAGED_GRACE_MS);
+        }, MANAGED_GRACE_MS);
+      }
+      return;
+    }
+    if ((!m || m.failed) && w && w.failed) fail('ice-failed', 'no path to the host');
+  }
+
+  function choose(lane) {
+    chosen = lane;
+    mark('chosen');
+    pc = lane.pc;
+    channels = lane.channels;
+    state.lane = lane.name;
+    for (const other of Object.values(lanes)) if (other !== lane) other.pc.close();
+    send({ type: 'select', lane: lane.name });
+    state.phase = 'connected';
+    setStatus(`connected to ${state.hostId}`, 'connected');
+    $('disconnect-btn').disabled = false;
+  }
+
   function startPeer(iceServers) {
-    pc = new RTCPeerConnection({ iceServers });
-    channels = {
-      input: pc.createDataChannel('input', { ordered: true }),
-      graphics: pc.createDataChannel('graphics', { ordered: true }),
-      events: pc.createDataChannel('events', { ordered: false, maxRetransmits: 0 }),
-    };
-    channels.graphics.binaryType = 'arraybuffer';
-    channels.input.onmessage = (ev) => { const r = pendingEchoes[0]; if (r) r(ev.data); };
-    channels.graphics.onmessage = (ev) => drawFrame(ev.data);
-    channels.events.onmessage = (ev) => onEventEcho(ev.data);
-    channels.input.onopen = () => {
-      state.phase = 'connected';
-      setStatus(`connected to ${state.hostId}`, 'connected');
-      $('disconnect-btn').disabled = false;
-    };
-    pc.onicecandidate = (ev) => {
+    const managed = makeLane('managed', []);
+    const webrtc = makeLane('webrtc', iceServers);
+    webrtc.pc.onicecandidate = (ev) => {
       const c = ev.candidate;
       send({ type: 'candidate', candidate: c ? c.candidate : '', sdpMid: c ? c.sdpMid : null,
              sdpMLineIndex: c ? c.sdpMLineIndex : null });
     };
-    pc.onconnectionstatechange = () => {
-      log(`peer connection: ${pc.connectionState}`);
-      if (pc.connectionState === 'failed') fail('ice-failed', 'no path to the host');
-    };
-    pc.createOffer()
-      .then((offer) => pc.setLocalDescription(offer))
-      .then(() => send({ type: 'offer', sdp: pc.localDescription.sdp }))
-      .catch((e) => fail('webrtc', String(e)));
+    const offer = (lane) => lane.pc.createOffer()
+      .then((o) => lane.pc.setLocalDescription(o))
+      .then(() => send({ type: 'offer', lane: lane.name, sdp: lane.pc.localDescription.sdp }));
+    // managed first: its answer needs no gathering on the host, the webrtc one does
+    offer(managed).then(() => offer(webrtc)).catch((e) => fail('webrtc', String(e)));
     statsTimer = setInterval(pollStats, 250);
+  }
+
+  function onAnswer(msg) {
+    const lane = lanes[msg.lane || 'webrtc'];
+    if (!lane) return;
+    mark(`answer-${lane.name}`);
+    if (!msg.sdp) { log(`${lane.name} lane: not offered by the host`); laneFailed(lane); return; }
+    lane.pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp }).catch((e) => {
+      log(`${lane.name} lane: answer refused: ${e}`);
+      laneFailed(lane);
+    });
   }
 
   function disconnect() {
     if (statsTimer) clearInterval(statsTimer);
-    if (pc) pc.close();
+    for (const lane of Object.values(lanes)) lane.pc.close();
     if (ws) ws.close();
     state.phase = 'closed';
     setStatus('disconnected', 'idle');
     $('disconnect-btn').disabled = true;
   }
 
-  // Which path the selected candidate pair is: relay on our side -> TURN (by the relay's
-  // transport to the TURN server), relay on the host's side -> TURN, else direct.
+  // Which path the selected candidate pair is: the managed lane -> managed; relay on our side ->
+  // TURN (by the relay's transport to the TURN server), relay on the host's side -> TURN, else direct.
   function classify(local, remote) {
+    if (chosen && chosen.name === 'managed') return 'managed';
     if (local.candidateType === 'relay') {
       if (local.relayProtocol === 'tls') return 'turn-tls';
       if (local.relayProtocol === 'tcp') return 'turn-tcp';
@@ -196,7 +270,7 @@
     state.local = { address: local.address, port: local.port, type: local.candidateType,
                     relayProtocol: local.relayProtocol || null, url: local.url || null };
     if (typeof pair.currentRoundTripTime === 'number') state.rttMs = pair.currentRoundTripTime * 1000;
-    $('path').textContent = { direct: 'direct (UDP)', turn: 'TURN (UDP)', 'turn-tcp': 'TURN over TCP',
+    $('path').textContent = { managed: 'managed (UDP 3390)', direct: 'direct (UDP)', turn: 'TURN (UDP)', 'turn-tcp': 'TURN over TCP',
                               'turn-tls': 'TURN over TLS' }[path] || path;
     $('path').dataset.path = path;
     $('pair').textContent = desc;
@@ -233,6 +307,7 @@
     state.frames += 1;
     state.lastFrame = index;
     if (state.firstFrameMs === null && state.connectAt !== null) {
+      mark('first-frame');
       state.firstFrameMs = performance.now() - state.connectAt;
       $('ttff').textContent = `${state.firstFrameMs.toFixed(0)} ms`;
     }

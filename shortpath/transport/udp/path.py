@@ -8,6 +8,10 @@ Stack of one path, bottom up::
                 sha-256 fingerprint received by signalling
     SCTP        sctp.TunedSctpTransport (aiortc + our timers), or stock aiortc
     channels    id 0: reliable, ordered     id 1: unordered, maxRetransmits=0
+                ids 2-4: reliable, ordered: the session's channels 1-3 (input, graphics,
+                bulk; shortpath/session/channels.py), one SCTP stream each, so a
+                message held by a retransmission on one stream never holds another's
+                delivery (``send_reliable(data, stream=n)``; stream 0 = id 0)
 
 upgrader.py builds this stack and hands it over as one :class:`UdpStack`; from
 then on the :class:`UdpPath` owns every part and releases them itself when it
@@ -82,6 +86,15 @@ class UdpStack:
     listener_address: Optional[tuple[str, int]] = None  # that listener's bound address
     #: set-up phase stamps (time.monotonic()), see UdpUpgrader.timeline
     timeline: dict = field(default_factory=dict)
+    #: session channel n (1..) -> its ordered RTCDataChannel (SCTP stream STREAM_BASE + n - 1);
+    #: channel 0 is ``reliable``. Empty: every channel shares ``reliable``.
+    channels: dict = field(default_factory=dict)
+
+
+#: SCTP stream (data channel id) of session channel 1; channel n uses STREAM_BASE + n - 1
+STREAM_BASE = 2
+#: session channels that get a stream of their own (channels.py: input, graphics, bulk)
+EXTRA_STREAMS = (1, 2, 3)
 
 
 async def release_parts(*, role: str, close_timeout: float, sctp: Any = None, dtls: Any = None,
@@ -154,6 +167,9 @@ class UdpPath:
         self.messages_sent = self.messages_received = 0
         self.unreliable_sent = self.unreliable_received = 0
         self.unreliable_dropped = 0
+        self.unreliable_expired = 0
+        #: SCTP stream id -> reliable messages sent on it
+        self.stream_messages_sent: dict[int, int] = {}
         self.backlog_dropped = 0
         self._started = False
         self._progress: Optional[asyncio.Future] = None
@@ -161,6 +177,10 @@ class UdpPath:
         # is open, before our connect() has returned.
         self._rel.on("message", self._rx_reliable)
         self._unrel.on("message", self._rx_unreliable)
+        #: session channel -> data channel; each carries whole frames, which name their channel
+        self._streams = {0: self._rel, **stack.channels}
+        for ch in stack.channels.values():
+            ch.on("message", self._rx_reliable)
 
     def start(self) -> None:
         """Watch the stack for its end (channel closed, DTLS closed, SCTP given up).
@@ -280,7 +300,8 @@ class UdpPath:
         """Bytes accepted by send_* but not yet handed to the network
         (data-channel queue + SCTP chunks waiting for congestion window)."""
         queued = aiortc_compat.sctp_queued_bytes(self._sctp)
-        return self._rel.bufferedAmount + self._unrel.bufferedAmount + queued
+        extra = sum(ch.bufferedAmount for ch in self._stack.channels.values())
+        return self._rel.bufferedAmount + self._unrel.bufferedAmount + extra + queued
 
     def _check_send(self, data: bytes) -> None:
         if self._closed or self._rel.readyState != "open":
@@ -290,22 +311,34 @@ class UdpPath:
         if len(data) > self._max_send:
             raise LocalError(f"message of {len(data)} bytes exceeds the {self._max_send}-byte limit")
 
-    def send_reliable(self, data: bytes) -> None:
-        """Queue one message, delivered once, in order. Never blocks.
+    def send_reliable(self, data: bytes, stream: int = 0) -> None:
+        """Queue one message, delivered once, in order within its ``stream`` (a session
+        channel id; one without a stream of its own shares stream 0). Never blocks.
 
         Raises PathError if the path is closed, BufferFull if the backlog is
         above ``reliable_buffer_limit`` (watch ``buffered_amount``)."""
         self._check_send(data)
         if self.buffered_amount + len(data) > self._cfg.reliable_buffer_limit:
             raise BufferFull(f"UDP path backlog above {self._cfg.reliable_buffer_limit} bytes")
-        self._rel.send(bytes(data))
+        channel = self._streams.get(stream, self._rel)
+        if channel.readyState != "open":
+            channel = self._rel
+        channel.send(bytes(data))
         self.messages_sent += 1
+        sid = channel.id
+        self.stream_messages_sent[sid] = self.stream_messages_sent.get(sid, 0) + 1
 
-    def send_unreliable(self, data: bytes) -> bool:
+    def send_unreliable(self, data: bytes, deadline: Optional[float] = None) -> bool:
         """Send one message unordered, never retransmitted. Returns False
-        (and counts it) if the backlog is above ``unreliable_buffer_limit``.
+        (and counts it) if the backlog is above ``unreliable_buffer_limit``, or
+        if ``deadline`` (time.monotonic()) has passed: an expired datagram is
+        never handed to SCTP (counted in ``unreliable_expired``). Once queued,
+        SCTP's datagram lane drops it unsent past its own max age (sctp.py).
         Never blocks; raises PathError if the path is closed."""
         self._check_send(data)
+        if deadline is not None and time.monotonic() > deadline:
+            self.unreliable_expired += 1
+            return False
         # Our SCTP sender queues datagrams in a lane of their own that goes before reliable
         # data, so only that lane's backlog counts; stock aiortc has one FIFO for both.
         backlog = aiortc_compat.sctp_datagram_backlog(self._sctp)
@@ -389,6 +422,9 @@ class UdpPath:
             "unreliable_sent": self.unreliable_sent,
             "unreliable_received": self.unreliable_received,
             "unreliable_dropped": self.unreliable_dropped,
+            "unreliable_expired": self.unreliable_expired,
+            "streams": 1 + len(st.channels),
+            "stream_messages_sent": dict(self.stream_messages_sent),
             "buffered_amount": self.buffered_amount if not self._closed else 0,
             "sctp": {
                 "state": self._sctp.state,

@@ -190,11 +190,14 @@ def tuned_sctp_transport_class() -> type:
             self._sp_peer_rwnd: Optional[int] = None
             self.sp_cwnd_view = self._sp_cwnd()
             # sender queues: reliable chunks (FIFO, no TSN yet), the datagram lane, chunks to resend
-            self._sp_queue: deque = deque()
+            #: reliable chunks waiting for their first send, one FIFO per priority (lower first)
+            self._sp_queues: dict[int, deque] = {}
+            self._sp_prio_order: list[int] = []
+            self._sp_stream_prio: dict[int, int] = {}
             self._sp_lane: deque = deque()
             self._sp_rtx: deque = deque()
             self._sp_probe: Any = None
-            self._sp_queued = 0          # user bytes in _sp_queue
+            self._sp_queued = 0          # user bytes in _sp_queues
             self.sp_lane_bytes = 0       # user bytes in _sp_lane
             #: chunks sent and not cumulatively acked, by TSN, in TSN (= first-send) order
             self._sp_by_tsn: dict[int, Any] = {}
@@ -252,18 +255,40 @@ def tuned_sctp_transport_class() -> type:
                 self._sp_lane.append(_Datagram(chunks, size, now + self._sp_tuning.datagram_max_age))
                 self.sp_lane_bytes += size
             else:
-                self._sp_queue.extend(chunks)
+                prio = self._sp_stream_prio.get(chunks[0].stream_id, 0)
+                q = self._sp_queues.get(prio)
+                if q is None:
+                    q = self._sp_queues[prio] = deque()
+                    self._sp_prio_order = sorted(self._sp_queues)
+                q.extend(chunks)
                 self._sp_queued += size
+
+        def sp_set_stream_priority(self, stream_id: int, priority: int) -> None:
+            """Messages of ``stream_id`` queued from now on go before those of streams with a
+            higher ``priority`` number (default 0; equal priorities share one FIFO). A message
+            already partly sent finishes after the more urgent ones: its fragments keep their
+            TSNs, and other streams' messages may be sent between them."""
+            self._sp_stream_prio[stream_id] = priority
+
+        def _sp_next_queue(self) -> Optional[deque]:
+            for prio in self._sp_prio_order:
+                q = self._sp_queues[prio]
+                if q:
+                    return q
+            return None
 
         def sp_has_queued(self, stream_ids: list) -> bool:
             ids = set(stream_ids)
-            return (any(c.stream_id in ids for c in self._sp_queue)
+            return (any(c.stream_id in ids for q in self._sp_queues.values() for c in q)
                     or any(d.chunks[0].stream_id in ids for d in self._sp_lane))
 
         # ---- hooks: sending ----------------------------------------------------------------
+        def _sp_on_pacing_timer(self) -> None:
+            self._sp_pace_handle = None
+            self._sp_kick()
+
         def _sp_kick(self) -> None:
             """Run the pump soon (from a timer callback)."""
-            self._sp_pace_handle = None
             if self.state == "closed":
                 return
             if not self._sp_kicked:
@@ -291,7 +316,7 @@ def tuned_sctp_transport_class() -> type:
             await self.sp_send_forward_tsn()
             loop = self.sp_loop
             cc, pacer, tuning = self._sp_cc, self._sp_pacer, self._sp_tuning
-            lane, rtx, queue = self._sp_lane, self._sp_rtx, self._sp_queue
+            lane, rtx = self._sp_lane, self._sp_rtx
             while True:
                 now = loop.time()
                 cwnd = self._sp_cwnd()
@@ -314,6 +339,7 @@ def tuned_sctp_transport_class() -> type:
                 if probe is not None:
                     self._sp_probe = None
                     if probe.sp_sends == 0:             # new data as the probe
+                        queue = self._sp_next_queue()
                         if queue and queue[0] is probe:
                             queue.popleft()
                             if probe.tsn is None:
@@ -328,6 +354,7 @@ def tuned_sctp_transport_class() -> type:
                 # 3. retransmissions, then 4. new reliable data, within cwnd and at the pacing rate
                 while rtx and not self.sp_wants_resend(rtx[0]):
                     rtx.popleft()
+                queue = None if rtx else self._sp_next_queue()
                 src = rtx if rtx else queue
                 if not src:
                     break
@@ -359,7 +386,7 @@ def tuned_sctp_transport_class() -> type:
             self.sp_stage(chunk)
             chunk.sp_sends += 1
             chunk.sp_sent_at = now
-            app_limited = not (self._sp_queue or self._sp_rtx or self._sp_lane)
+            app_limited = not (self._sp_queued or self._sp_rtx or self._sp_lane)
             rate = cc.pacing_rate
             cc.on_sent(now, chunk.tsn, size, self.sp_flight_size, app_limited)
             pacer.on_sent(now, size, rate)
@@ -372,7 +399,7 @@ def tuned_sctp_transport_class() -> type:
                 if h.when() <= when:
                     return
                 h.cancel()
-            self._sp_pace_handle = self.sp_loop.call_at(when, self._sp_kick)
+            self._sp_pace_handle = self.sp_loop.call_at(when, self._sp_on_pacing_timer)
 
         # ---- hooks: acknowledgements ----------------------------------------------------------
         def sp_on_sack(self, cum: int, gaps: list, rwnd: int, advanced: bool) -> None:
@@ -473,8 +500,9 @@ def tuned_sctp_transport_class() -> type:
             if send_tlp:
                 # the probe: new data if there is some (it may reveal the tail's loss by its
                 # ack), else the most recently sent outstanding chunk again
-                if self._sp_queue:
-                    self._sp_probe = self._sp_queue[0]
+                queue = self._sp_next_queue()
+                if queue:
+                    self._sp_probe = queue[0]
                 else:
                     seq = self._sp_rack.probe_candidate()
                     c = self._sp_by_tsn.get(seq) if seq is not None else None
@@ -495,6 +523,11 @@ def tuned_sctp_transport_class() -> type:
                 # armed with a smaller RTO than the current one (the RTT grew meanwhile, e.g. a
                 # queue building): not a timeout yet
                 self.sp_t3_rearm(rest)
+                return
+            if not any(self.sp_outstanding(c) for c in self._sp_by_tsn.values()):
+                # only chunks with a reserved TSN wait, none sent: nothing timed out (T3 is
+                # started again when one leaves)
+                self._sp_kick()
                 return
             self.sp_t3_expiries += 1
             self.sp_t3_consecutive += 1

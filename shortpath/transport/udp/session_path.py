@@ -75,19 +75,23 @@ class UdpSessionPath(Path):
         """The attempt's set-up phase stamps (UdpUpgrader.timeline)."""
         return self.udp.timeline
 
-    def send_reliable(self, frame: bytes) -> None:
+    def send_reliable(self, frame: bytes, channel: int = 0) -> None:
+        """``channel``: the session channel (channels.py); each goes on an SCTP stream of its own."""
         if self.closed_reason is not None:
             raise PathError(f"{self.path_id} is closed ({self.closed_reason})")
         try:
-            self.udp.send_reliable(frame)
+            if channel:
+                self.udp.send_reliable(frame, stream=channel)
+            else:
+                self.udp.send_reliable(frame)
         except BufferFull as exc:
             raise PathError(str(exc), code="buffer-full") from None
         self.bytes_sent += len(frame)
 
-    def send_unreliable(self, frame: bytes) -> bool:
+    def send_unreliable(self, frame: bytes, deadline: float | None = None) -> bool:
         if self.closed_reason is not None:
             return False
-        ok = self.udp.send_unreliable(frame)
+        ok = self.udp.send_unreliable(frame) if deadline is None else self.udp.send_unreliable(frame, deadline)
         if ok:
             self.bytes_sent += len(frame)
         return ok
@@ -102,6 +106,13 @@ class UdpSessionPath(Path):
                 await self.udp.drain()
             except PathError:
                 pass   # closed while draining: on_closed tells the session
+
+    async def wait_writable(self, limit: int) -> None:
+        if self.closed_reason is None:
+            try:
+                await self.udp.drain(limit)
+            except PathError:
+                pass
 
     async def close(self, reason: str = "closed") -> None:
         await self.udp.close(reason=reason)

@@ -31,7 +31,7 @@ from .candidate_policy import CandidateFilter, CandidatePolicy
 from .config import UdpConfig
 from .ice import Impairment, candidate_to_dict, make_agent, managed_priority, new_credentials, to_aioice_candidate
 from .managed import ManagedListener, ManagedSession
-from .path import DatagramPipe, UdpPath, UdpStack, release_parts
+from .path import EXTRA_STREAMS, STREAM_BASE, DatagramPipe, UdpPath, UdpStack, release_parts
 
 __all__ = ["UdpUpgrader", "RELIABLE_CHANNEL_ID", "UNRELIABLE_CHANNEL_ID"]
 
@@ -317,6 +317,10 @@ class UdpUpgrader:
             label="reliable", negotiated=True, id=RELIABLE_CHANNEL_ID, ordered=True))
         unreliable = RTCDataChannel(sctp, RTCDataChannelParameters(
             label="unreliable", negotiated=True, id=UNRELIABLE_CHANNEL_ID, ordered=False, maxRetransmits=0))
+        # One ordered stream per further session channel (input, graphics, bulk; path.py)
+        streams = {ch: RTCDataChannel(sctp, RTCDataChannelParameters(
+            label=f"channel-{ch}", negotiated=True, id=STREAM_BASE + ch - 1, ordered=True))
+            for ch in EXTRA_STREAMS}
         opened = loop.create_future()
         reliable.once("open", lambda: opened.done() or opened.set_result(True))
         reliable.once("close", lambda: opened.done() or opened.set_exception(
@@ -327,7 +331,7 @@ class UdpUpgrader:
         opened.add_done_callback(lambda f: f.cancelled() or f.exception())
         # Hand the stack over before SCTP starts: the path's message handlers must be
         # attached before the peer's first message can arrive.
-        path = self._hand_over(pipe, reliable, unreliable, hello)
+        path = self._hand_over(pipe, reliable, unreliable, hello, streams)
         await self._until(sctp.start(RTCSctpCapabilities(maxMessageSize=hello.max_message_size), hello.sctp_port))
         await self._until(opened)
         self._mark("sctp")
@@ -339,8 +343,9 @@ class UdpUpgrader:
         logger.info("udp[%s]: path up, kind=%s pair=%s", self.role, path.kind, path.info()["selected_pair"])
         return path
 
-    def _hand_over(self, pipe: DatagramPipe, reliable: Any, unreliable: Any, hello: signal.Hello) -> UdpPath:
-        stack = UdpStack(
+    def _hand_over(self, pipe: DatagramPipe, reliable: Any, unreliable: Any, hello: signal.Hello,
+                   streams: dict | None = None) -> UdpPath:
+        stack = UdpStack(channels=streams or {},
             role=self.role, config=self.config, pipe=pipe, dtls=self._dtls, dtls_role=self._dtls_role,
             sctp=self._sctp, reliable=reliable, unreliable=unreliable, impairment=self._impairment,
             agent=self._agent, managed=self._managed,

@@ -1,0 +1,318 @@
+"""Resume timelines in the session core (#15) on a fake clock, and the resume ticket checks.
+
+The scripted link is test_connection.py's Pair; a resume is a new relay leg (``relay-<n>``)
+handed to both cores, as the client's dialer and the host's dial order do in session.py."""
+
+import time
+
+import pytest
+
+from shortpath.auth import resume
+from shortpath.auth.tokens import ReplayCache, TokenSigner
+from shortpath.errors import AuthError, BadSignature, TicketReplayed, TokenExpired, WrongClient
+from shortpath.paths.manager import RELAY_ID
+from shortpath.session import events as ev
+from tests.unit.test_connection import SIDES, FakePath, Pair, on_udp
+
+GRACE = 30.0
+
+
+def resumable(**kw) -> Pair:
+    p = Pair(**kw)
+    for core in p.cores.values():
+        core.allow_resume(GRACE)
+    return p
+
+
+def new_leg(p: Pair, path_id: str, delay: float = 0.02, host_after: float = 0.05) -> None:
+    """A new relay leg: the client has it first (it dialled), the host a moment later."""
+    p.paths[path_id] = FakePath(path_id, "tcp-relay", delay)
+    p.cores["client"].path_added(path_id, "tcp-relay", p.now)
+    p.at(p.now + host_after, lambda: p.cores["host"].path_added(path_id, "tcp-relay", p.now))
+
+
+def history(p: Pair, side: str) -> list[str]:
+    return [h["event"] for h in p.cores[side].history]
+
+
+def test_relay_only_session_survives_a_gateway_restart_nothing_lost_or_duplicated():
+    p = resumable()
+    p.stream("client", 400, 0.005)
+    p.stream("host", 400, 0.005)
+    p.run(0.5)
+    p.path_ends(RELAY_ID, "gateway-shutdown")
+    p.pump()
+    t_lost = p.now
+    for side in SIDES:
+        t, lost = p.first(side, ev.RelayLost)
+        assert lost.detached and lost.resume_by == pytest.approx(t_lost + GRACE)
+        assert p.cores[side].active is None and not p.cores[side].closed
+    p.run(1.5)                      # both applications keep sending while detached: into the window
+    assert all(not p.cores[s].closed for s in SIDES)
+    new_leg(p, "relay-2")
+    p.run(4.0)
+    p.assert_exactly_once_in_order()
+    assert len(p.sent["client"]) == 400 and len(p.sent["host"]) == 400
+    for side in SIDES:
+        core = p.cores[side]
+        assert core.active == "relay-2" and core.relay == "relay-2" and core.counters["resumes"] == 1
+        h = history(p, side)
+        assert h.index("detached") < h.index("resume") < len(h) - 1 and h[h.index("resume") + 1] == "switch"
+    assert p.cores["client"].rtt("relay-2") is not None      # the RTT estimator follows the new leg
+
+
+def test_detached_session_ends_with_a_clear_reason_after_the_grace_period():
+    p = resumable()
+    p.stream("client", 50, 0.01)
+    p.run(0.3)
+    p.close_path(RELAY_ID, "client", "reset")        # the client vanishes; the host hears client-gone
+    p.run(0.5)
+    t_host_lost = p.first("host", ev.RelayLost)[0]
+    p.run(t_host_lost + GRACE - 0.01)
+    assert not p.cores["host"].closed
+    p.run(t_host_lost + GRACE + 1)
+    t_end, end = p.first("host", ev.SessionEnded)
+    assert end.reason == "resume-timeout" and "client-gone" in end.detail
+    assert t_end == pytest.approx(t_host_lost + GRACE)
+
+
+def test_without_resume_a_lost_relay_still_ends_the_session_at_once():
+    p = Pair()
+    p.run(0.1)
+    p.path_ends(RELAY_ID, "gateway-shutdown")
+    assert all(p.cores[s].closed for s in SIDES)
+    assert not any(isinstance(e, ev.RelayLost) for s in SIDES for _, e in p.events[s])
+
+
+def test_no_upgrade_while_detached_and_a_fresh_one_right_after_the_resume():
+    p = resumable(upgrade_ok=False)              # every attempt fails: stays on the relay
+    p.start_upgrades()
+    p.run(0.5)
+    p.path_ends(RELAY_ID, "gateway-shutdown")
+    t_lost = p.now
+    p.run(t_lost + 5.0)
+    asked = [t for t, e in p.events["client"] if isinstance(e, ev.UpgradeRequested)]
+    assert asked and not [t for t in asked if t_lost < t <= t_lost + 5.0]
+    p.upgrade_ok = True
+    new_leg(p, "relay-2")
+    p.run(p.now + 3.0)
+    assert [t for t in (t for t, e in p.events["client"] if isinstance(e, ev.UpgradeRequested)) if t > t_lost]
+    assert on_udp(p, "client") and on_udp(p, "host")
+
+
+def test_relay_replaced_in_the_background_while_on_udp_then_used_for_a_failover():
+    p = resumable()
+    p.start_upgrades()
+    p.stream("client", 2000, 0.005)
+    p.stream("host", 2000, 0.005)
+    p.run(0.6)
+    assert on_udp(p, "client") and on_udp(p, "host")
+    p.path_ends(RELAY_ID, "gateway-shutdown")
+    p.pump()
+    for side in SIDES:
+        lost = p.first(side, ev.RelayLost)[1]
+        assert lost is not None and not lost.detached
+    p.run(p.now + 0.5)
+    new_leg(p, "relay-2")
+    p.run(p.now + 0.3)
+    for side in SIDES:
+        core = p.cores[side]
+        assert on_udp(p, side) and core.relay == "relay-2" and core.counters["relay_replacements"] == 1
+        assert "relay-replaced" in history(p, side)
+    p.set_dark("udp-1", True)                    # the UDP path dies: the replacement leg takes over
+    t_dark = p.now
+    p.run(t_dark + 1.0)
+    for side in SIDES:
+        assert p.cores[side].active == "relay-2"
+    t_sw = [t for t, e in p.events["client"] if isinstance(e, ev.PathSwitched) and e.path_id == "relay-2"]
+    assert t_sw and t_sw[0] - t_dark <= 0.61
+    p.run(p.now + 15.0)
+    p.assert_exactly_once_in_order()
+    assert len(p.sent["client"]) == 2000
+
+
+def test_address_change_every_path_dies_resume_on_the_relay_then_back_to_udp():
+    """The client moves: its UDP path and its relay leg die together. The gateway tells the host
+    its peer's leg went (client-gone); the client, alone on a silent path that may only be
+    hiccuping, detaches after alone_dead_after (unless a background resume brought a new relay
+    leg first), and a fresh UDP attempt after the resume brings it back to UDP."""
+    p = resumable()
+    p.start_upgrades()
+    p.stream("client", 3000, 0.005)
+    p.stream("host", 3000, 0.005)
+    p.run(0.6)
+    assert on_udp(p, "client")
+    p.set_dark("udp-1", True)
+    p.close_path(RELAY_ID, "client", "connection reset")
+    t_move = p.now
+    p.run(t_move + 10.0)
+    t_det, lost = p.first("client", ev.RelayLost, lambda e: e.detached)
+    assert lost is not None and "udp-managed path failed" in lost.reason
+    assert t_det - t_move == pytest.approx(p.cores["client"].manager.t.alone_dead_after, abs=0.01)
+    new_leg(p, "relay-2")                      # the client's dialer delivers a new leg
+    p.paths["udp-1"].open = {s: False for s in SIDES}   # the old UDP path is gone for good
+    for side in SIDES:
+        p.cores[side].path_closed("udp-1", "ice failed", p.now)
+    p.run(p.now + 8.0)
+    for side in SIDES:
+        assert on_udp(p, side) and p.cores[side].active != "udp-1", p.cores[side].active
+        assert p.cores[side].counters["resumes"] == 1
+    p.run(p.now + 20.0)
+    p.assert_exactly_once_in_order()
+    assert len(p.sent["client"]) == 3000 and len(p.sent["host"]) == 3000
+
+
+def test_a_still_open_relay_replaced_by_a_new_leg_is_abandoned_and_replayed_on_the_new_one():
+    p = resumable()
+    p.stream("client", 300, 0.005)
+    p.run(0.4)
+    p.set_dark(RELAY_ID, True)                  # silent, but TCP has not said so
+    new_leg(p, "relay-2")
+    p.run(3.0)
+    for side in SIDES:
+        assert p.cores[side].active == "relay-2" and RELAY_ID not in p.cores[side].kinds
+        assert p.first(side, ev.PathAbandoned, lambda e: e.path_id == RELAY_ID)[1] is not None
+    p.assert_exactly_once_in_order()
+    assert len(p.sent["client"]) == 300
+
+
+def test_a_relay_path_needs_a_relay_name_and_a_new_id():
+    p = resumable()
+    with pytest.raises(Exception, match="relay path must be called"):
+        p.cores["client"].path_added("udp-x", "tcp-relay", 0.0)
+    p.path_ends(RELAY_ID, "gateway-shutdown")
+    new_leg(p, "relay-2")
+    with pytest.raises(Exception, match="already added"):
+        p.cores["client"].path_added("relay-2", "tcp-relay", p.now)
+
+
+# --- tickets -------------------------------------------------------------------------------
+
+GW = "gw-test"
+
+
+def _ticket(signer, key, now, sid="s1", host="h1", grace=30.0):
+    return resume.mint(signer, user="alice", gateway_id=GW, session_id=sid, host_id=host, resource="desktop",
+                       fingerprint="sha-256 ab", client_key=key.public_hex, grace=grace, now=now)
+
+
+def _proof(key, sid="s1", nonce="ab" * 16):
+    return nonce, key.sign(resume.proof_message(GW, sid, nonce))
+
+
+def test_resume_ticket_checks_are_typed():
+    signer, key, other = TokenSigner.generate(), resume.ClientKey(), resume.ClientKey()
+    now = time.time()
+    ver = signer.verifier()
+    cache = ReplayCache()
+    t = _ticket(signer, key, now)
+    nonce, sig = _proof(key)
+    # wrong client: a sniffed ticket with a proof by another key; a ticket for another session
+    with pytest.raises(WrongClient):
+        resume.check(ver, t, gateway_id=GW, session_id="s1", nonce=nonce, signature=_proof(other)[1],
+                     now=now, replay=cache)
+    with pytest.raises(WrongClient):
+        resume.check(ver, t, gateway_id=GW, session_id="s2", nonce=nonce, signature=sig, now=now, replay=cache)
+    with pytest.raises(WrongClient):
+        resume.check(ver, t, gateway_id=GW, session_id="s1", nonce=nonce, signature=sig, now=now,
+                     replay=cache, host_id="h2")
+    # forged: signed by another gateway key, or one claim changed
+    with pytest.raises(BadSignature):
+        resume.check(ver, _ticket(TokenSigner.generate(), key, now), gateway_id=GW, session_id="s1",
+                     nonce=nonce, signature=sig, now=now)
+    head, body, tail = t.split(".")
+    import base64
+    import json
+    claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    claims["ck"] = other.public_hex
+    forged = ".".join([head, base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode(), tail])
+    with pytest.raises(BadSignature):
+        resume.check(ver, forged, gateway_id=GW, session_id="s1", nonce=nonce, signature=_proof(other)[1], now=now)
+    # expired
+    old = _ticket(signer, key, now - 1000)
+    with pytest.raises(TokenExpired):
+        resume.check(ver, old, gateway_id=GW, session_id="s1", nonce=nonce, signature=sig, now=now)
+    # the refused attempts above did not burn the ticket: the real client resumes, once
+    claims = resume.check(ver, t, gateway_id=GW, session_id="s1", nonce=nonce, signature=sig, now=now,
+                          replay=cache)
+    assert claims.extra["ck"] == key.public_hex and claims.extra["host"] == "h1"
+    with pytest.raises(TicketReplayed):
+        resume.check(ver, t, gateway_id=GW, session_id="s1", nonce=nonce, signature=sig, now=now, replay=cache)
+    assert issubclass(TicketReplayed, AuthError) and issubclass(WrongClient, AuthError)
+
+
+def test_ticket_lifetime_covers_the_grace_period_at_half_life_and_keys_are_checked():
+    assert resume.ticket_lifetime(30) / 2 >= 30 and resume.ticket_lifetime(100) / 2 >= 100
+    with pytest.raises(AuthError):
+        resume.check_key("zz" * 32)
+    with pytest.raises(AuthError):
+        resume.mint(TokenSigner.generate(), user="a", gateway_id=GW, session_id="s", host_id="h", resource="r",
+                    fingerprint="f", client_key="short", grace=30, now=time.time())
+    assert "ClientKey(" in repr(resume.ClientKey()) and len(repr(resume.ClientKey())) < 40
+
+
+def test_every_path_silent_at_once_the_client_gives_up_the_relay_and_resumes():
+    """A network change as the client sees it: UDP and the relay go dark together and TCP says
+    nothing. UDP fails over after dead_after, the relay gets relay_check_after to answer a ping,
+    then the client abandons it and asks for a resume; the host, which cannot dial, only waits."""
+    p = resumable()
+    p.start_upgrades()
+    p.stream("client", 3000, 0.005)
+    p.stream("host", 3000, 0.005)
+    p.run(0.6)
+    assert on_udp(p, "client")
+    p.set_dark("udp-1", True)
+    p.set_dark(RELAY_ID, True)
+    t_move = p.now
+    p.run(t_move + 3.0)
+    t_det, lost = p.first("client", ev.RelayLost, lambda e: e.detached)
+    assert lost is not None and lost.reason.startswith("relay silent")
+    bound = 0.6 + p.timing.relay_check_after
+    assert bound - 0.05 <= t_det - t_move <= bound + 0.01, t_det - t_move
+    assert p.first("client", ev.PathAbandoned, lambda e: e.path_id == RELAY_ID)[1] is not None
+    assert p.first("host", ev.RelayLost)[1] is None          # the host never heard a thing
+    new_leg(p, "relay-2")
+    p.run(p.now + 10.0)
+    for side in SIDES:
+        assert p.cores[side].counters["resumes"] == 1 and RELAY_ID not in p.cores[side].kinds
+    p.run(p.now + 20.0)
+    p.assert_exactly_once_in_order()
+    assert len(p.sent["client"]) == 3000 and len(p.sent["host"]) == 3000
+
+
+def test_a_busy_relay_that_answers_is_never_given_up_and_the_host_never_watches():
+    p = resumable(relay_delay=0.4)              # slow, but it answers
+    p.stream("client", 2000, 0.002)
+    p.stream("host", 2000, 0.002)
+    p.run(15.0)
+    for side in SIDES:
+        assert p.first(side, ev.RelayLost)[1] is None and p.cores[side].active == RELAY_ID
+    p.assert_exactly_once_in_order()
+
+
+def test_address_change_with_the_background_resume_first_fails_over_onto_the_new_leg():
+    """As the pump does it: the client's relay leg is reset, RelayLost(detached=False) starts a
+    resume at once, the new leg is up 0.2 s later; the silent UDP path then fails over onto it
+    within dead_after of the new leg (a relay is there again), not after alone_dead_after."""
+    p = resumable()
+    p.start_upgrades()
+    p.stream("client", 3000, 0.005)
+    p.stream("host", 3000, 0.005)
+    p.run(0.6)
+    p.set_dark("udp-1", True)
+    p.close_path(RELAY_ID, "client", "connection reset")
+    p.pump()
+    assert not p.first("client", ev.RelayLost)[1].detached
+    p.run(p.now + 0.2)
+    new_leg(p, "relay-2")
+    t_leg = p.now
+    p.run(p.now + 2.0)
+    t_sw = [t for t, e in p.events["client"] if isinstance(e, ev.PathSwitched) and e.path_id == "relay-2"]
+    assert t_sw and t_sw[0] - t_leg <= 0.61 and p.first("client", ev.RelayLost, lambda e: e.detached)[1] is None
+    p.paths["udp-1"].open = {s: False for s in SIDES}
+    for side in SIDES:
+        p.cores[side].path_closed("udp-1", "ice failed", p.now)
+    p.run(p.now + 25.0)
+    assert on_udp(p, "client") and on_udp(p, "host")
+    p.assert_exactly_once_in_order()
+    assert len(p.sent["client"]) == 3000 and len(p.sent["host"]) == 3000

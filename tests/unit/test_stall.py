@@ -1,0 +1,192 @@
+"""Per-direction stall detection (paths/stall.py, fed by the session core): tables on the pure
+StallWatch, and timelines on two cores over a scripted link (tests/unit/test_channels.py) on a
+fake clock: a path that hears packets but delivers nothing one way is left and retried with a
+growing hold, a slow path within bounds is kept, the relay being gone keeps the session where
+it is, and every switch stays lossless."""
+
+import pytest
+
+from shortpath.paths.manager import RELAY_ID
+from shortpath.paths.stall import StallTiming, StallWatch
+from shortpath.session import events as ev
+from shortpath.session.connection import SessionConnection
+from shortpath.wire import frames as fr
+
+from tests.unit.test_channels import ChannelPair
+from tests.unit.test_connection import SIDES, drain_events, frame, on_udp
+
+
+# --- the pure watch -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("srtt, limit", [(None, 1.0), (0.005, 1.0), (0.25, 1.0), (0.4, 1.6)])
+def test_the_limit_is_the_longer_of_one_second_and_four_rtts(srtt, limit):
+    assert StallWatch().limit(srtt) == pytest.approx(limit)
+
+
+def test_an_old_undelivered_message_is_a_stall_and_a_young_one_is_not():
+    w = StallWatch()
+    w.undelivered_since(10.0)
+    assert w.deadline(0.01) == pytest.approx(11.0)
+    assert w.check("udp-1", 0.01, 10.99) is None
+    assert w.check("udp-1", 0.01, 11.0).startswith("stall: oldest undelivered 1.00s")
+    w.undelivered_since(None)                      # delivered meanwhile
+    assert w.check("udp-1", 0.01, 20.0) is None and w.deadline(0.01) is None
+
+
+def test_the_peer_reports_its_own_direction_once():
+    w = StallWatch()
+    w.peer_report(0.5, 1.0)
+    assert w.check("udp-1", 0.01, 1.0) is None
+    w.peer_report(1.2, 2.0)
+    assert "peer's oldest undelivered 1.20s" in w.check("udp-1", 0.01, 2.0)
+    assert w.check("udp-1", 0.01, 2.0) is None      # one report, one verdict
+
+
+def test_holds_double_per_stall_up_to_the_cap_and_are_forgiven_after_a_good_spell():
+    w = StallWatch(StallTiming(backoff=5.0, backoff_cap=30.0, forgive_after=30.0))
+    holds = [w.left(float(t)) for t in range(5)]
+    assert holds == [5.0, 10.0, 20.0, 30.0, 30.0]
+    assert not w.may_return(4.0 + 29.9) and w.may_return(4.0 + 30.0)
+    w.path_changed("udp-1", True, 100.0)           # back on the path; it carries the session
+    assert w.check("udp-1", 0.01, 129.0) is None and w.strikes == 5
+    w.check("udp-1", 0.01, 130.0)
+    assert w.strikes == 0 and w.left(131.0) == 5.0
+
+
+def _feed(w: StallWatch, path: str, rate: float, t0: float, t1: float, relay: bool, step: float = 0.05):
+    t = t0
+    while t <= t1 + 1e-9:
+        w.delivered(path, int(rate * step), 100_000, t, relay=relay)
+        t += step
+
+
+def test_a_backlogged_path_delivering_a_fraction_of_the_relays_rate_is_a_stall():
+    w = StallWatch()
+    _feed(w, RELAY_ID, 1_000_000, 0.0, 2.0, relay=True)          # 1 MB/s on the relay
+    assert w.relay_rate == pytest.approx(1_000_000, rel=0.05)
+    w.path_changed("udp-1", True, 2.0)
+    _feed(w, "udp-1", 600_000, 2.0, 6.0, relay=False)           # 60 %: slow, within bounds
+    assert w.check("udp-1", 0.01, 6.0) is None
+    _feed(w, "udp-1", 100_000, 6.05, 7.5, relay=False)          # 10 %, but not for long yet
+    assert w.check("udp-1", 0.01, 7.5) is None
+    _feed(w, "udp-1", 100_000, 7.55, 8.6, relay=False)
+    why = w.check("udp-1", 0.01, 8.6)
+    assert why is not None and "delivering 10% of the relay's rate" in why
+
+
+def test_an_application_limited_sender_gives_no_rate_samples():
+    w = StallWatch()
+    _feed(w, RELAY_ID, 1_000_000, 0.0, 2.0, relay=True)
+    w.path_changed("udp-1", True, 2.0)
+    t = 2.0
+    while t < 8.0:                     # little to send: every ACK leaves nothing outstanding
+        w.delivered("udp-1", 1000, 0, t, relay=False)
+        t += 0.05
+    assert w.check("udp-1", 0.01, 8.0) is None
+
+
+# --- the core reports the peer's age in its CACK -------------------------------------------------------
+
+def test_a_cack_reporting_the_peers_stalled_direction_leaves_the_udp_path():
+    p = ChannelPair()
+    p.start_upgrades()
+    p.run(0.5)
+    assert on_udp(p, "client")
+    core = p.cores["client"]
+    core.receive_frame("udp-1", frame(fr.encode_cack(0, 0, 0, 400)), p.now)
+    core.handle_timer(p.now)
+    assert on_udp(p, "client")
+    core.receive_frame("udp-1", frame(fr.encode_cack(0, 0, 0, 1500)), p.now)
+    core.handle_timer(p.now)
+    assert core.active == RELAY_ID
+    p.pump()
+    assert "peer's oldest undelivered 1.50s" in p.switches("client")[-1][2]
+
+
+def test_the_core_puts_its_oldest_undelivered_age_in_its_acks():
+    core = SessionConnection("host", 0.0)
+    core.path_added(RELAY_ID, "tcp-relay", 0.0)
+    core.send(b"x", 0.0, "graphics")
+    core.transmits(0.0)
+    core.receive_frame(RELAY_ID, frame(fr.encode_cdata(1, 0, b"in")), 0.3)
+    core.message_consumed(0.3, 1)
+    core.handle_timer(0.3 + core.timing.ack_delay)
+    acks = [fr.decode_cack(frame(t.frame).payload) for t in core.transmits()
+            if t.frame_type == fr.FrameType.CACK]
+    assert len(acks) == 1 and acks[0][:3] == (1, 1, 1) and acks[0][3] == pytest.approx(320, abs=1)
+
+
+# --- timelines ---------------------------------------------------------------------------------------
+
+def _busy_pair(**kw) -> ChannelPair:
+    p = ChannelPair(**kw)
+    p.start_upgrades()
+    for side in SIDES:
+        p.stream_ch(side, 2, 100_000, 0.02, size=2000)     # a frame stream both ways
+        p.stream_ch(side, 1, 100_000, 0.01)                # and input events
+    p.run(0.5)
+    assert on_udp(p, "client") and on_udp(p, "host")
+    return p
+
+
+def test_a_path_that_hears_packets_but_delivers_nothing_one_way_is_left_then_retried_with_backoff():
+    p = _busy_pair()
+    p.stalled.add("client")              # client -> host reliable frames vanish; probes still pass
+    t0 = p.now
+    p.run(t0 + 60.0)
+    sw = p.switches("client")
+    leaves = [t for t, pid, r in sw if pid == RELAY_ID and "stall: oldest undelivered" in r]
+    returns = [t for t, pid, r in sw if pid == "udp-1" and r == "recovered"]
+    # left within the limit (1 s) of the first undelivered message, not by liveness (it answers)
+    assert leaves and t0 + 1.0 <= leaves[0] <= t0 + 1.05
+    assert not any("silent" in r for _, _, r in sw)
+    # retried later with a hold that doubles: no flapping
+    gaps = [r - l for l, r in zip(leaves, returns)]
+    assert len(gaps) >= 2 and all(b > 1.8 * a for a, b in zip(gaps, gaps[1:]))
+    assert len(leaves) <= 4
+    # the host heard of each exit in the client's switch marker and followed with the same hold
+    host_leaves = [t for t, pid, r in p.switches("host") if pid == RELAY_ID and "stall:" in r]
+    assert len(host_leaves) == len(leaves)
+    p.stalled.clear()
+    p.run(p.now + 70.0)                  # the path heals: the next return sticks
+    assert on_udp(p, "client")
+    for side in SIDES:
+        for ch in (1, 2):
+            p.ch_sent[side][ch] = p.ch_sent[side][ch][:len(p.ch_inbox["host" if side == "client" else "client"][ch])]
+    p.assert_channels_exact()            # every switch was lossless, on both channels
+
+
+def test_the_other_direction_is_caught_by_the_side_that_sends_on_it():
+    p = _busy_pair()
+    p.stalled.add("host")
+    t0 = p.now
+    p.run(t0 + 3.0)
+    leave = [t for t, pid, r in p.switches("host") if pid == RELAY_ID and "stall:" in r]
+    assert leave and leave[0] <= t0 + 1.05
+    assert p.cores["client"].active == RELAY_ID     # the client followed the host's marker
+
+
+def test_a_slow_path_within_bounds_is_kept():
+    p = _busy_pair()
+    p.rate = 200_000.0                   # bytes/s each way; the streams need ~107 KB/s
+    p.run(p.now + 20.0)
+    assert on_udp(p, "client") and on_udp(p, "host")
+    assert [r for _, _, r in p.switches("client")] == ["upgrade"]
+
+
+def test_a_path_that_cannot_carry_the_load_is_left():
+    p = _busy_pair()
+    p.rate = 60_000.0                    # about half of what the streams need: the backlog ages
+    t0 = p.now
+    p.run(t0 + 4.0)
+    leave = [t for t, pid, r in p.switches("client") if pid == RELAY_ID and "stall:" in r]
+    assert leave and leave[0] <= t0 + 2.5
+
+
+def test_with_no_relay_left_a_stalled_path_is_kept():
+    p = _busy_pair()
+    p.path_ends(RELAY_ID, "gateway-shutdown")
+    p.stalled.add("client")
+    p.run(p.now + 4.0)
+    assert on_udp(p, "client") and not p.cores["client"].closed
+    assert not any("stall:" in r for _, _, r in p.switches("client"))
