@@ -15,6 +15,7 @@ BENCHES = {
     "load": "benchmarks.load",
     "fuzz": "benchmarks.fuzz",
     "setup": "benchmarks.setup",
+    "cluster": "benchmarks.cluster",
 }
 
 

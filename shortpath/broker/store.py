@@ -311,19 +311,27 @@ class RedisStore:
 
     # --- hosts ----------------------------------------------------------------------
     async def register(self, rec: HostRecord, gateway: str, now: float) -> None:
+        await self.register_many([rec], gateway, now)
+
+    async def register_many(self, recs: list[HostRecord], gateway: str, now: float) -> None:
+        """Rewrite several hosts' records in one round trip (a sync of this gateway)."""
+        pipe = self.sync_redis.pipeline(transaction=False)
+        for rec in recs:
+            self._register_into(pipe, rec, gateway, now)
+        await self._call("register", pipe.execute())
+
+    def _register_into(self, pipe, rec: HostRecord, gateway: str, now: float) -> None:
         left_ms = int((self.liveness - (now - rec.last_seen)) * 1000)
         fields = {"pool": rec.pool, "fingerprint": rec.fingerprint, "gateway": gateway,
                   "sessions": rec.sessions, "registered_at": rec.registered_at, "last_seen": rec.last_seen,
                   "token_jti": rec.token_jti,
                   "token_exp": "inf" if math.isinf(rec.token_exp) else rec.token_exp}
-        pipe = self.sync_redis.pipeline(transaction=True)
         pipe.hset(self.k_host(rec.host_id), mapping=fields)
         pipe.sadd(self.k_pool(rec.pool), rec.host_id)
         if rec.connected and left_ms > 0:
             pipe.set(self.k_alive(rec.host_id), gateway, px=left_ms)
         else:
             pipe.delete(self.k_alive(rec.host_id))
-        await self._call("register", pipe.execute())
 
     async def disconnected(self, host_id: str, gateway: str) -> None:
         await self._call("disconnect", self._release(keys=[self.k_alive(host_id)], args=[gateway],

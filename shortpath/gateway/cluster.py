@@ -66,6 +66,7 @@ class Cluster:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
+        self._announced = float("-inf")
         self._bg: set[asyncio.Task] = set()
         #: orders relayed to a local host for another gateway: conn_id -> (origin, expiry)
         self._relayed: dict[str, tuple[str, float]] = {}
@@ -125,22 +126,26 @@ class Cluster:
         self._dirty.update(self.broker.links)
         self._wake.set()
 
-    async def flush(self) -> None:
-        """Push everything pending now (the sync loop's body; tests call it to wait for it)."""
+    async def flush(self, announce: bool = True) -> None:
+        """Push everything pending now: the hosts that left or changed (one pipeline for
+        all of them), and with ``announce`` this gateway's load, sessions and leases.
+        The sync loop announces once per ``sync_interval``; tests call flush() to wait."""
         now = self.clock()
         t0 = time.monotonic()
         for host_id in list(self._left):
             await self.store.disconnected(host_id, self.id)
             self._left.discard(host_id)
-        for host_id in list(self._dirty):
-            rec = self.broker.registry.hosts.get(host_id)
-            self._dirty.discard(host_id)
-            if rec is not None and host_id in self.broker.links:
-                try:
-                    await self.store.register(rec, self.id, now)
-                except BrokerUnavailable:
-                    self._dirty.add(host_id)
-                    raise
+        batch = [h for h in self._dirty if h in self.broker.links and h in self.broker.registry.hosts]
+        self._dirty.clear()
+        if batch:
+            try:
+                await self.store.register_many([self.broker.registry.hosts[h] for h in batch], self.id, now)
+            except BrokerUnavailable:
+                self._dirty.update(batch)
+                raise
+        if not announce:
+            return
+        self._announced = time.monotonic()
         sessions = {sid: {"user": s.user, "host_id": s.host_id, "resource": s.resource, "started": s.started}
                     for sid, s in self.broker.sessions.items()}
         leases = [(s.resource, s.user, sid, s.host_id) for sid, s in self.broker.sessions.items()]
@@ -162,7 +167,7 @@ class Cluster:
         self.mark_all_dirty()
         while not self._stopping:
             try:
-                await self.flush()
+                await self.flush(announce=time.monotonic() - self._announced >= self.sync_interval * 0.9)
             except BrokerUnavailable as exc:
                 self.stats["sync_failures"] += 1
                 if self.healthy:

@@ -69,3 +69,25 @@ async def test_events_with_redundancy_arrive_once_in_order_through_dropped_datag
         assert udp.info()["impairment"]["dropped_in"] + udp.info()["impairment"]["dropped_out"] > 0
         assert s.connection.event_stats.recovered > 0       # some came from a repeat
         await s.close()
+
+
+async def test_under_a_backlog_input_overtakes_queued_graphics_both_ways(tmp_path):
+    """2 MB of graphics is queued (more than a path is handed at once, channels.HANDOVER_BYTES),
+    then one input message: it goes first at each end, so its echo comes back long before the
+    graphics echoes are through."""
+    async with LocalStack(str(tmp_path), hosts=1, timing=FAST) as stack:
+        s = await _echo_session(stack)
+        await wait_for(lambda: s.info.transport.startswith("udp"))
+        n = 40
+        for i in range(n):
+            await s.send(b"G%03d" % i + bytes(50_000), channel="graphics")
+        assert s.connection.backlog                       # the core holds the rest back
+        await s.send(b"I-now", channel="input")
+        order = []
+        for _ in range(n + 1):
+            ch, msg = await asyncio.wait_for(s.recv_from(), 20.0)
+            order.append((ch, msg[:5]))
+        graphics = [m for ch, m in order if ch == "graphics"]
+        assert graphics == [b"G%03d" % i + b"\x00" for i in range(n)]   # its own order kept
+        assert order.index(("input", b"I-now")) < n // 2, order
+        await s.close()
