@@ -105,6 +105,8 @@ async def bench_launches(cfg: dict, redis_url: str, tmp: str, log) -> list[dict]
 
 
 async def bench_heartbeats(cfg: dict, redis_url: str, tmp: str) -> dict:
+    import redis
+    redis.Redis.from_url(redis_url).flushall()
     from shortpath.config import Timing
     from shortpath.gateway.localcluster import LocalCluster
     timing = Timing(heartbeat_interval=0.5)
@@ -129,6 +131,8 @@ async def bench_heartbeats(cfg: dict, redis_url: str, tmp: str) -> dict:
 
 
 async def bench_integrity(cfg: dict, redis_url: str, tmp: str) -> dict:
+    import redis
+    redis.Redis.from_url(redis_url).flushall()
     from shortpath.config import PoolConfig, Timing
     from shortpath.gateway.localcluster import LocalCluster
     n, m = cfg["sessions"], cfg["messages"]

@@ -337,6 +337,15 @@ class RedisStore:
         await self._call("disconnect", self._release(keys=[self.k_alive(host_id)], args=[gateway],
                                                      client=self.sync_redis))
 
+    async def release_all(self, gateway: str) -> int:
+        """Drop every liveness key naming ``gateway`` (a gateway that starts holds no
+        host yet: claims left by its previous life must not attract launches)."""
+        n = 0
+        async for key in self.sync_redis.scan_iter(match=f"{PREFIX}alive:*", count=1000):
+            n += int(await self._call("disconnect", self._release(keys=[key], args=[gateway],
+                                                                  client=self.sync_redis)))
+        return n
+
     async def set_drain(self, host_id: str, drain: bool) -> None:
         if not await self._call("drain", self.redis.exists(self.k_host(host_id))):
             raise KeyError(host_id)

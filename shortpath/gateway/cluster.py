@@ -165,7 +165,17 @@ class Cluster:
 
     async def _sync_loop(self) -> None:
         self.mark_all_dirty()
+        stale_cleared = False
         while not self._stopping:
+            if not stale_cleared:
+                try:
+                    n = await self.store.release_all(self.id)
+                    stale_cleared = True
+                    if n:
+                        _log.info(log.kv("stale-claims-dropped", gateway=self.id, hosts=n))
+                        self.mark_all_dirty()     # hosts that registered meanwhile: claim them again
+                except BrokerUnavailable:
+                    pass
             try:
                 await self.flush(announce=time.monotonic() - self._announced >= self.sync_interval * 0.9)
             except BrokerUnavailable as exc:

@@ -30,6 +30,7 @@ import time
 
 from .. import log
 from ..auth import certs
+from ..auth.resume import check_key as check_resume_key
 from ..auth.tokens import TokenSigner
 from ..broker.service import Broker
 from ..config import GatewayConfig, state_path
@@ -380,6 +381,8 @@ class Gateway:
                     wait = self.launch_limiter.retry_after(source, now)
                     conn.send(_error(RateLimited(f"too many launches from {source}; retry in {max(wait, 0.1):.1f} s")))
                     continue
+                if msg.resume_key:      # a malformed resume key is refused before a host is booked
+                    check_resume_key(msg.resume_key)
                 try:
                     plan = await self.broker.launch(claims, msg.resource)
                 except (NoResourcesError, AuthError, BrokerUnavailable) as exc:

@@ -169,3 +169,20 @@ async def test_no_session_on_a_host_that_is_gone(tmp_path, redis_server):
         with pytest.raises(NoResourcesError) as ei:
             await c.connect(1)
         assert ei.value.reason == "unavailable"
+
+
+async def test_restarted_gateway_drops_claims_of_its_previous_life(tmp_path, redis_server):
+    """gw-1 dies holding host-1's claim, the host goes away too, gw-1 comes back
+    (same id) before the claim would expire: no launch is sent to a host nobody holds."""
+    timing = dataclasses.replace(FAST, heartbeat_misses=30)      # a 9 s claim: expiry cannot be the reason
+    async with LocalCluster(str(tmp_path), redis_server.url, gateways=2, timing=timing) as c:
+        host = await c.add_host("host-1", [0])
+        await c.synced()
+        await c.kill_gateway(0)
+        await host.stop()
+        c.hosts.remove(host)
+        await c.start_gateway(0)
+        await c.synced()
+        with pytest.raises(NoResourcesError) as ei:
+            await c.connect(1)
+        assert ei.value.reason == "unavailable", ei.value

@@ -192,6 +192,7 @@ class SharedLink:
         self.eid = 0
         self.rate = link.rate
         self.queue: deque = deque()          # (departure_time, size)
+        self.queued = 0                      # bytes in it
         self.last_departure = start_time
         self.flows: list = []
 
@@ -266,6 +267,7 @@ class Simulation:
         # receiver
         self._tx_seen: set[int] = set()
         self._rx_next = 0
+        self._rx_max = -1
         self._rx_unacked = 0
         self._ack_timer_token = 0
         self.rx_log: list[int] = []
@@ -532,8 +534,8 @@ class Simulation:
         now = self.now
         w = self.world
         while w.queue and w.queue[0][0] <= now:
-            w.queue.popleft()
-        queued = sum(s for _, s in w.queue)
+            w.queued -= w.queue.popleft()[1]
+        queued = w.queued
         if queued + size > self.link.buffer_bytes:
             self.dropped_queue += 1
             self.drop_log.append(now)
@@ -543,6 +545,7 @@ class Simulation:
         depart = start + size / w.rate
         w.last_departure = depart
         w.queue.append((depart, size))
+        w.queued += size
         if seq in self.link.drop_first_tx and seq not in self._tx_seen:
             self._tx_seen.add(seq)
             self.dropped_random += 1
@@ -565,8 +568,9 @@ class Simulation:
             self._bucket_bytes += size
         while self._rx_next in self.rx_seen:
             self._rx_next += 1
+        self._rx_max = max(self._rx_max, seq)
         self._rx_unacked += 1
-        gap = not in_order or self._rx_next <= max(self.rx_seen)
+        gap = not in_order or self._rx_next <= self._rx_max
         if self._rx_unacked >= self.link.ack_every or gap or self.link.ack_delay <= 0:
             self._send_ack()
         elif self._rx_unacked == 1:

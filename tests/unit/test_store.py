@@ -6,7 +6,6 @@ reservation under concurrent launches from several "gateways", liveness by key
 expiry, and a typed error when Redis is down."""
 
 import asyncio
-import math
 
 import pytest
 

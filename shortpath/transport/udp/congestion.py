@@ -149,14 +149,21 @@ HEADROOM = 0.15
 #: stop pretending it is benign.
 BACKGROUND_LOSS_WEIGHT = 1.0 / 1000
 BACKGROUND_LOSS_MAX = 0.10
+#: ... and only from rounds whose smallest RTT is within this margin of min_rtt (no queue): a
+#: loss that happens while a queue stands is a full buffer's doing (ours or another flow's).
+#: The margin covers a packet or two of our own pacing bursts and a Python sender's jitter.
+BACKGROUND_RTT_MARGIN = 0.002
+BACKGROUND_RTT_FRACTION = 0.1
 #: Persistent-queue test: rounds whose smallest RTT exceeds min_rtt by this factor plus an
 #: absolute margin (timer and scheduling jitter of a Python sender), this many rounds in a row.
 QUEUE_RTT_FACTOR = 1.25
 QUEUE_RTT_MARGIN = 0.002
 QUEUE_ROUNDS = 2
-#: A queue signal lowers the rate to what was delivered, but never below this fraction of the
-#: previous estimate at once (delivery samples taken while the sender paused can read low).
-QUEUE_MAX_CUT = 0.5
+#: A standing queue ages the bandwidth filter early only when the best delivery rate of those
+#: rounds is below this fraction of the model: the path lost 40 % or more of its rate at once
+#: (a competitor usually takes its share gradually, and then the normal two-cycle memory
+#: applies). Lower values react to fewer rate drops; higher ones yield more to loss-based flows.
+QUEUE_SHORTFALL = 0.6
 #: min_rtt is the minimum over this window; older minima are forgotten (the route may change).
 MIN_RTT_WINDOW = 10.0
 #: probe_rtt: when no RTT sample matched the minimum for this long, drain for a fresh one.
@@ -173,9 +180,6 @@ INITIAL_RTT_GUESS = 0.01
 #: tests never end it, e.g. an app-limited sender that never fills 1.25 BDP).
 MAX_UP_ROUNDS = 8
 
-import os
-_VARIANT = int(os.environ.get("BBR_VARIANT", "1"))
-_SHORT = float(os.environ.get("BBR_SHORT", "10"))
 STARTUP = "startup"
 DRAIN = "drain"
 PROBE_BW = "probe_bw"
@@ -255,6 +259,8 @@ class BbrController:
         self._round_start = False
         self._round_lost = 0
         self._round_lost_packets = 0
+        self._round_bg_packets = 0
+        self._round_bg_lost = 0
         self._round_acked = 0
         self._round_packets = 0
         self._round_bw = 0.0          # max non-app-limited rate sample in the round
@@ -290,7 +296,7 @@ class BbrController:
         self._last_sample_app_limited = False
         self._cycle_measured = False
         self._counts = {"sent": 0, "acked": 0, "lost": 0, "spurious_ack": 0, "loss_too_high": 0,
-                        "lower_bound_cuts": 0, "queue_signals": 0, "probe_rtt": 0, "cycles": 0}
+                        "lower_bound_cuts": 0, "queue_signals": 0, "queue_agings": 0, "probe_rtt": 0, "cycles": 0}
 
     # ---- public read-outs -----------------------------------------------------------------
 
@@ -423,7 +429,7 @@ class BbrController:
             self._round_acked += p.size
             self._round_packets += 1
             if not p.probing:
-                self._background_loss += BACKGROUND_LOSS_WEIGHT * (0.0 - self._background_loss)
+                self._round_bg_packets += 1
             if newest is None or p.sent_time > newest.sent_time or (
                 p.sent_time == newest.sent_time and p.delivered > newest.delivered
             ):
@@ -465,8 +471,8 @@ class BbrController:
             self._round_lost_packets += 1
             self._round_packets += 1
             if not p.probing:
-                self._background_loss += BACKGROUND_LOSS_WEIGHT * (1.0 - self._background_loss)
-                self._background_loss = min(self._background_loss, BACKGROUND_LOSS_MAX)
+                self._round_bg_packets += 1
+                self._round_bg_lost += 1
             self._check_probe_loss(now, p)
         self._update_pacing_rate()
 
@@ -572,6 +578,15 @@ class BbrController:
                 flight = self._round_acked + self._round_lost
                 if self._round_lost and self._flight_loss_too_high(self._round_lost, flight):
                     self._cut_lower_bounds()
+        # the background (random) loss: learned only from rounds that saw the path without a
+        # queue, because loss while a queue stands is what a full buffer does, not the medium
+        if (self._round_bg_packets and self._min_rtt != math.inf
+                and self._round_min_rtt <= self._min_rtt + max(BACKGROUND_RTT_MARGIN,
+                                                               BACKGROUND_RTT_FRACTION * self._min_rtt)):
+            keep = (1.0 - BACKGROUND_LOSS_WEIGHT) ** self._round_bg_packets
+            rate = self._round_bg_lost / self._round_bg_packets
+            self._background_loss = min(keep * self._background_loss + (1.0 - keep) * rate,
+                                        BACKGROUND_LOSS_MAX)
         # persistent queue: RTT stays high across non-probing rounds
         queued = False
         if (self._min_rtt != math.inf and self._round_min_rtt != math.inf
@@ -585,22 +600,22 @@ class BbrController:
             self._queue_rounds = 0
             self._queue_bw = 0.0
         if self._queue_rounds >= QUEUE_ROUNDS and self._queue_bw > 0:
-            self._queue_bw_keep = self._queue_bw
+            delivered = self._queue_bw
             self._queue_rounds = 0
             self._queue_bw = 0.0
-            if _VARIANT == 0:
-                pass
-            elif not self._queue_aged_this_cycle and self._queue_bw_keep < _SHORT * self.max_bw:
-                # a standing queue while not probing: the bandwidth memory is older than the
-                # path (a rate drop) or than our share of it (a new competitor). Forget the
-                # previous cycle's maximum now instead of at the next cycle; what we measured
-                # this cycle stays. Once per cycle only: a delay-based cut every round would
-                # hand the whole link to any loss-based flow that keeps the queue full.
-                self._counts["queue_signals"] += 1
+            self._counts["queue_signals"] += 1
+            if not self._queue_aged_this_cycle and delivered < QUEUE_SHORTFALL * self.max_bw:
+                # a standing queue while delivering far less than the model: the bandwidth
+                # memory is older than the path (a rate drop). Forget the previous cycle's
+                # maximum now rather than a cycle later; this cycle's samples stay. Once per
+                # cycle, and only for a large shortfall: a flow that shares the queue with a
+                # loss-based one (which keeps it full) sees the same delay, and cutting its
+                # model on delay alone would hand that flow the whole link.
+                self._counts["queue_agings"] += 1
                 self._queue_aged_this_cycle = True
-                self._bw_hi = [self._bw_hi[1], 0.0] if _VARIANT == 1 else [self._queue_bw_keep, 0.0]
+                self._bw_hi = [self._bw_hi[1], 0.0]
             if self.phase == CRUISE:
-                self._enter_probe_bw(now, DOWN)   # and drain our share of the queue
+                self._enter_probe_bw(now, DOWN)   # drain our share of the queue
         self._reset_round_accumulators()
 
     def _cut_lower_bounds(self) -> None:
@@ -617,6 +632,8 @@ class BbrController:
         self._round_cwnd_limited = False
         self._round_lost = 0
         self._round_lost_packets = 0
+        self._round_bg_packets = 0
+        self._round_bg_lost = 0
         self._round_acked = 0
         self._round_packets = 0
         self._round_bw = 0.0

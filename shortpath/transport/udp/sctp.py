@@ -19,7 +19,8 @@ loss recovery       3 SACK strikes (fast retransmit) or T3       RACK (recovery.
                                                                  resends the last chunk
 queues              one FIFO for every channel, handed to SCTP   datagrams (unordered, PR-SCTP)
                     only when SCTP's own queue is empty; a TSN   go first, expire before they
-                    per chunk from the moment it is queued       get a TSN; TSN given at send
+                    per chunk from the moment it is queued       get a TSN; TSN given at send;
+                                                                 reliable FIFO per stream priority
 acknowledgements    one SACK per packet with DATA                one per 2 packets or 5 ms; at
                                                                  once while there is a gap
 RTO.Initial / Min   3 s / 1 s, no back-off, Max 60 s             250 ms / 40 ms, doubling, 1.5 s
