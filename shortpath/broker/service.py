@@ -428,9 +428,9 @@ class Broker:
         rec = self.registry.hosts.get(host_id)
         wait = t.leg_timeout          # a restarted gateway: give the host time to register again
         if rec is not None and not rec.connected:
-            # It was here and left (crashed, or lost its network): a live host comes back
-            # within its heartbeat budget; after that the session is taken as gone.
-            wait = min(wait, t.heartbeat_interval * t.heartbeat_misses)
+            # It was here and left: crashed (its sessions died with it), or lost its network
+            # and is reconnecting. Wait one heartbeat interval, then take the session as gone.
+            wait = min(wait, t.heartbeat_interval)
         link = await self._link_for(host_id, wait)
         rec = self.registry.hosts.get(host_id)
         if link is None or rec is None:

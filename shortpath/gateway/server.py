@@ -497,6 +497,8 @@ class Gateway:
                     elif self.broker.cluster is not None and cmd == "drain":
                         resp = {"ok": True, **await self.broker.cluster.set_drain(str(req["host"]),
                                                                                 bool(req.get("on", True)))}
+                    elif cmd == "gateways":
+                        resp = {"ok": False, "error": "this gateway runs alone (no --redis): no cluster to list"}
                     elif cmd == "hosts":
                         resp = {"ok": True, "hosts": self.broker.host_table()}
                     elif cmd == "sessions":

@@ -743,8 +743,11 @@ class SessionConnection:
                                 False, FrameType.PING)
                     self._relay_wait = now
                     self._relay_wait_limit = self.timing.relay_check_after
-            elif self.resume_grace > 0:
+            elif self.resume_grace > 0 and not (self.role == "client" and self.relay_lost_reason == "host-gone"):
                 # No relay and now no UDP either: wait (detached) for a resume on a new leg.
+                # The host waits even when told "client-gone": a client that changed networks
+                # looks just like that. A client told "host-gone" takes the silent UDP path as
+                # proof (hosts do not roam): that ends the session below, as without resume.
                 self._detach(self.active, f"{self.relay_lost_reason or 'relay lost'}, then the "
                              f"{self.kinds.get(self.active, 'UDP')} path failed: {action.reason}", now)
                 return

@@ -15,7 +15,7 @@ import pytest
 from shortpath.transport.udp.congestion import (
     MIN_CWND_PACKETS, PROBE_RTT_DURATION, PROBE_RTT_INTERVAL, BbrController, Pacer,
 )
-from tests.unit.linkmodel import LinkConfig, NewRenoReference, Simulation, mbit
+from tests.unit.linkmodel import LinkConfig, NewRenoReference, SharedLink, Simulation, mbit
 
 R = mbit(10)
 DELAY = 0.02
@@ -311,6 +311,32 @@ def test_interactive_frames_on_a_lossy_link(loss):
     assert reno_done < 0.8 * total
 
 
+def share(kinds, buffer_bytes, duration=90.0, t0=30.0):
+    """Two flows on one bottleneck from t=0; goodput of each over [t0, duration] (bytes/s)."""
+    world = SharedLink(LinkConfig(rate=R, delay=DELAY, buffer_bytes=buffer_bytes))
+    for kind in kinds:
+        Simulation(BbrController() if kind == "bbr" else NewRenoReference(), world=world,
+                   bucket=1.0)
+    results = world.run(duration)
+    return [r.goodput(t0, duration) for r in results], results
+
+
+@pytest.mark.parametrize("buffer_bytes", [2 * 50_000, 4 * 50_000])
+def test_shares_a_deep_buffer_with_a_loss_based_flow(buffer_bytes):
+    # a NewReno flow keeps a 2-4 BDP buffer full; we must neither starve (a delay-driven cut
+    # would) nor crowd it out. Measured over 30-90 s (NewReno needs ~20 s to fill 4 BDP).
+    (ours, theirs), _ = share(("bbr", "newreno"), buffer_bytes)
+    assert 1 / 3 <= ours / theirs <= 3
+    assert ours + theirs >= 0.9 * R
+
+
+def test_two_of_ours_share_fairly_with_a_small_queue():
+    (a, b), results = share(("bbr", "bbr"), 2 * 50_000)
+    assert 0.8 <= a / b <= 1.25
+    assert a + b >= 0.9 * R
+    assert results[0].queue_delay_percentile(0.5, 30.0) <= RTT
+
+
 # ---- the report ------------------------------------------------------------------------------
 
 def report() -> None:
@@ -351,6 +377,14 @@ def report() -> None:
                   f"{res.goodput(12, 20) / half:.3f} of new R; queue p95 10-12 s "
                   f"{res.queue_delay_percentile(0.95, 10, 12) * 1000:.0f} ms, 12.5-20 s "
                   f"{res.queue_delay_percentile(0.95, 12.5, 20) * 1000:.0f} ms")
+    for buf in (12_000, 25_000, 100_000, 200_000):
+        for kinds in (("bbr", "newreno"), ("bbr", "bbr")):
+            (a, b), res = share(kinds, buf)
+            print(f"two flows {kinds[0]}+{kinds[1]}, buffer {buf} B, 30-90 s: {a / R:.2f} / "
+                  f"{b / R:.2f} of R (ratio {a / b:.2f}); queue p50 "
+                  f"{res[0].queue_delay_percentile(0.5, 30) * 1000:.0f} ms, p95 "
+                  f"{res[0].queue_delay_percentile(0.95, 30) * 1000:.0f} ms; drops "
+                  f"{res[0].loss_rate(30, 90):.2%} / {res[1].loss_rate(30, 90):.2%}")
     for loss in (0.0, 0.01, 0.02, 0.05):
         for name, cc in (("bbr", BbrController()), ("newreno", NewRenoReference())):
             sim = Simulation(cc, LinkConfig(rate=R, delay=DELAY, buffer_bytes=DEEP, loss=loss,

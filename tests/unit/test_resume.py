@@ -316,3 +316,33 @@ def test_address_change_with_the_background_resume_first_fails_over_onto_the_new
     assert on_udp(p, "client") and on_udp(p, "host")
     p.assert_exactly_once_in_order()
     assert len(p.sent["client"]) == 3000 and len(p.sent["host"]) == 3000
+
+
+def test_host_gone_and_silent_udp_ends_the_client_but_client_gone_only_detaches_the_host():
+    """A crashed host takes its relay leg and its UDP socket: the client ends at once
+    (host-gone), resume or not. The host, told client-gone with UDP silent, cannot tell a
+    crashed client from a moved one: it waits for a resume."""
+    p = resumable()
+    p.start_upgrades()
+    p.stream("client", 10_000, 0.005)
+    p.run(0.6)
+    assert on_udp(p, "client")
+    p.set_dark("udp-1", True)
+    p.path_ends(RELAY_ID, "host-gone")
+    t0 = p.now
+    p.run(t0 + 2.0)
+    t_end, end = p.first("client", ev.SessionEnded)
+    assert end is not None and end.reason == "host-gone" and t_end - t0 <= 0.61
+
+    q = resumable()
+    q.start_upgrades()
+    q.stream("host", 10_000, 0.005)
+    q.run(0.6)
+    assert on_udp(q, "host")
+    q.set_dark("udp-1", True)
+    q.path_ends(RELAY_ID, "client-gone")
+    t0 = q.now
+    q.run(t0 + 5.0)
+    assert not q.cores["host"].closed
+    t_det, lost = q.first("host", ev.RelayLost, lambda e: e.detached)
+    assert lost is not None and t_det - t0 <= 0.61

@@ -26,12 +26,12 @@ The model
   not the path).
 * **Minimum RTT** ``min_rtt``: the lowest RTT seen in the last 10 s, i.e. the propagation delay
   without our own queue. ``BDP = bw * min_rtt`` is what the path holds with no queue.
-* **Lower bounds** ``bw_lo`` / ``inflight_lo``: short-term caps applied when the path shows real
-  congestion while we are *not* probing (loss well above the random background, or a queue that
-  persists). They never go below what was actually delivered in the last round, so on a link
-  with random loss (where delivery keeps up with sending) they cost nothing; after a rate drop
-  (where delivery falls behind sending) they pull the rate down within a round or two. They are
-  cleared each time we start a new bandwidth probe.
+* **Lower bounds** ``bw_lo`` / ``inflight_lo``: short-term caps applied when loss well above
+  the random background shows up while we are *not* probing. They never go below what was
+  actually delivered in the last round, so where delivery keeps up with sending they cost
+  nothing; after a rate drop into a shallow buffer (delivery falls behind sending, the buffer
+  overflows) they pull the rate down within a round or two. They are cleared each time we start
+  a new bandwidth probe.
 * **Upper bound** ``inflight_hi``: the amount in flight at which our *own* probing made the loss
   rate jump (a shallow buffer overflowing). Later probes creep up to it carefully instead of
   overshooting again.
@@ -39,7 +39,9 @@ The model
 How loss is judged ("loss that rises with our own rate")
 --------------------------------------------------------
 We keep a slow moving average of the loss rate of packets sent while *not* probing (cruising at
-the model's rate): that is the link's background, random loss. Loss counts as congestion only
+the model's rate), taken only from rounds that saw no queue (their smallest RTT within
+``max(2 ms, 10 %)`` of min_rtt): that is the link's background, random loss; loss while a queue
+stands is a full buffer's doing and must not teach us to ignore it. Loss counts as congestion only
 when, over one flight (the packets in flight when a lost packet was sent), the number of lost
 packets exceeds the background expectation by ``LOSS_THRESH`` (2 %) of the flight *and* by two
 standard deviations of the binomial noise, plus one packet. At 0 % background one flight of 40
@@ -73,9 +75,15 @@ States (``state``)
 Congestion responses
 --------------------
 * Queue growth: if the smallest RTT of ``QUEUE_ROUNDS`` (2) consecutive non-probing rounds stays
-  above ``min_rtt * 1.25 + 2 ms`` while we pace at no more than the model's rate, the model is
-  too high (the path got slower, or someone else fills the queue): ``bw_lo`` is set to what was
-  actually delivered in that round and the cycle goes to ``down`` to drain.
+  above ``min_rtt * 1.25 + 2 ms`` (a queue that our own pacing at gain <= 1 cannot explain),
+  the cycle goes to ``down`` to drain our share of it. If, in addition, what those rounds
+  delivered is below ``QUEUE_SHORTFALL`` (60 %) of ``max_bw``, the rate fell under us (a rate
+  drop into a deep buffer, where no loss says so): the bandwidth filter forgets the previous
+  cycle at once instead of a cycle later (at most once per cycle). We deliberately do *not* cut
+  the model on delay alone: a flow sharing a deep buffer with a loss-based flow (TCP CUBIC or
+  NewReno) sees a standing queue all the time, and a delay-driven cut hands that flow the
+  whole link (measured with the two-flow link model: an earlier version that set ``bw_lo`` to
+  the delivered rate on each queue signal got 4-8 % of the link against NewReno).
 * Congestion loss (the test above) while not probing: ``bw_lo`` and ``inflight_lo`` are cut to
   ``max(latest delivered, 0.7 x previous)`` each round that shows it.
 * Congestion loss while probing: ``inflight_hi`` is set to the flight that caused it and the
@@ -86,7 +94,9 @@ Congestion responses
 cwnd and pacing rate
 --------------------
 ``pacing_rate = gain * min(max_bw, bw_lo) * 0.99`` (1 % under the estimate so that, at gain 1,
-no queue builds), never below 4 packets per min_rtt. ``cwnd = 2 * BDP`` (room for delayed and
+no queue builds), never below 4 packets per min_rtt; in startup never below
+``gain * initial window / min_rtt``.
+Before the first ack the RTT is unknown and the initial window is paced as if it were 10 ms. ``cwnd = 2 * BDP`` (room for delayed and
 bunched acks), bounded by inflight_hi (with 15 % headroom while cruising), inflight_lo and
 probe_rtt's cap, and never below ``MIN_CWND_PACKETS`` (4) packets so the sender never stalls.
 
@@ -103,8 +113,8 @@ from typing import Iterable, Optional
 
 # ---- constants (why each value is what it is) ------------------------------------------------
 
-#: Startup pacing gain: 2/ln2 (~2.885) is the smallest gain that doubles the delivery rate per
-#: round; BBRv3 settled on 2.77, which measured slightly less overshoot with the same ramp.
+#: Startup pacing gain: the current BBR draft's 4 ln 2 (~2.77), the smallest gain its analysis
+#: found that still doubles the delivery rate every round (BBRv1 used 2/ln 2 ~ 2.89).
 STARTUP_PACING_GAIN = 2.77
 #: Startup cwnd gain: two BDPs leave room for the rate to double while acks are in flight.
 STARTUP_CWND_GAIN = 2.0
