@@ -148,27 +148,38 @@ async def bench_integrity(cfg: dict, redis_url: str, tmp: str) -> dict:
         heap0 = tracemalloc.get_traced_memory()[0]
         sem = asyncio.Semaphore(25)
         sessions = []
+        open_errors: dict[str, int] = {}
 
         async def open_one(i):
             async with sem:
-                s = await c.connect(i % 3, user=f"u{i}")
-                await s.send(b"echo")
+                try:
+                    s = await c.connect(i % 3, user=f"u{i}")
+                    await s.send(b"echo")
+                except Exception as exc:       # reported, not hidden
+                    key = f"{getattr(exc, 'code', type(exc).__name__)}:{getattr(exc, 'reason', '')}"
+                    open_errors[key] = open_errors.get(key, 0) + 1
+                    return
                 sessions.append(s)
+        t_open = time.monotonic()
         await asyncio.gather(*(open_one(i) for i in range(n)))
+        open_s = time.monotonic() - t_open
         heap1 = tracemalloc.get_traced_memory()[0]
         tracemalloc.stop()
         per_gw = [len(gw.broker.sessions) for gw in c.gateways]
         lost = dup = reordered = 0
+        stalled: list[str] = []          # sessions still waiting at the deadline (and why, if closed)
+        deadline = time.monotonic() + 300.0
 
         async def exchange(s, i):
             nonlocal lost, dup, reordered
             for k in range(m):
                 await s.send(b"%d:%d:" % (i, k) + b"x" * 64)
             seen = []
-            for _ in range(m):
+            while len(seen) < m:
                 try:
-                    msg = await asyncio.wait_for(s.recv(), 30)
-                except asyncio.TimeoutError:
+                    msg = await asyncio.wait_for(s.recv(), max(0.1, deadline - time.monotonic()))
+                except Exception as exc:      # deadline, or the session ended: say which
+                    stalled.append(getattr(s, "close_reason", None) or type(exc).__name__)
                     break
                 seen.append(int(msg.split(b":")[1]))
             lost += m - len(set(seen))
@@ -178,8 +189,11 @@ async def bench_integrity(cfg: dict, redis_url: str, tmp: str) -> dict:
         await asyncio.gather(*(exchange(s, i) for i, s in enumerate(sessions)))
         wall = time.monotonic() - t0
         await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
-    return {"sessions": n, "gateways": 3, "sessions_per_gateway": per_gw, "messages_per_session": m,
+    return {"sessions": n, "opened": len(sessions), "open_errors": open_errors, "open_s": round(open_s, 1),
+            "gateways": 3, "sessions_per_gateway": per_gw, "messages_per_session": m,
             "lost": lost, "duplicated": dup, "reordered": reordered, "exchange_s": round(wall, 2),
+            "sessions_stalled": len(stalled),
+            "stall_reasons": {r: stalled.count(r) for r in set(stalled)},
             "heap_kib_per_session_all_parts": round((heap1 - heap0) / 1024 / n, 1)}
 
 

@@ -421,7 +421,9 @@ class SessionConnection:
         if kind == "switch":
             to, reason = str(msg.get("to")), str(msg.get("reason"))
             self._record(now, "peer-switch", to, reason)
-            if to == RELAY and reason.startswith("failover"):
+            if to == RELAY and (reason.startswith("failover") or reason == "resumeX"):
+                # A peer that resumed on a new relay leg lost every other path (#15): follow it
+                # now rather than find the UDP path dead ourselves dead_after later.
                 self.manager.peer_failover(reason, now)
         elif kind == "upgrade":
             attempt = msg.get("attempt")

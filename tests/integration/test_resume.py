@@ -264,3 +264,27 @@ async def test_relay_lost_while_on_udp_is_replaced_in_the_background(tmp_path):
             await s.send(b"%d" % i)
             assert await s.recv() == b"%d" % i
         await s.close()
+
+
+async def test_tickets_are_refreshed_inside_the_session_and_the_newest_one_resumes(tmp_path, monkeypatch):
+    monkeypatch.setattr(tickets, "MIN_LIFETIME", 2.0)     # 2 s tickets, refreshed at half-life
+    timing = Timing(**{**TIMING.__dict__, "resume_grace": 1.0})
+    async with LocalStack(str(tmp_path), hosts=1, timing=timing) as stack:
+        s = await stack.connect(shortpath=False)
+        await s.send(b"echo")
+        first = s.resumer.ticket
+        end = time.monotonic() + 10
+        seen = {first}
+        while len(seen) < 3 and time.monotonic() < end:    # two refreshes, by heartbeat
+            await asyncio.sleep(0.05)
+            seen.add(s.resumer.ticket)
+        assert len(seen) >= 3, "no fresh tickets reached the client"
+        assert s.resumer.ticket != first
+        port = stack.gateway.port
+        await stack.gateway.stop()
+        await stack.start_gateway(port)
+        for i in range(20):
+            await s.send(b"%d" % i)
+            assert await asyncio.wait_for(s.recv(), 10) == b"%d" % i
+        assert s.info.resumes == 1
+        await s.close()

@@ -75,8 +75,11 @@ def test_client_moves_to_another_network_mid_stream_resumes_and_returns_to_udp()
     assert flowing is not None, f"the stream never flowed again: {events}"
     assert back_on_udp is not None, f"the session never returned to UDP: {events}"
     assert stopped["errors"] == [] and stopped["all_echoed"] and stopped["sent"] == stopped["received"], stopped
+    # A new relay leg either way: usually the relay goes silent after the UDP failover and
+    # the client detaches, then resumes; if the old leg is reset first (the NAT answering for
+    # a flow it forgot), it is replaced in the background and the UDP failover lands on it.
     kinds = [e[1] for e in events]
-    assert "detached" in kinds and "resume" in kinds, events
-    assert kinds.index("detached") < kinds.index("resume")
-    assert any(h["event"] == "resume" for h in host["history"]), host["history"]
+    assert ("detached" in kinds and "resume" in kinds and kinds.index("detached") < kinds.index("resume")) \
+        or "relay-replaced" in kinds, events
+    assert any(h["event"] in ("resume", "relay-replaced") for h in host["history"]), host["history"]
     assert info["transport"].startswith("udp")

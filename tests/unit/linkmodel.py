@@ -5,7 +5,8 @@ a :class:`RackLossDetector` exactly as the SCTP sender does (retransmissions kee
 like SCTP TSNs), over a one-way bottleneck:
 
     sender --(pacing)--> [FIFO of B bytes, tail drop] --rate R--> random loss p --delay d--> receiver
-    receiver --ack for every packet, delay d (optionally lossy)--> sender
+    receiver --ack (every packet, or every n-th / after a delay; at once on a gap),
+               delay d, optionally lossy--> sender
 
 * The bottleneck serves packets at ``rate`` bytes/s (changeable at given times: a rate drop);
   a packet that finds more than ``buffer_bytes`` queued is dropped (tail drop).
@@ -16,7 +17,9 @@ like SCTP TSNs), over a one-way bottleneck:
   A lost ack therefore only delays information.
 
 Senders: ``bulk`` (always has data) or an application source (``frames``: bursts of ``frame``
-bytes every ``interval`` s). The congestion controller is anything with the BbrController
+bytes every ``interval`` s; :meth:`Simulation.set_source` switches during a run). Several flows
+can share one bottleneck queue through a :class:`SharedLink`. Optional: reordering (a fraction
+of packets delayed after the bottleneck) and dropping the first transmission of chosen seqs. The congestion controller is anything with the BbrController
 interface; :class:`NewRenoReference` is the loss-based baseline (what aiortc's SCTP does:
 halve on loss once per round trip, one MSS after T3, no pacing).
 """
@@ -28,7 +31,7 @@ import math
 import random
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Optional
 
 from shortpath.transport.udp.congestion import Pacer
 from shortpath.transport.udp.recovery import RackLossDetector
@@ -229,7 +232,6 @@ class Simulation:
     def __init__(self, cc, link: Optional[LinkConfig] = None, *, world: Optional[SharedLink] = None,
                  bulk: bool = True,
                  frames: Optional[tuple[int, float]] = None,
-                 source: Optional[Callable[[float], int]] = None,
                  bucket: float = 0.1, rack: Optional[RackLossDetector] = None,
                  pacer: Optional[Pacer] = None, min_rto: float = 1.0,
                  start_time: float = 0.0, max_packets: Optional[int] = None) -> None:
@@ -244,9 +246,8 @@ class Simulation:
         self.rng = random.Random(link.seed + 1000 * (len(world.flows) - 1))
         self.rack = rack or RackLossDetector(min_rto=min_rto)
         self.pacer = pacer or Pacer()
-        self.bulk = bulk and frames is None and source is None
+        self.bulk = bulk and frames is None
         self.frames = frames
-        self.source = source
         self.max_packets = max_packets
         self.bucket = bucket
         # sender state

@@ -346,3 +346,58 @@ def test_host_gone_and_silent_udp_ends_the_client_but_client_gone_only_detaches_
     assert not q.cores["host"].closed
     t_det, lost = q.first("host", ev.RelayLost, lambda e: e.detached)
     assert lost is not None and t_det - t0 <= 0.61
+
+
+def test_broker_refreshes_tickets_at_half_life_for_the_sessions_of_that_host_only():
+    from shortpath.broker.service import Broker, SessionRecord
+    from shortpath.client.resume import Resumer
+    from shortpath.config import GatewayConfig
+
+    clock = [1_000_000.0]
+    signer = TokenSigner.generate()
+    b = Broker(GatewayConfig(gateway_id=GW), signer, clock=lambda: clock[0])
+    key = resume.ClientKey()
+    ttl = resume.ticket_lifetime(b.config.timing.resume_grace)
+    b.sessions["s1"] = SessionRecord("s1", "alice", "h1", "desktop", clock[0], resume_key=key.public_hex,
+                                     fingerprint="sha-256 ab", ticket_expiry=clock[0] + ttl)
+    b.sessions["s2"] = SessionRecord("s2", "bob", "h2", "desktop", clock[0], resume_key=key.public_hex,
+                                     fingerprint="sha-256 ab", ticket_expiry=clock[0] + ttl)
+    b.sessions["s3"] = SessionRecord("s3", "carol", "h1", "desktop", clock[0])      # no resume key
+    assert b.resume_refresh("h1") == []                    # fresh: nothing to do
+    clock[0] += ttl / 2 + 1
+    out = b.resume_refresh("h1")
+    assert [m.session_id for m in out] == ["s1"]
+    assert b.resume_refresh("h1") == []                    # once per half-life
+    nonce, sig = _proof(key)
+    claims = resume.check(signer.verifier(), out[0].ticket, gateway_id=GW, session_id="s1", nonce=nonce,
+                          signature=sig, now=clock[0], host_id="h1")
+    assert claims.extra["ck"] == key.public_hex and claims.exp == pytest.approx(clock[0] + ttl)
+    # the client keeps what looks like a ticket, and nothing else
+    r = Resumer(["127.0.0.1:1"], "s1", "sp1.old", key, "sha-256 ab", cafile=None, timing=b.config.timing)
+    r.on_ticket({"ticket": 42})
+    r.on_ticket({"ticket": "x" * 10})
+    assert r.ticket == "sp1.old"
+    r.on_ticket({"ticket": out[0].ticket})
+    assert r.ticket == out[0].ticket
+
+
+def test_a_host_still_on_udp_follows_the_clients_resume_onto_the_new_leg_at_once():
+    """Only the client streams; the host just acks on its UDP path, which went dark with the
+    client's move. When the client resumes on relay-2 and says so, the host switches too."""
+    p = resumable()
+    p.start_upgrades()
+    p.stream("client", 3000, 0.005)
+    p.run(0.6)
+    assert on_udp(p, "host")
+    p.set_dark("udp-1", True)
+    p.set_dark(RELAY_ID, True)
+    p.run(p.now + 2.5)
+    assert p.first("client", ev.RelayLost, lambda e: e.detached)[1] is not None
+    new_leg(p, "relay-2", host_after=0.0)
+    t_leg = p.now
+    p.run(p.now + 0.2)
+    t_sw = [t for t, e in p.events["host"] if isinstance(e, ev.PathSwitched) and e.path_id == "relay-2"]
+    assert t_sw and t_sw[0] - t_leg <= 0.05, p.switches("host")
+    p.run(p.now + 20.0)
+    p.assert_exactly_once_in_order()
+    assert len(p.sent["client"]) == 3000

@@ -88,8 +88,9 @@ Congestion responses
   ``max(latest delivered, 0.7 x previous)`` each round that shows it.
 * Congestion loss while probing: ``inflight_hi`` is set to the flight that caused it and the
   probe ends (``down``).
-* Retransmission timeout (T3): cwnd restarts at the floor and grows back by what is acked
-  (doubling per round) up to the model's target; the model itself is kept.
+* Retransmission timeout (T3): cwnd drops to the floor until a packet sent after the timeout is
+  acknowledged, then returns to its previous value (a dead path gets probed gently; a T3 that
+  merely repaired a lost tail costs nothing); the model itself is kept.
 
 cwnd and pacing rate
 --------------------
@@ -295,14 +296,13 @@ class BbrController:
         self._phase_start_round = 0
         self._cycle_start_round = 0
         self._probe_up_step = 1
-        self._up_cap_hit = False
         self._probe_rtt_done_time: Optional[float] = None
         self._probe_rtt_round_done = False
         self._prior_cwnd = 0
         self._pacing_rate = STARTUP_PACING_GAIN * self._initial_cwnd / INITIAL_RTT_GUESS
         self._timeouts = 0
+        self._rto_prior_cwnd = 0
         self._caller_inflight = 0
-        self._last_sample: Optional[float] = None
         self._last_sample_app_limited = False
         self._cycle_measured = False
         self._counts = {"sent": 0, "acked": 0, "lost": 0, "spurious_ack": 0, "loss_too_high": 0,
@@ -447,6 +447,10 @@ class BbrController:
         self._inflight = max(self._inflight, 0)
         if newest is None:
             return
+        if self._rto_prior_cwnd:
+            # a packet sent after the T3 arrived: the path works, undo the collapse
+            self._cwnd = max(self._cwnd, self._rto_prior_cwnd)
+            self._rto_prior_cwnd = 0
         if self._app_limited_until and self._delivered > self._app_limited_until:
             self._app_limited_until = 0
 
@@ -489,18 +493,26 @@ class BbrController:
     def on_timeout(self, now: float) -> None:
         """The retransmission timer (T3) fired: every outstanding chunk will be resent.
 
-        The whole flight counts as gone (the SCTP sender stops counting it in flight); cwnd
-        restarts at the floor and regrows by acked bytes up to the model's target. The model
-        (bandwidth, min_rtt) is kept: a timeout says the last flight vanished, not that the
-        path got slower, and the lower bounds catch the latter if it is true.
+        The whole flight counts as gone (the SCTP sender stops counting it in flight) and cwnd
+        drops to the floor, so that a path that went dark is probed with a few packets, not a
+        window. The first acknowledgement of a packet sent after the timeout shows the path
+        delivers again: cwnd then returns to what it was (BBR's "restore cwnd after recovery"),
+        so a T3 that only repaired a lost tail (a short RTO.min can fire before the tail-loss
+        probe) costs no ramp-up. The model (bandwidth, min_rtt) is kept throughout: a timeout
+        says the last flight vanished, not that the path got slower, and the lower bounds
+        catch the latter if it is true.
         """
         self._timeouts += 1
+        self._rto_prior_cwnd = max(self._rto_prior_cwnd, self._cwnd)
         self._sent.clear()
         self._inflight = 0
         self._app_limited_until = 0
         if self.state == PROBE_RTT:
-            self._cwnd = max(self._cwnd, self._prior_cwnd)
-            self._enter_probe_bw(now, DOWN) if self._full_pipe else self._enter_startup(now)
+            self._prior_cwnd = 0
+            if self._full_pipe:
+                self._enter_probe_bw(now, DOWN)
+            else:
+                self._enter_startup(now)
         self._cwnd = self._min_cwnd
         self._next_round_delivered = self._delivered  # the next ack starts a fresh round
         self._reset_round_accumulators()
@@ -539,10 +551,9 @@ class BbrController:
         if delivered <= 0 or interval <= 0:
             return
         if self._min_rtt != math.inf and interval < self._min_rtt * 0.5:
-            # shorter than the path's RTT: a bunch of acks arriving together, not a rate
+            # much shorter than the path's RTT: acks bunched together, not a delivery rate
             return
         rate = delivered / interval
-        self._last_sample = rate
         if p.app_limited:
             # only raises: the application, not the path, limited it
             if rate > self.max_bw:
@@ -716,7 +727,6 @@ class BbrController:
         elif phase == UP:
             self._pacing_gain = UP_PACING_GAIN
             self._cycle_start_round = self._round + 1
-            self._up_cap_hit = False
 
     def _update_probe_bw(self, now: float) -> None:
         rounds_in_phase = self._round - self._phase_start_round
@@ -757,7 +767,7 @@ class BbrController:
         if self.state != PROBE_RTT and self._probe_rtt_due:
             self._probe_rtt_due = False
             self._counts["probe_rtt"] += 1
-            self._prior_cwnd = max(self._prior_cwnd, self._cwnd) if self.state == PROBE_BW else self._cwnd
+            self._prior_cwnd = self._cwnd
             self.state = PROBE_RTT
             self.phase = ""
             self._pacing_gain = 1.0
