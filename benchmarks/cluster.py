@@ -170,7 +170,13 @@ async def bench_integrity(cfg: dict, redis_url: str, tmp: str) -> dict:
         stalled: list[str] = []          # sessions still waiting at the deadline (and why, if closed)
         deadline = time.monotonic() + 300.0
 
+        busy = asyncio.Semaphore(100)   # 100 sessions exchanging at a time: all open, not all flat out
+
         async def exchange(s, i):
+            async with busy:
+                await _exchange(s, i)
+
+        async def _exchange(s, i):
             nonlocal lost, dup, reordered
             for k in range(m):
                 await s.send(b"%d:%d:" % (i, k) + b"x" * 64)

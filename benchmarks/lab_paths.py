@@ -265,6 +265,8 @@ def analyse(raw: dict) -> dict:
                              "frames": ev["frames"] if ch == 0 else None,
                              "frames_skipped": ev["host"].get("frames", {}).get("skipped") if ch == 0 else None,
                              "frame_p50_ms": round(percentile(ev["frame_latency_ms"], 50), 1)
+                             if ch == 0 and ev["frame_latency_ms"] else None,
+                             "frame_p95_ms": round(percentile(ev["frame_latency_ms"], 95), 1)
                              if ch == 0 and ev["frame_latency_ms"] else None, **st})
             b = res.get("bulk")
             if b and b.get("ok"):

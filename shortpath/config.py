@@ -90,6 +90,10 @@ class Timing:
     relay_silent_after: float = 3.0
     relay_check_after: float = 0.7
     resume_retry: float = 0.25
+    #: close(): how long CLOSE may wait for the peer's session to have received every
+    #: message sent before it (a failover and its replay fit in it; after it the
+    #: session ends anyway and reports what is missing)
+    close_timeout: float = 5.0
 
 
 @dataclass(frozen=True)

@@ -207,9 +207,7 @@ class Cluster:
             if holder == self.id and link is not None:
                 link.send(plan.dial())
             else:
-                order = {"conn_id": plan.conn_id, "session_id": session_id, "user": claims.sub,
-                         "policy": plan.policy, "host_id": rec.host_id, "gateway": self.advertise, "origin": self.id}
-                if not holder or not await self._publish_order(holder, order):
+                if not holder or not await self.order_remote(plan, holder):
                     raise NoResourcesError("host-unavailable",
                                            f"gateway {holder} holding host {rec.host_id}'s channel is not listening")
                 self.stats["remote_dials_sent"] += 1
@@ -222,9 +220,17 @@ class Cluster:
                          via=holder if holder != self.id else None))
         return plan
 
-    async def _publish_order(self, holder: str, order: dict) -> bool:
-        """Publish a dial order; False if the holder is not subscribed for ~1 s (a gateway
-        that re-subscribes after a Redis outage takes up to 0.5 s)."""
+    async def holder(self, host_id: str) -> str | None:
+        """The gateway holding ``host_id``'s control channel now (None: nobody)."""
+        return await self.store._call("holder", self.store.redis.get(self.store.k_alive(host_id)))
+
+    async def order_remote(self, plan, holder: str) -> bool:
+        """Send ``plan``'s dial order (a launch, or a resume's) to the host through the
+        gateway ``holder``, naming this gateway for the data leg. False if that gateway
+        is not subscribed for ~1 s (one re-subscribing after a Redis outage takes up to 0.5 s)."""
+        order = {"conn_id": plan.conn_id, "session_id": plan.session_id, "user": plan.user,
+                 "policy": plan.policy, "host_id": plan.host_id, "gateway": self.advertise, "origin": self.id,
+                 "resume": dict(plan.resume)}
         for attempt in range(5):
             if await self.store.publish(self.store.ch_dial(holder), order) > 0:
                 return True
@@ -261,7 +267,7 @@ class Cluster:
         self._relayed[str(order["conn_id"])] = (origin, now + 60.0)
         link.send(control.Dial(conn_id=str(order["conn_id"]), session_id=str(order["session_id"]),
                                user=str(order["user"]), policy=dict(order.get("policy") or {}),
-                               gateway=str(order.get("gateway", ""))))
+                               gateway=str(order.get("gateway", "")), resume=dict(order.get("resume") or {})))
         self.stats["remote_dials_served"] += 1
 
     def _on_result(self, res: dict) -> None:

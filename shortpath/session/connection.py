@@ -70,6 +70,18 @@ Rules
   a message never sent, a reorder-buffer overrun) ends the session with
   ``protocol-error``.
 * After the end, inputs are ignored; queued transmits (a CLOSE) still go out.
+* Closing loses nothing sent before close(): the CLOSE frame waits until the
+  peer's CACKs say its *session* received (not consumed) every message of every
+  channel. On UDP each channel is its own SCTP stream and CLOSE rides stream 0
+  (and the relay), so sent at once it could overtake a message still being
+  retransmitted on another stream. Meanwhile the core is ``closing``: no new
+  messages, but ACKs, switches and replays go on (a failover while closing
+  replays on the relay first). After ``Timing.close_timeout`` it sends CLOSE
+  anyway. CLOSE carries ``sent`` (channel -> messages sent); a receiver short
+  of them ends at once all the same, with the shortfall in
+  ``SessionEnded.undelivered`` and its detail, as does a sender whose close
+  timed out. (A receiver-side wait alone would not do: the sender's pump tears
+  down its paths after CLOSE, which stops any SCTP retransmission.)
 
 Wire formats are wire/frames.py's, unchanged: SIGNAL ``{"type": "switch", "to":
 kind, "reason": str, "next_seq": n, "replay_from": n}`` announces a switch;
@@ -175,6 +187,8 @@ class SessionConnection:
         self.relay_lost_reason: str | None = None
         self.close_reason: str | None = None
         self.close_detail = ""
+        #: close() called, CLOSE held until the peer received everything: (reason, detail, give up at)
+        self._closing: tuple[str, str, float] | None = None
         #: path events, oldest first: {"t": now, "event", "transport", "reason"}
         self.history: list[dict] = []
         self.counters = {"messages_sent": 0, "messages_received": 0, "datagrams_sent": 0,
@@ -256,7 +270,8 @@ class SessionConnection:
         if self.close_reason is not None:
             return None
         deadlines = [d for d in (self.manager.get_timer(), self.channels.ack_timer(), self._next_ping_at,
-                                 self.detached_until, self._relay_deadline()) if d is not None]
+                                 self.detached_until, self._relay_deadline(),
+                                 self._closing[2] if self._closing else None) if d is not None]
         if self._probes:
             deadlines.append(min(sent for _, sent in self._probes.values()) + PROBE_LOSS_AFTER)
         return min(deadlines) if deadlines else None
@@ -264,6 +279,11 @@ class SessionConnection:
     @property
     def closed(self) -> bool:
         return self.close_reason is not None
+
+    @property
+    def closing(self) -> bool:
+        """close() was called and its CLOSE waits for the peer to receive what we sent."""
+        return self._closing is not None and self.close_reason is None
 
     def can_send(self, size: int, channel: int | str = 0) -> bool:
         """Does a message of ``size`` bytes fit ``channel``'s send window now?"""
@@ -400,7 +420,11 @@ class SessionConnection:
             self._on_signal(fr.decode_json(frame.payload), now)
         elif t == FrameType.CLOSE:
             info = fr.decode_json(frame.payload)
-            self._finish(str(info.get("reason", "peer-closed")), str(info.get("detail", "")), now)
+            reason, detail = str(info.get("reason", "peer-closed")), str(info.get("detail", ""))
+            missing = self._missing_at_close(info.get("sent"))
+            if missing:
+                detail = f"{detail}; {missing} message(s) the peer sent before closing never arrived".lstrip("; ")
+            self._finish(reason, detail, now, undelivered=missing)
         else:
             raise RemoteError(f"{t.name} frame is not valid inside a session")
 
@@ -421,7 +445,7 @@ class SessionConnection:
         if kind == "switch":
             to, reason = str(msg.get("to")), str(msg.get("reason"))
             self._record(now, "peer-switch", to, reason)
-            if to == RELAY and (reason.startswith("failover") or reason == "resumeX"):
+            if to == RELAY and (reason.startswith("failover") or reason == "resume"):
                 # A peer that resumed on a new relay leg lost every other path (#15): follow it
                 # now rather than find the UDP path dead ourselves dead_after later.
                 self.manager.peer_failover(reason, now)
@@ -487,6 +511,9 @@ class SessionConnection:
         released, delivered = sender.on_ack(consumed, received)
         if released:
             self._events.append(ev.SendWindowOpened(released, ch))
+        if self._closing is not None and self._unreceived() == 0:
+            self._send_close(now)
+            return
         stall = self.manager.stall
         stall.undelivered_since(self.channels.oldest_unreceived_tx())
         if self.active is not None:
@@ -505,7 +532,7 @@ class SessionConnection:
         (``datagrams_expired``); the path gets it too, to drop it before it is sent."""
         if len(data) > MAX_DATAGRAM:
             raise LocalError(f"datagram of {len(data)} bytes exceeds {MAX_DATAGRAM}")
-        if self.close_reason is not None or self.active is None:
+        if self.close_reason is not None or self._closing is not None or self.active is None:
             self.counters["datagrams_dropped"] += 1
             return False
         if now > self._now:
@@ -523,7 +550,7 @@ class SessionConnection:
         wait. False when there is no path or the session is over (the event still takes
         its number, so the peer counts it as lost)."""
         newest, carried = self._events_out.push(data, redundancy)
-        if self.close_reason is not None or self.active is None:
+        if self.close_reason is not None or self._closing is not None or self.active is None:
             return False
         if now > self._now:
             self._now = now
@@ -584,6 +611,9 @@ class SessionConnection:
     def handle_timer(self, now: float) -> None:
         if self.close_reason is not None:
             return
+        if self._closing is not None and now >= self._closing[2]:
+            self._send_close(now)
+            return
         if self.detached_until is not None and now >= self.detached_until:
             self._finish("resume-timeout", f"relay lost ({self.relay_lost_reason}) and no new leg within "
                          f"{self.resume_grace:g}s", now)
@@ -615,27 +645,65 @@ class SessionConnection:
 
     # --- closing --------------------------------------------------------------------------
     def close(self, reason: str, detail: str, now: float) -> None:
-        """Tell the peer why on every open path we use (the first to arrive wins), then end."""
-        if self.close_reason is not None:
+        """Stop taking messages; once the peer's session has received every message
+        sent before (or after ``Timing.close_timeout``), tell it why on every open path
+        we use (the first CLOSE to arrive wins) and end. See "Rules": closing."""
+        if self.close_reason is not None or self._closing is not None:
             return
-        msg = fr.encode_json(FrameType.CLOSE, {"reason": reason, "detail": detail})
-        if self.active is not None:     # what the application sent before close() goes first
-            self._flush_data(now, None)
+        self._closing = (reason, detail, now + self.timing.close_timeout)
+        if self._unreceived() == 0:
+            self._send_close(now)
+        else:
+            self._record(now, "closing", self.kinds.get(self.active, "-") if self.active else "-",
+                         f"{reason}; CLOSE waits for the peer to receive {self._unreceived()} message(s)")
+
+    def _unreceived(self) -> int:
+        """Messages we sent that the peer's session has not received (all channels)."""
+        return sum(s.next_seq - s.received for s in self.channels.senders.values())
+
+    def _send_close(self, now: float) -> None:
+        """The CLOSE frame, with our ``sent`` marks, then the end (closing)."""
+        reason, detail, _ = self._closing
+        missing = self._unreceived()
+        sent = {str(ch): s.next_seq for ch, s in self.channels.senders.items() if s.next_seq}
+        msg = fr.encode_json(FrameType.CLOSE, {"reason": reason, "detail": detail, "sent": sent})
         for path_id in dict.fromkeys(p for p in (self.active, self.relay) if p in self.kinds):
             self._queue(path_id, msg, True, FrameType.CLOSE)
+        if missing:
+            detail = f"{detail}; close timed out after {self.timing.close_timeout:g}s with {missing} " \
+                     f"message(s) not received by the peer".lstrip("; ")
         self._finish(reason, detail, now, local=True)
+
+    def _missing_at_close(self, sent) -> int:
+        """Messages a peer's CLOSE says it sent (``sent``: channel -> count; absent from
+        older peers) that our session has not received."""
+        if sent is None:
+            return 0
+        if not isinstance(sent, dict):
+            raise RemoteError("CLOSE 'sent' must be an object of channel -> count")
+        missing = 0
+        for key, n in sent.items():
+            ch = int(key) if isinstance(key, str) and key.isdigit() else -1
+            if ch not in self.channels.receivers or not isinstance(n, int) or isinstance(n, bool) or n < 0:
+                raise RemoteError(f"CLOSE 'sent' has a bad entry {key!r}: {n!r}")
+            missing += max(0, n - self.channels.receiver(ch).received)
+        return missing
 
     def _check_open(self) -> None:
         if self.close_reason is not None:
             raise SessionClosed(self.close_reason, self.close_detail)
+        if self._closing is not None:
+            raise SessionClosed(self._closing[0], self._closing[1])
 
-    def _finish(self, reason: str, detail: str, now: float, local: bool = False) -> None:
+    def _finish(self, reason: str, detail: str, now: float, local: bool = False, undelivered: int = 0) -> None:
         if self.close_reason is not None:
             return
+        if self._closing is not None:       # ended while closing: ours that never got there count too
+            undelivered += self._unreceived()
         self.close_reason = reason
         self.close_detail = detail
         self._record(now, "end", self.kinds.get(self.active, "-") if self.active else "-", reason)
-        self._events.append(ev.SessionEnded(reason, detail, local))
+        self._events.append(ev.SessionEnded(reason, detail, local, undelivered))
 
     # --- resume (#15): a new relay leg is just another path ------------------------------------
     def allow_resume(self, grace: float) -> None:

@@ -109,6 +109,10 @@ class SessionEnded(Event):
     detail: str
     #: True when this side closed it (``close()``), False when the peer or the paths did
     local: bool
+    #: reliable messages sent before the close that the receiving session never got:
+    #: ours the peer had not received when our close timed out (or the session ended
+    #: while closing), plus, on a peer's CLOSE, those its ``sent`` marks name and we lack
+    undelivered: int = 0
 
 
 @dataclass(frozen=True)

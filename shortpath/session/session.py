@@ -760,12 +760,23 @@ class Session:
                 self._close_later(path, e.reason)
 
     async def close(self, reason: str = "closed", detail: str = "") -> None:
-        """Tell the peer why, then close every path."""
+        """Wait (up to ``Timing.close_timeout``) until the peer's session received every
+        message sent so far, tell it why, then close every path."""
         if self.close_reason is None:
             core = self.connection
-            told = [self._paths[p] for p in dict.fromkeys((core.active, core.relay)) if p in self._paths]
             core.close(reason, detail, time.monotonic())
             self._pump()
+            if not core.closed:
+                # CLOSE waits until the peer received what we sent (connection.py, Rules:
+                # closing); the core's timer ends that after close_timeout, this only
+                # guards against a pump that stopped running.
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._closed.wait(), self.timing.close_timeout + 1.0)
+                if not core.closed:
+                    core.handle_timer(time.monotonic())      # past the close deadline: CLOSE now
+                    self._pump()
+            # the CLOSE went on the paths in use when the core ended (a failover may have moved them)
+            told = [self._paths[p] for p in dict.fromkeys((core.active, core.relay)) if p in self._paths]
             for path in told:
                 if path.closed_reason is None:
                     with contextlib.suppress(PathError, asyncio.TimeoutError):

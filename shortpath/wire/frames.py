@@ -41,7 +41,8 @@ type  name          plane      payload
 0x13  PING          session    u32 id | u64 sent_us
 0x14  PONG          session    u32 id | u64 echoed sent_us
 0x15  SIGNAL        session    UTF-8 JSON object (path signaling, switch)
-0x16  CLOSE         session    UTF-8 JSON ``{"reason": str, "detail": str}``
+0x16  CLOSE         session    UTF-8 JSON ``{"reason": str, "detail": str,
+                               "sent": {channel: count}}`` (``sent``: rev 2.1)
 0x17  CDATA         session    u8 channel | u64 seq | message bytes (rev 2)
 0x18  CACK          session    u8 channel | u64 consumed | u64 received |
                                u32 oldest_unacked_ms (rev 2)
@@ -80,6 +81,16 @@ Version history
    relays ciphertext and needs no change. The header ``version`` byte stays 1:
    no existing layout changed, and bumping it would make revision-1 gateways
    refuse the control plane for nothing.
+2.1  CLOSE gains ``sent``: per reliable channel (decimal string key) the number
+   of messages the closer sent, i.e. its next sequence number; channels with
+   none are left out. The closer sends CLOSE only once the peer's CACKs say
+   its session *received* all of them (bounded by ``Timing.close_timeout``),
+   since on UDP CLOSE (stream 0, and the relay) could otherwise overtake a
+   message still being retransmitted on another channel's SCTP stream. A
+   receiver that lacks some ends anyway and reports how many
+   (``SessionEnded.undelivered``); a malformed ``sent`` is a protocol error.
+   Old peers ignore the extra key; an old peer's CLOSE without it is read as
+   before (nothing to check). No layout or SESSION_REVISION change.
 """
 
 from __future__ import annotations

@@ -38,6 +38,17 @@ async def test_kind_and_info(paths):
     assert ci["sctp"]["tuned"] and ci["sctp"]["rto"] <= 0.25
 
 
+async def test_session_channel_streams_are_sent_in_channel_priority_order(paths):
+    # input (its own stream) before the default channel and datagram stream, then graphics,
+    # then bulk: the sender's per-priority FIFOs let an input event overtake queued frames
+    from shortpath.session.channels import BY_NAME
+    from shortpath.transport.udp.path import STREAM_BASE
+    for path in paths:
+        prio = path.info()["sctp"]["stream_priorities"]
+        stream = {name: STREAM_BASE + BY_NAME[name].id - 1 for name in ("input", "graphics", "bulk")}
+        assert prio[stream["input"]] < prio[0] == prio[1] < prio[stream["graphics"]] < prio[stream["bulk"]]
+
+
 async def test_60kb_reliable_message_both_ways(paths):
     client, host = paths
     got_host, got_client = asyncio.Queue(), asyncio.Queue()

@@ -8,7 +8,8 @@ like SCTP TSNs), over a one-way bottleneck:
     receiver --ack (every packet, or every n-th / after a delay; at once on a gap),
                delay d, optionally lossy--> sender
 
-* The bottleneck serves packets at ``rate`` bytes/s (changeable at given times: a rate drop);
+* The bottleneck serves packets at ``rate`` bytes/s (changeable at given times: a rate drop;
+  the one-way delay too: a route change);
   a packet that finds more than ``buffer_bytes`` queued is dropped (tail drop).
 * Random loss hits packets *after* the bottleneck (they used link capacity), with a seeded
   ``random.Random``, so a run is reproducible.
@@ -110,6 +111,7 @@ class LinkConfig:
     ack_loss: float = 0.0            # random loss of acks
     seed: int = 1
     rate_changes: list = field(default_factory=list)   # [(time, new_rate)]
+    delay_changes: list = field(default_factory=list)  # [(time, new one-way delay)] (a route change)
     reorder: float = 0.0             # probability that a packet is delayed by reorder_delay
     reorder_delay: float = 0.0
     drop_first_tx: frozenset = frozenset()   # seqs whose first transmission is dropped
@@ -206,10 +208,15 @@ class SharedLink:
     def _set_rate(self, rate: float) -> None:
         self.rate = rate
 
+    def _set_delay(self, delay: float) -> None:
+        self.link.delay = delay     # packets already on their way keep the delay they had
+
     def run(self, duration: float) -> list:
         end = self.now + duration
         for t, rate in self.link.rate_changes:
             self.at(t, self._set_rate, rate)
+        for t, delay in self.link.delay_changes:
+            self.at(t, self._set_delay, delay)
         for flow in self.flows:
             flow._start()
         events = self.events

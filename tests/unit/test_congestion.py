@@ -301,6 +301,30 @@ def test_rate_drop_mid_run_adapts_within_a_few_round_trips(buffer_bytes):
     assert sim.cc.btl_bw == pytest.approx(half, rel=0.1)
 
 
+@pytest.mark.parametrize("buffer_bytes", [DEEP, SHALLOW])
+def test_rtt_step_up_mid_run_is_a_new_path_not_a_stale_minimum(buffer_bytes):
+    # measured on a 1 ms path, then the route becomes 40 ms under the running flow (the lab
+    # changes its profile under a live session): the 1 ms min_rtt would keep cwnd at a 1 ms
+    # BDP (a few packets per 40 ms) until the 10 s min-RTT window expires
+    step = 5.0
+    sim, res = run(duration=10.0, delay=0.0005, buffer_bytes=buffer_bytes,
+                   delay_changes=[(step, DELAY)])
+    assert res.goodput(1.0, step) >= 0.85 * R                 # the short path was used fully
+    recovered = next(t for t, rate, cwnd, *_ in res.cc_samples if t >= step and cwnd >= BDP)
+    assert recovered - step <= 1.0
+    assert res.goodput(step + 1.5, 10.0) >= 0.85 * R
+    assert sim.cc.min_rtt == pytest.approx(RTT, rel=0.25)
+    assert sim.cc.stats()["path_changes"] >= 1
+
+
+def test_no_path_change_on_a_steady_path_with_our_own_queue():
+    # our own queue (startup overshoot, probes, the deep buffer) never counts as a new path
+    for buffer_bytes in (DEEP, 4 * DEEP):
+        sim, _ = run(duration=15.0, buffer_bytes=buffer_bytes, loss=0.01, ack_loss=0.01, seed=5)
+        assert sim.cc.stats()["path_changes"] == 0
+        assert sim.cc.min_rtt == pytest.approx(RTT, rel=0.1)
+
+
 def test_app_limited_phase_keeps_the_estimate_and_bulk_resumes_at_full_rate():
     cc = BbrController()
     sim = Simulation(cc, LinkConfig(rate=R, delay=DELAY, buffer_bytes=DEEP))

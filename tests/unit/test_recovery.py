@@ -121,18 +121,20 @@ def test_forget_stops_tracking():
 
 # ---- tail-loss probe ----------------------------------------------------------------------
 
-def test_tail_loss_probe_fires_at_two_srtt_and_backs_off():
+def test_tail_loss_probe_fires_when_the_last_ack_is_overdue_and_backs_off():
     rack = warmed(max_ack_delay=0.005)
     rack.on_sent(0.0, 1, MSS)
     rack.on_sent(0.001, 2, MSS)
     first = rack.get_timer()
-    assert first == pytest.approx(0.001 + 2 * RTT + 0.005)
+    # a steady path (rttvar ~ 0): srtt + srtt / 4 + the peer's ack delay after the last send
+    pto = RTT * 1.25 + 0.005
+    assert first == pytest.approx(0.001 + pto)
     assert rack.handle_timer(first - 0.001) == ([], False)
     assert rack.handle_timer(first) == ([], True)
     assert rack.probe_candidate() == 2                # the most recently sent packet
     rack.on_sent(first, 2, MSS)                       # resent as the probe
     second = rack.get_timer()
-    assert second - first == pytest.approx(2 * (2 * RTT + 0.005))
+    assert second - first == pytest.approx(2 * pto)
     assert rack.handle_timer(second) == ([], True)
     # an ack resets the back-off
     rack.on_acked(second + 0.01, [2])
@@ -146,7 +148,16 @@ def test_timeout_resets_probing():
     rack.handle_timer(t)
     rack.on_timeout(1.0)
     rack.on_sent(1.0, 1, MSS)
-    assert rack.get_timer() == pytest.approx(1.0 + 2 * RTT)
+    assert rack.get_timer() == pytest.approx(1.0 + 1.25 * RTT)
+
+
+def test_probe_waits_longer_on_a_path_whose_rtt_varies():
+    rack = warmed()
+    for rtt in (0.03, 0.06, 0.03, 0.06):
+        rack.on_rtt_sample(0.0, rtt)
+    rack.on_sent(0.0, 1, MSS)
+    assert rack.get_timer() == pytest.approx(rack.srtt + 4 * rack.rttvar)
+    assert rack.get_timer() > 1.5 * rack.srtt
 
 
 # ---- timelines over the link model --------------------------------------------------------

@@ -177,6 +177,20 @@ QUEUE_ROUNDS = 2
 QUEUE_SHORTFALL = 0.6
 #: min_rtt is the minimum over this window; older minima are forgotten (the route may change).
 MIN_RTT_WINDOW = 10.0
+#: Path change: when every RTT sample of this many consecutive rounds exceeds
+#: ``PATH_RTT_FACTOR x (min_rtt + our own possible queue) + PATH_RTT_MARGIN``, the path's delay
+#: grew (a new route, an emulator's profile change, a radio handover): the smallest RTT of those
+#: rounds becomes min_rtt at once instead of after MIN_RTT_WINDOW. "Our own possible queue" is
+#: what the packet had ahead of it at most if we were alone: the flight at its send divided by
+#: the bandwidth estimate, so our own standing queue never counts as a path change (no feedback
+#: of a larger cwnd into a larger min_rtt). Without it a session measured on a 0.35 ms LAN and
+#: then moved to 40 ms kept a 0.35 ms BDP (cwnd at the floor, a quarter of the rate) for 10 s.
+#: Factor 4: a loss-based competitor would have to keep three extra min_rtts of queue, without
+#: a single drained moment, for four rounds; we then merely size cwnd for that RTT (as BBR does
+#: 10 s later anyway), and the first lower sample brings min_rtt back down.
+PATH_RTT_FACTOR = 4.0
+PATH_RTT_MARGIN = 0.005
+PATH_CHANGE_ROUNDS = 4
 #: probe_rtt: when no RTT sample matched the minimum for this long, drain for a fresh one.
 PROBE_RTT_INTERVAL = 5.0
 PROBE_RTT_DURATION = 0.2
@@ -283,6 +297,10 @@ class BbrController:
         self._queue_rounds = 0
         self._queue_bw = 0.0
         self._queue_aged_this_cycle = False
+        self._path_rounds = 0              # consecutive rounds whose every RTT was inflated
+        self._path_min_rtt = math.inf      # the smallest RTT of those rounds
+        self._round_rtt_inflated = True    # no sample of this round was near min_rtt so far
+        self._round_rtt_samples = 0
 
         # state machine
         self.state = STARTUP
@@ -306,7 +324,8 @@ class BbrController:
         self._last_sample_app_limited = False
         self._cycle_measured = False
         self._counts = {"sent": 0, "acked": 0, "lost": 0, "spurious_ack": 0, "loss_too_high": 0,
-                        "lower_bound_cuts": 0, "queue_signals": 0, "queue_agings": 0, "probe_rtt": 0, "cycles": 0}
+                        "lower_bound_cuts": 0, "queue_signals": 0, "queue_agings": 0, "probe_rtt": 0, "cycles": 0,
+                        "path_changes": 0}
 
     # ---- public read-outs -----------------------------------------------------------------
 
@@ -467,6 +486,7 @@ class BbrController:
         self._take_rate_sample(now, newest)
         if rtt_sample is not None and rtt_sample > 0:
             self._round_min_rtt = min(self._round_min_rtt, rtt_sample)
+            self._classify_rtt(rtt_sample, newest)
         self._update_state(now)
         self._update_cwnd(acked_bytes)
         self._update_pacing_rate()
@@ -542,6 +562,46 @@ class BbrController:
             self._min_rtt = self._probe_rtt_min
             self._min_rtt_stamp = now
 
+    def _classify_rtt(self, rtt: float, p: _Sent) -> None:
+        """Is this sample far above anything our own queue could explain? (path change test)"""
+        if self._min_rtt == math.inf:
+            return
+        self._round_rtt_samples += 1
+        bw = self.max_bw
+        own_queue = p.tx_in_flight / bw if bw > 0 else 0.0
+        if rtt <= PATH_RTT_FACTOR * (self._min_rtt + own_queue) + PATH_RTT_MARGIN:
+            self._round_rtt_inflated = False
+
+    def _check_path_change(self, now: float) -> None:
+        """At a round's end: count rounds whose every RTT sample was inflated; adopt a new
+        min_rtt after PATH_CHANGE_ROUNDS of them (see PATH_RTT_FACTOR)."""
+        if self._round_rtt_samples and self._round_rtt_inflated:
+            self._path_rounds += 1
+            self._path_min_rtt = min(self._path_min_rtt, self._round_min_rtt)
+        elif self._round_rtt_samples:
+            self._path_rounds = 0
+            self._path_min_rtt = math.inf
+        if self._path_rounds >= PATH_CHANGE_ROUNDS and self._path_min_rtt != math.inf:
+            self._counts["path_changes"] += 1
+            self._min_rtt = self._path_min_rtt
+            self._min_rtt_stamp = now
+            self._probe_rtt_min = self._path_min_rtt
+            self._probe_rtt_min_stamp = now
+            self._probe_rtt_due = False
+            self._path_rounds = 0
+            self._path_min_rtt = math.inf
+            self._queue_rounds = 0
+            self._queue_bw = 0.0
+            # the bounds were learnt in bytes on the old path (a BDP of the old RTT), and the
+            # samples of the inflated rounds were capped by the stale BDP: forget the bounds,
+            # keep the best bandwidth seen for two more cycles (probing and the loss and
+            # queue tests correct it if the new path is slower)
+            self._inflight_hi = math.inf
+            self._inflight_lo = math.inf
+            self._bw_lo = math.inf
+            self._bw_hi = [self.max_bw, 0.0]
+            self._cycle_measured = False
+
     def _take_rate_sample(self, now: float, p: _Sent) -> None:
         delivered = self._delivered - p.delivered
         send_elapsed = p.sent_time - p.first_sent_time
@@ -608,11 +668,14 @@ class BbrController:
             rate = self._round_bg_lost / self._round_bg_packets
             self._background_loss = min(keep * self._background_loss + (1.0 - keep) * rate,
                                         BACKGROUND_LOSS_MAX)
+        # a path change (every sample far above what a queue of ours explains) is not a queue
+        path_inflated = bool(self._round_rtt_samples) and self._round_rtt_inflated
+        self._check_path_change(now)
         # persistent queue: RTT stays high across non-probing rounds
         queued = False
         if (self._min_rtt != math.inf and self._round_min_rtt != math.inf
                 and self.state == PROBE_BW and self.phase in (DOWN, CRUISE)
-                and not self._round_app_limited):
+                and not self._round_app_limited and not path_inflated):
             queued = self._round_min_rtt > self._min_rtt * QUEUE_RTT_FACTOR + QUEUE_RTT_MARGIN
         if queued:
             self._queue_rounds += 1
@@ -661,6 +724,8 @@ class BbrController:
         self._round_delivered = 0
         self._round_min_rtt = math.inf
         self._round_app_limited = True
+        self._round_rtt_inflated = True
+        self._round_rtt_samples = 0
 
     # ---- the state machine ----------------------------------------------------------------
 

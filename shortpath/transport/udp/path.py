@@ -97,6 +97,21 @@ STREAM_BASE = 2
 EXTRA_STREAMS = (1, 2, 3)
 
 
+def stream_priorities() -> dict[int, int]:
+    """SCTP stream id -> send priority for ``TunedSctpTransport.sp_set_stream_priority``
+    (lower goes first), from the session channels' own priorities (session/channels.py):
+    input first, then the default channel (stream 0) and the unreliable stream 1 (its
+    datagrams use the lane ahead of every FIFO anyway), graphics, bulk. So an input event
+    waits behind no queued frame fragment, only behind what is already on the wire."""
+    from shortpath.session.channels import BY_ID, DEFAULT
+
+    default = BY_ID[DEFAULT].priority
+    prio = {0: default, 1: default}
+    for ch in EXTRA_STREAMS:
+        prio[STREAM_BASE + ch - 1] = BY_ID[ch].priority
+    return prio
+
+
 async def release_parts(*, role: str, close_timeout: float, sctp: Any = None, dtls: Any = None,
                         agent: Any = None, managed: Optional[ManagedSession] = None) -> None:
     """Stop SCTP and DTLS (each bounded by ``close_timeout``), close the ICE agent (TURN
@@ -433,6 +448,7 @@ class UdpPath:
                 "cwnd": sctp["cwnd"],
                 "flight_size": sctp["flight_size"],
                 "t3_expiries": self._sctp.sp_t3_expiries if self._tuned else None,
+                "stream_priorities": self._sctp.sp_stream_priorities() if self._tuned else None,
                 "tuned": self._tuned,
             },
             "impairment": {"blackhole": st.impairment.blackhole,

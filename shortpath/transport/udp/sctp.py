@@ -203,6 +203,7 @@ def tuned_sctp_transport_class() -> type:
             #: chunks sent and not cumulatively acked, by TSN, in TSN (= first-send) order
             self._sp_by_tsn: dict[int, Any] = {}
             self._sp_prev_gaps: dict[int, int] = {}   # last SACK's gap blocks: first TSN -> last
+            self._sp_t3_not_before = 0.0  # loop time before which T3 waits (a probe is due or out)
             self._sp_pumping = False
             self._sp_repump = False
             self._sp_kicked = False
@@ -270,6 +271,10 @@ def tuned_sctp_transport_class() -> type:
             already partly sent finishes after the more urgent ones: its fragments keep their
             TSNs, and other streams' messages may be sent between them."""
             self._sp_stream_prio[stream_id] = priority
+
+        def sp_stream_priorities(self) -> dict:
+            """stream id -> priority for the streams given one (others use 0)."""
+            return dict(self._sp_stream_prio)
 
         def _sp_next_queue(self) -> Optional[deque]:
             for prio in self._sp_prio_order:
@@ -351,6 +356,9 @@ def tuned_sctp_transport_class() -> type:
                     elif self.sp_outstanding(probe) and probe.tsn in self._sp_by_tsn:
                         self.sp_tlp_probes += 1
                         await self._sp_send(probe, now, cc, pacer)
+                    # RFC 8985 7.3: the RTO restarts when a probe leaves, so T3 only fires
+                    # when the probe itself went unanswered
+                    self._sp_t3_not_before = now + self.sp_rto
                     continue
                 # 3. retransmissions, then 4. new reliable data, within cwnd and at the pacing rate
                 while rtx and not self.sp_wants_resend(rtx[0]):
@@ -519,10 +527,18 @@ def tuned_sctp_transport_class() -> type:
         def sp_on_t3(self) -> None:
             t = self._sp_tuning
             now = self.sp_loop.time()
-            rest = self.sp_t3_since + self.sp_rto - now
+            due = max(self.sp_t3_since + self.sp_rto, self._sp_t3_not_before)
+            rack = self._sp_rack
+            pending = rack.get_timer() if self._sp_rack_handle is not None else None
+            if pending is not None and pending > now and getattr(rack, "probes_in_a_row", 0) == 0:
+                # RACK will declare a loss or send the first tail-loss probe before T3 would:
+                # T3 (which resends the whole flight and collapses cwnd) waits until that
+                # probe had an RTO to be answered (RTO >= PTO, RFC 8985 7.3)
+                due = max(due, pending + self.sp_rto)
+            rest = due - now
             if rest > 0.001:
                 # armed with a smaller RTO than the current one (the RTT grew meanwhile, e.g. a
-                # queue building): not a timeout yet
+                # queue building), or a probe goes first: not a timeout yet
                 self.sp_t3_rearm(rest)
                 return
             if not any(self.sp_outstanding(c) for c in self._sp_by_tsn.values()):

@@ -31,7 +31,7 @@ from .candidate_policy import CandidateFilter, CandidatePolicy
 from .config import UdpConfig
 from .ice import Impairment, candidate_to_dict, make_agent, managed_priority, new_credentials, to_aioice_candidate
 from .managed import ManagedListener, ManagedSession
-from .path import EXTRA_STREAMS, STREAM_BASE, DatagramPipe, UdpPath, UdpStack, release_parts
+from .path import EXTRA_STREAMS, STREAM_BASE, DatagramPipe, UdpPath, UdpStack, release_parts, stream_priorities
 
 __all__ = ["UdpUpgrader", "RELIABLE_CHANNEL_ID", "UNRELIABLE_CHANNEL_ID"]
 
@@ -321,6 +321,11 @@ class UdpUpgrader:
         streams = {ch: RTCDataChannel(sctp, RTCDataChannelParameters(
             label=f"channel-{ch}", negotiated=True, id=STREAM_BASE + ch - 1, ordered=True))
             for ch in EXTRA_STREAMS}
+        # ... and our sender serves those streams in the channels' priority order (input first)
+        set_priority = getattr(sctp, "sp_set_stream_priority", None)   # absent on stock aiortc
+        if set_priority is not None:
+            for stream_id, prio in stream_priorities().items():
+                set_priority(stream_id, prio)
         opened = loop.create_future()
         reliable.once("open", lambda: opened.done() or opened.set_result(True))
         reliable.once("close", lambda: opened.done() or opened.set_exception(
