@@ -186,3 +186,21 @@ async def test_restarted_gateway_drops_claims_of_its_previous_life(tmp_path, red
         with pytest.raises(NoResourcesError) as ei:
             await c.connect(1)
         assert ei.value.reason == "unavailable", ei.value
+
+
+async def test_resume_on_a_gateway_that_does_not_hold_the_host(tmp_path, redis_server):
+    """The client's relay leg on gw-2 is cut; it resumes on gw-2, whose broker finds
+    the host's channel on gw-1 in Redis and has it dial the new leg to gw-2 (#14 x #15)."""
+    async with LocalCluster(str(tmp_path), redis_server.url, gateways=2, timing=FAST) as c:
+        await c.add_host("host-1", [0])
+        await c.synced()
+        s = await c.connect(1)
+        await echo_both_ways(s, 3)
+        for p in list(s.paths.values()):
+            p.conn.abort()                       # the relay leg is reset
+        for i in range(20):                      # the session carries on over the resumed leg
+            await s.send(b"after %d" % i)
+            assert await asyncio.wait_for(s.recv(), 15) == b"after %d" % i
+        assert s.relay is not None and s.relay.path_id == "relay-2"
+        assert c.gateways[0].broker.cluster.stats["remote_dials_served"] == 2    # launch + resume
+        await s.close()
