@@ -41,6 +41,44 @@ async def _until(pred, timeout: float) -> float | None:
     return None
 
 
+class _EchoStream:
+    """Numbered, checksummed messages on ``s`` every 5 ms (the host echoes them); ``got``
+    holds (arrival time, number) of every echo, in arrival order."""
+
+    def __init__(self, s) -> None:
+        self.s = s
+        self.sent = 0
+        self.got: list[tuple[float, int]] = []
+        self._stop = asyncio.Event()
+        self._tx = asyncio.ensure_future(self._send())
+        self._rx = asyncio.ensure_future(self._recv())
+
+    async def _send(self) -> None:
+        while not self._stop.is_set():
+            await self.s.send(numbered(self.sent))
+            self.sent += 1
+            await asyncio.sleep(0.005)
+
+    async def _recv(self) -> None:
+        while True:
+            n = check_numbered(await self.s.recv())
+            self.got.append((time.monotonic(), n))
+
+    async def finish(self) -> list[int]:
+        """Stop sending, wait (10 s at most) for the echoes and return their numbers."""
+        self._stop.set()
+        await self._tx
+        await _until(lambda: len(self.got) >= self.sent, 10)
+        self._rx.cancel()
+        return [n for _, n in self.got]
+
+
+def _faults(sent: int, nums: list[int]) -> dict:
+    """Messages lost, duplicated and reordered among the echoes ``nums`` of 0..sent-1."""
+    return {"messages": sent, "lost": len(set(range(sent)) - set(nums)), "duplicated": len(nums) - len(set(nums)),
+            "reordered": sum(1 for a, b in zip(nums, nums[1:]) if b < a)}
+
+
 async def one_run(stack: LocalStack, dark: float) -> dict:
     t0 = time.monotonic()
     s = await stack.connect()
@@ -49,22 +87,7 @@ async def one_run(stack: LocalStack, dark: float) -> dict:
     t_udp = await _until(lambda: s.info.transport.startswith("udp"), 10)
     hs = next(h.sessions[s.session_id] for h in stack.hosts if s.session_id in h.sessions)
     await _until(lambda: hs.active.kind.startswith("udp"), 5)
-    got: list[int] = []
-    sent = 0
-    stop = asyncio.Event()
-
-    async def sender():
-        nonlocal sent
-        while not stop.is_set():
-            await s.send(numbered(sent))
-            sent += 1
-            await asyncio.sleep(0.005)
-
-    async def receiver():
-        while True:
-            got.append(check_numbered(await s.recv()))
-
-    tx, rx = asyncio.ensure_future(sender()), asyncio.ensure_future(receiver())
+    stream = _EchoStream(s)
     await asyncio.sleep(0.3)
     paths = [s.active, hs.active]
     t_dark = time.monotonic()
@@ -77,20 +100,13 @@ async def one_run(stack: LocalStack, dark: float) -> dict:
         p.udp.blackhole(False)
     t_back = await _until(lambda: s.info.transport.startswith("udp"), 10)
     await asyncio.sleep(0.3)
-    stop.set()
-    await tx
-    await _until(lambda: len(got) >= sent, 10)
-    rx.cancel()
+    got = await stream.finish()
     info = s.info.to_dict()
-    lost = len(set(range(sent)) - set(got))
-    dup = len(got) - len(set(got))
-    reordered = sum(1 for a, b in zip(got, got[1:]) if b < a)
     await s.close()
     return {"relay_up_s": relay_up, "time_to_udp_s": None if t_udp is None else t_udp - t0,
             "failover_s": None if t_fail is None else t_fail - t_dark,
             "return_s": None if t_back is None else t_back - t_light,
-            "messages": sent, "lost": lost, "duplicated": dup, "reordered": reordered,
-            "in_order_exactly_once": got == list(range(sent)), "info": info}
+            **_faults(stream.sent, got), "in_order_exactly_once": got == list(range(stream.sent)), "info": info}
 
 
 async def _crash_and_restart(stack: LocalStack) -> float:
@@ -110,41 +126,20 @@ async def resume_run(stack: LocalStack, udp: bool) -> dict:
     await s.send(b"echo")
     if udp:
         await _until(lambda: s.info.transport.startswith("udp"), 10)
-    got: list[tuple[float, int]] = []
-    sent = 0
-    stop = asyncio.Event()
-
-    async def sender():
-        nonlocal sent
-        while not stop.is_set():
-            await s.send(numbered(sent))
-            sent += 1
-            await asyncio.sleep(0.005)
-
-    async def receiver():
-        while True:
-            n = check_numbered(await s.recv())
-            got.append((time.monotonic(), n))
-
-    tx, rx = asyncio.ensure_future(sender()), asyncio.ensure_future(receiver())
+    stream = _EchoStream(s)
     await asyncio.sleep(0.3)
     on_udp = s.info.transport.startswith("udp")
     t_ready = await _crash_and_restart(stack)
     if udp:
         t_done = await _until(lambda: s.relay is not None and s.relay.path_id != "relay", 20)
     else:
-        t_done = await _until(lambda: got and got[-1][0] > t_ready, 20)
+        t_done = await _until(lambda: stream.got and stream.got[-1][0] > t_ready, 20)
     await asyncio.sleep(0.3)
-    stop.set()
-    await tx
-    await _until(lambda: len(got) >= sent, 10)
-    rx.cancel()
-    nums = [n for _, n in got]
+    nums = await stream.finish()
     info = s.info
     await s.close()
     return {"on_udp": on_udp, "after_gateway_ready_s": None if t_done is None else t_done - t_ready,
-            "messages": sent, "lost": len(set(range(sent)) - set(nums)), "duplicated": len(nums) - len(set(nums)),
-            "reordered": sum(1 for a, b in zip(nums, nums[1:]) if b < a), "resumes": info.resumes,
+            **_faults(stream.sent, nums), "resumes": info.resumes,
             "relay_replacements": info.relay_replacements, "closed": s.close_reason}
 
 
@@ -186,23 +181,30 @@ def run_resume(suite: str = "quick", plot: bool = True) -> dict:
     data = {"suite": suite, "runs": runs, "summary": summary, "raw": results}
     path = save(f"switching_resume_{suite}", data)
     if plot:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        fig, ax = plt.subplots(figsize=(7, 4))
-        keys = list(results)
-        ax.boxplot([[r["after_gateway_ready_s"] * 1000 for r in results[k] if r["after_gateway_ready_s"] is not None]
-                    for k in keys], tick_labels=["gateway crash -> data again\n(relay only)",
-                                                 "relay replaced\n(session on UDP)"])
-        ax.axhline(2000, ls="--", c="tab:red", lw=0.8, label="target p95 2 s")
-        ax.set_ylabel("ms after the new gateway listens")
-        ax.set_title(f"Resume on loopback, {runs} runs each")
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(path.replace(".json", ".png"), dpi=100)
-        plt.close(fig)
+        _boxplot(path, [[r["after_gateway_ready_s"] * 1000 for r in rs if r["after_gateway_ready_s"] is not None]
+                        for rs in results.values()],
+                 ["gateway crash -> data again\n(relay only)", "relay replaced\n(session on UDP)"],
+                 target_ms=2000, target_label="target p95 2 s", ylabel="ms after the new gateway listens",
+                 title=f"Resume on loopback, {runs} runs each")
     print(f"saved {path}")
     return data
+
+
+def _boxplot(path: str, series: list[list[float]], labels: list[str], *, target_ms: float, target_label: str,
+             ylabel: str, title: str) -> None:
+    """One box per series with a dashed target line, saved next to ``path`` as .png."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.boxplot(series, tick_labels=labels)
+    ax.axhline(target_ms, ls="--", c="tab:red", lw=0.8, label=target_label)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path.replace(".json", ".png"), dpi=100)
+    plt.close(fig)
 
 
 def _stats(xs: list) -> dict:
@@ -240,20 +242,10 @@ def run(suite: str = "quick", plot: bool = True) -> dict:
     data = {"suite": suite, "runs": runs, "dark_s": dark, "summary": summary, "totals": totals, "raw": results}
     path = save(f"switching_{suite}", data)
     if plot:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        fig, ax = plt.subplots(figsize=(7, 4))
         keys = ["time_to_udp_s", "failover_s", "return_s"]
-        ax.boxplot([[r[k] * 1000 for r in results if r[k] is not None] for k in keys],
-                   tick_labels=["time to UDP", "failover", "return to UDP"])
-        ax.axhline(1000, ls="--", c="tab:red", lw=0.8, label="failover target 1 s")
-        ax.set_ylabel("ms")
-        ax.set_title(f"Path switching on loopback, {runs} runs, {dark:.0f} s UDP blackhole")
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(path.replace(".json", ".png"), dpi=100)
-        plt.close(fig)
+        _boxplot(path, [[r[k] * 1000 for r in results if r[k] is not None] for k in keys],
+                 ["time to UDP", "failover", "return to UDP"], target_ms=1000, target_label="failover target 1 s",
+                 ylabel="ms", title=f"Path switching on loopback, {runs} runs, {dark:.0f} s UDP blackhole")
     print(f"saved {path}")
     data["resume"] = run_resume(suite, plot)      # #15: gateway crash, relay replaced while on UDP
     return data

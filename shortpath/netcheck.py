@@ -15,8 +15,8 @@ Checks, each reported with what it saw or why it failed:
 * **STUN/TURN over TCP and TLS** (e.g. TLS on 443 when only that is open): a
   STUN Binding over the stream (RFC 5389 framing), with its RTT.
 * **Managed Shortpath** port (``--managed IP:PORT``): a STUN Binding to the
-  host's managed UDP listener; any STUN answer (even an error) proves the port
-  is reachable.
+  host's managed UDP listener, which answers only authenticated ICE checks: an
+  ICMP port-unreachable says ``closed``, silence says ``open-or-filtered``.
 * **Gateways**: latency and load of each, and the one the client would pick
   (client/gateway_choice.py, the AVD rule).
 """
@@ -223,12 +223,31 @@ async def stun_stream(server: str, *, tls: bool = False, cafile: str | None = No
 
 
 def managed_check(address: str, timeout: float = 0.5) -> dict:
-    """Is a host's managed Shortpath UDP port reachable? Any STUN answer (even an error) says yes."""
+    """Can UDP reach a host's managed Shortpath port? The managed listener answers only
+    authenticated ICE checks, so a STUN Binding gets silence from it; what we can tell:
+    ``closed`` (an ICMP port-unreachable came back: nothing listens, or a REJECT rule),
+    ``open-or-filtered`` (silence: the listener, or a firewall dropping), ``answered``
+    (something answered STUN there)."""
     host, port = parse_hostport(address, 3390)
-    with _udp_sock() as s:
-        ans = stun_udp(s, (host, port), timeout=timeout)
-    return {"address": f"{host}:{port}", "reachable": ans is not None,
-            "rtt_ms": ans.rtt_ms if ans else None, "answer": (ans.error or "binding ok") if ans else None}
+    req = _binding()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect((host, port))            # connected: an ICMP error surfaces as ECONNREFUSED
+        t0 = time.monotonic()
+        verdict, rtt = "open-or-filtered", None
+        for _ in range(2):
+            try:
+                s.send(bytes(req))
+                s.settimeout(timeout)
+                data = s.recv(2048)
+                if _parse(data, req.transaction_id) is not None:
+                    verdict, rtt = "answered", round((time.monotonic() - t0) * 1000, 3)
+                    break
+            except ConnectionRefusedError:
+                verdict = "closed"
+                break
+            except (socket.timeout, OSError):
+                continue
+    return {"address": f"{host}:{port}", "verdict": verdict, "reachable": verdict != "closed", "rtt_ms": rtt}
 
 
 # --- the whole report -------------------------------------------------------------------
@@ -274,8 +293,10 @@ def format_report(r: dict) -> list[str]:
                      + (f"ok, {st['rtt_ms']} ms (connect {st['connect_ms']} ms)" if st["ok"] else f"FAILED {st['error']}"))
     m = r.get("managed")
     if m:
-        lines.append(f"managed     {m['address']}: " + (f"reachable, {m['rtt_ms']} ms" if m["reachable"]
-                                                          else "NOT reachable"))
+        lines.append(f"managed     {m['address']}: " + {
+            "answered": f"answered STUN in {m['rtt_ms']} ms",
+            "open-or-filtered": "no ICMP error (open: the listener answers only ICE checks; or a firewall drops)",
+            "closed": "CLOSED (ICMP port unreachable)"}[m["verdict"]])
     for g in r.get("gateways", []):
         lines.append(f"gateway     {g['gateway']}: " + (f"{g['rtt_ms']} ms (bucket {g['bucket']}), "
                                                         f"{g['connections']} connections" if g["rtt_ms"] is not None

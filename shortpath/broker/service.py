@@ -424,21 +424,26 @@ class Broker:
         if claims.jti in self.revoked_jtis or claims.extra["host"] in self.revoked_hosts:
             raise AuthError("resume ticket or its host has been revoked")
         host_id = claims.extra["host"]
-        t = self.config.timing
-        rec = self.registry.hosts.get(host_id)
-        wait = t.leg_timeout          # a restarted gateway: give the host time to register again
-        if rec is not None and not rec.connected:
-            # It was here and left: crashed (its sessions died with it), or lost its network
-            # and is reconnecting. Wait one heartbeat interval, then take the session as gone.
-            wait = min(wait, t.heartbeat_interval)
-        link = await self._link_for(host_id, wait)
-        rec = self.registry.hosts.get(host_id)
-        if link is None or rec is None:
-            if rec is not None:
-                raise NoResourcesError("host-gone", f"host {host_id} left and did not come back")
-            raise NoResourcesError("host-unavailable", f"host {host_id} is not connected to this gateway")
-        if rec.fingerprint != claims.extra["fp"]:
-            raise AuthError(f"host {host_id} now has another certificate than the session's")
+        # A gateway cluster (#14): the host's control channel may be on another gateway,
+        # which then passes the order on (gateway/cluster.py); None = look here, as alone.
+        holder = await self.cluster.remote_holder(host_id, claims.extra["fp"]) if self.cluster is not None else None
+        link = None
+        if holder is None:
+            t = self.config.timing
+            rec = self.registry.hosts.get(host_id)
+            wait = t.leg_timeout          # a restarted gateway: give the host time to register again
+            if rec is not None and not rec.connected:
+                # It was here and left: crashed (its sessions died with it), or lost its network
+                # and is reconnecting. Wait one heartbeat interval, then take the session as gone.
+                wait = min(wait, t.heartbeat_interval)
+            link = await self._link_for(host_id, wait)
+            rec = self.registry.hosts.get(host_id)
+            if link is None or rec is None:
+                if rec is not None:
+                    raise NoResourcesError("host-gone", f"host {host_id} left and did not come back")
+                raise NoResourcesError("host-unavailable", f"host {host_id} is not connected to this gateway")
+            if rec.fingerprint != claims.extra["fp"]:
+                raise AuthError(f"host {host_id} now has another certificate than the session's")
         if len(self.pending) >= self.config.max_pending_legs:
             raise NoResourcesError("gateway-busy", "too many launches in progress")
         now = self.clock()
@@ -450,7 +455,11 @@ class Broker:
                                   "signature": answer.signature})
         self.add_resume(plan, claims.extra["ck"])
         self.pending[plan.conn_id] = plan
-        link.send(plan.dial())
+        if holder is None:
+            link.send(plan.dial())
+        elif not await self.cluster.order_remote(plan, holder):
+            self.pending.pop(plan.conn_id, None)
+            raise NoResourcesError("host-unavailable", f"gateway {holder} holding host {host_id} is not listening")
         _log.info(log.kv("resume", sid=sid, user=claims.sub, host=host_id, ticket=describe(pending.msg.ticket)))
         return plan
 

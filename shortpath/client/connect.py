@@ -13,46 +13,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ssl
 import time
 
 from .. import __version__, log
-from ..auth import ca, certs
 from ..config import Timing
-from ..errors import AuthError, PathError, RemoteError, SessionClosed, from_wire
+from ..errors import PathError, SessionClosed
 from ..framed import FramedConn
-from ..netaddr import parse_hostport
 from ..session.session import Session, start_session
-from ..transport.tcp_relay import InnerTls
 from ..wire import control
-from ..wire.frames import MAX_CONTROL_PAYLOAD, MAX_RELAY_PAYLOAD
+from .dial import expect as _expect
+from .dial import host_tls, inner_context, open_gateway
 
 _log = log.get("client")
 
 
 async def _hello(gateway, token: str, cafile: str | None, timing: Timing,
                  marks: dict | None = None) -> FramedConn:
-    host, port = parse_hostport(gateway)
-    reader, writer = await asyncio.wait_for(
-        asyncio.open_connection(host, port, ssl=certs.client_context(cafile), limit=MAX_RELAY_PAYLOAD * 2),
-        timing.handshake_timeout)
+    conn = await open_gateway(gateway, cafile, timing)
     if marks is not None:
         marks["gateway_tls"] = time.monotonic()
-    conn = FramedConn(reader, writer, MAX_CONTROL_PAYLOAD, timing.relay_high_water)
     conn.send(control.ClientHello(token=token, version=__version__))
     await _expect(conn, control.Welcome, timing.handshake_timeout)
     if marks is not None:
         marks["welcome"] = time.monotonic()
     return conn
-
-
-async def _expect(conn: FramedConn, cls, timeout: float):
-    msg = await asyncio.wait_for(conn.read_control(), timeout)
-    if isinstance(msg, control.Error):
-        raise from_wire(msg.code, msg.message, msg.reason)
-    if not isinstance(msg, cls):
-        raise RemoteError(f"expected {cls.TYPE}, got {msg.TYPE if msg else 'end of connection'}")
-    return msg
 
 
 async def feed(gateway, token: str, *, cafile: str | None = None, timing: Timing | None = None) -> list[dict]:
@@ -88,7 +72,7 @@ async def connect(gateway, token: str, resource: str, *, cafile: str | None = No
     (end-to-end TLS with the host done), ``session_ok`` (host confirmed the ticket)."""
     timing = timing or Timing()
     marks = {"connect": time.monotonic()}
-    inner_ctx = ca.client_context(host_ca) if host_ca else certs.pinned_client_context()
+    inner_ctx = inner_context(host_ca)
     conn = await _hello(gateway, token, cafile, timing, marks)
     ok = False
     try:
@@ -97,15 +81,8 @@ async def connect(gateway, token: str, resource: str, *, cafile: str | None = No
         conn.send(control.Launch(resource=resource, resume_key=key.public_hex if key else ""))
         launched = await _expect(conn, control.Launched, timing.launch_timeout)
         marks["launched"] = time.monotonic()
-        conn.max_payload = MAX_RELAY_PAYLOAD
-        tls = InnerTls(conn, inner_ctx, server_side=False)
-        try:
-            await asyncio.wait_for(tls.handshake(expected_fingerprint=launched.host_fingerprint),
-                                   timing.handshake_timeout)
-        except ssl.SSLCertVerificationError as exc:
-            raise AuthError(f"host certificate does not chain to the deployment CA: {exc.verify_message}") from None
-        if host_ca:
-            ca.verify_host_der(tls.ssl.getpeercert(binary_form=True), host_ca, launched.host_id)
+        tls = await host_tls(conn, inner_ctx, launched.host_fingerprint, host_ca=host_ca,
+                             host_id=launched.host_id, timeout=timing.handshake_timeout)
         marks["inner_tls"] = time.monotonic()
         session, ready = start_session(tls, launched.session_id, "client", timing=timing,
                                        peer=launched.host_id, policy=launched.policy, marks=marks,

@@ -16,21 +16,17 @@ for what the broker still needs for that).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import ssl
 
 from .. import log
-from ..auth import ca, certs
 from ..auth import resume as tickets
 from ..auth.tokens import unverified_audience
 from ..config import Timing
-from ..errors import AuthError, RemoteError, from_wire
-from ..framed import FramedConn
-from ..netaddr import parse_hostport
+from ..errors import RemoteError
 from ..transport.tcp_relay import InnerTls
 from ..wire import control
-from ..wire.frames import MAX_CONTROL_PAYLOAD, MAX_RELAY_PAYLOAD
+from .dial import expect as _expect
+from .dial import host_tls, inner_context, open_gateway
 
 _log = log.get("client")
 
@@ -68,11 +64,7 @@ class Resumer:
 
     async def dial(self, gateway: str) -> InnerTls:
         t = self.timing
-        host, port = parse_hostport(gateway)
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(host, port, ssl=certs.client_context(self.cafile),
-                                    limit=MAX_RELAY_PAYLOAD * 2), t.handshake_timeout)
-        conn = FramedConn(reader, writer, MAX_CONTROL_PAYLOAD, t.relay_high_water)
+        conn = await open_gateway(gateway, self.cafile, t)
         ok = False
         try:
             conn.send(control.Resume(session_id=self.session_id, ticket=self.ticket))
@@ -83,17 +75,9 @@ class Resumer:
             if done.session_id != self.session_id:
                 raise RemoteError("gateway resumed another session")
             self.on_ticket({"ticket": done.ticket})
-            conn.max_payload = MAX_RELAY_PAYLOAD
-            inner = ca.client_context(self.host_ca) if self.host_ca else certs.pinned_client_context()
-            tls = InnerTls(conn, inner, server_side=False)
-            try:
-                # the host pinned at launch, not whatever this gateway might say
-                await asyncio.wait_for(tls.handshake(expected_fingerprint=self.fingerprint), t.handshake_timeout)
-            except ssl.SSLCertVerificationError as exc:
-                raise AuthError(f"host certificate does not chain to the deployment CA: "
-                                f"{exc.verify_message}") from None
-            if self.host_ca:
-                ca.verify_host_der(tls.ssl.getpeercert(binary_form=True), self.host_ca, self.host_id)
+            # the host pinned at launch, not whatever this gateway might say
+            tls = await host_tls(conn, inner_context(self.host_ca), self.fingerprint, host_ca=self.host_ca,
+                                 host_id=self.host_id, timeout=t.handshake_timeout)
             ok = True
             return tls
         finally:
@@ -101,11 +85,3 @@ class Resumer:
                 with contextlib.suppress(Exception):
                     await conn.close()
 
-
-async def _expect(conn: FramedConn, cls, timeout: float):
-    msg = await asyncio.wait_for(conn.read_control(), timeout)
-    if isinstance(msg, control.Error):
-        raise from_wire(msg.code, msg.message, msg.reason)
-    if not isinstance(msg, cls):
-        raise RemoteError(f"expected {cls.TYPE}, got {msg.TYPE if msg else 'end of connection'}")
-    return msg

@@ -220,6 +220,23 @@ class Cluster:
                          via=holder if holder != self.id else None))
         return plan
 
+    async def remote_holder(self, host_id: str, fingerprint: str) -> str | None:
+        """For a resume: the OTHER gateway holding ``host_id``'s channel, or None (the host
+        is here, or nowhere: the broker then waits for it locally as a lone gateway does).
+        AuthError if the host registered there with another certificate than the session's."""
+        if host_id in self.broker.links:
+            return None
+        pipe = self.store.redis.pipeline(transaction=False)
+        pipe.get(self.store.k_alive(host_id))
+        pipe.hget(self.store.k_host(host_id), "fingerprint")
+        holder, fp = await self.store._call("holder", pipe.execute())
+        if not holder or holder == self.id:
+            return None
+        if fp != fingerprint:
+            from ..errors import AuthError
+            raise AuthError(f"host {host_id} now has another certificate than the session's")
+        return holder
+
     async def holder(self, host_id: str) -> str | None:
         """The gateway holding ``host_id``'s control channel now (None: nobody)."""
         return await self.store._call("holder", self.store.redis.get(self.store.k_alive(host_id)))

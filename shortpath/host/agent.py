@@ -279,37 +279,20 @@ class HostAgent:
             # In a gateway cluster the order names the gateway the client is on (issue #14).
             leg = await self._open(parse_hostport(dial.gateway) if dial.gateway else None)
             marks["leg_tls"] = time.monotonic()
-            leg.send(control.LegHello(conn_id=dial.conn_id))
-            reply = await asyncio.wait_for(leg.read_control(), self.timing.leg_timeout)
-            if isinstance(reply, control.Error):
-                raise from_wire(reply.code, reply.message, reply.reason)
-            if not isinstance(reply, control.LegAccepted) or reply.session_id != sid:
-                raise RemoteError("gateway did not accept the data leg")
+            reply = await self._present_leg(leg, dial)
             marks["leg_accepted"] = time.monotonic()
             if reply.client == "browser":   # a browser over WebRTC: host/browser.py answers it
                 from .browser import serve_browser
-
-                def check_ticket(ticket: str) -> None:
-                    claims = self._verifier.verify(ticket, typ="session", audience=self._gateway_id,
-                                                   now=time.time())
-                    if claims.extra.get("sid") != sid or claims.extra.get("host") != self.host_id:
-                        raise AuthError("session ticket is for another session or host")
-                    self._tickets.use(claims, time.time())
-                await serve_browser(leg, dial, check_ticket, self.timing.handshake_timeout, self.listener)
+                await serve_browser(leg, dial, lambda ticket: self._use_session_ticket(ticket, sid),
+                                    self.timing.handshake_timeout, self.listener)
                 return
-            leg.max_payload = MAX_RELAY_PAYLOAD
-            tls = InnerTls(leg, self._e2e_ctx, server_side=True)
-            await asyncio.wait_for(tls.handshake(), self.timing.handshake_timeout)
+            tls = await self._inner_tls(leg)
             marks["inner_tls"] = time.monotonic()
             session, hello = start_session(tls, sid, "host", timing=self.timing, peer=dial.user,
                                            policy=dial.policy, marks=marks, wait_for="hello")
             msg = await asyncio.wait_for(hello, self.timing.handshake_timeout)
             session.timeline["hello"] = time.monotonic()
-            claims = self._verifier.verify(str(msg.get("ticket", "")), typ="session",
-                                           audience=self._gateway_id, now=time.time())
-            if claims.extra.get("sid") != sid or claims.extra.get("host") != self.host_id:
-                raise AuthError("session ticket is for another session or host")
-            self._tickets.use(claims, time.time())
+            self._use_session_ticket(str(msg.get("ticket", "")), sid)
             if msg.get("resume") is True and self.timing.resume_grace > 0:
                 session.allow_resume()        # keep it through a lost relay leg (#15)
             session.enable_shortpath(self.udp_options, listener=self.listener)
@@ -334,6 +317,32 @@ class HostAgent:
             if leg is not None:
                 await leg.close()   # also after a set-up failure: never leave the data leg open
 
+    async def _present_leg(self, leg: FramedConn, dial: control.Dial) -> control.LegAccepted:
+        """Present a freshly dialled data leg for ``dial``; the gateway must accept it for
+        that session."""
+        leg.send(control.LegHello(conn_id=dial.conn_id))
+        reply = await asyncio.wait_for(leg.read_control(), self.timing.leg_timeout)
+        if isinstance(reply, control.Error):
+            raise from_wire(reply.code, reply.message, reply.reason)
+        if not isinstance(reply, control.LegAccepted) or reply.session_id != dial.session_id:
+            raise RemoteError("gateway did not accept the data leg")
+        return reply
+
+    async def _inner_tls(self, leg: FramedConn) -> InnerTls:
+        """The end-to-end TLS with the client inside an accepted leg (from now on a relay)."""
+        leg.max_payload = MAX_RELAY_PAYLOAD
+        tls = InnerTls(leg, self._e2e_ctx, server_side=True)
+        await asyncio.wait_for(tls.handshake(), self.timing.handshake_timeout)
+        return tls
+
+    def _use_session_ticket(self, ticket: str, sid: str) -> None:
+        """The client's session ticket must be valid, for this session on this host, and
+        unused (it is used up here)."""
+        claims = self._verifier.verify(ticket, typ="session", audience=self._gateway_id, now=time.time())
+        if claims.extra.get("sid") != sid or claims.extra.get("host") != self.host_id:
+            raise AuthError("session ticket is for another session or host")
+        self._tickets.use(claims, time.time())
+
     async def _serve_resume(self, control_conn: FramedConn, dial: control.Dial) -> None:
         """The broker checked a client's resume (#15): check it again here (the host's
         replay cache outlives any gateway restart), dial a new data leg, run the
@@ -351,15 +360,8 @@ class HostAgent:
                                  signature=str(r.get("signature", "")), now=time.time(), replay=self._tickets,
                                  host_id=self.host_id)
             leg = await self._open(parse_hostport(dial.gateway) if dial.gateway else None)
-            leg.send(control.LegHello(conn_id=dial.conn_id))
-            reply = await asyncio.wait_for(leg.read_control(), self.timing.leg_timeout)
-            if isinstance(reply, control.Error):
-                raise from_wire(reply.code, reply.message, reply.reason)
-            if not isinstance(reply, control.LegAccepted) or reply.session_id != sid:
-                raise RemoteError("gateway did not accept the data leg")
-            leg.max_payload = MAX_RELAY_PAYLOAD
-            tls = InnerTls(leg, self._e2e_ctx, server_side=True)
-            await asyncio.wait_for(tls.handshake(), self.timing.handshake_timeout)
+            await self._present_leg(leg, dial)
+            tls = await self._inner_tls(leg)
             path = session.attach_leg(tls)
             leg = None                       # the session owns it now
             _log.info(log.kv("session-resumed", sid=sid, path=path.path_id,

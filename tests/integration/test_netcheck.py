@@ -88,3 +88,22 @@ def test_netcheck_cli_against_coturn_and_a_gateway(coturn_two_addresses, tmp_pat
         assert "pick        127.0.0.1:" in human.stdout
     finally:
         gw.stop()
+
+
+async def test_managed_port_open_vs_closed(tmp_path):
+    """A live managed listener stays silent to a bare STUN Binding (it answers only ICE
+    checks): open-or-filtered; a port nobody listens on sends ICMP back: closed."""
+    import asyncio
+    import socket
+
+    from shortpath.demo import LocalStack
+    from shortpath.netcheck import managed_check
+    from tests.conftest import FAST
+    async with LocalStack(str(tmp_path), hosts=1, timing=FAST) as st:
+        ip, port = st.hosts[0].listener.address
+        live = await asyncio.to_thread(managed_check, f"{ip}:{port}", 0.3)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        free = s.getsockname()[1]
+    dead = await asyncio.to_thread(managed_check, f"127.0.0.1:{free}", 0.3)
+    assert (live["verdict"], dead["verdict"]) == ("open-or-filtered", "closed")

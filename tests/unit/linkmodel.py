@@ -112,6 +112,7 @@ class LinkConfig:
     seed: int = 1
     rate_changes: list = field(default_factory=list)   # [(time, new_rate)]
     delay_changes: list = field(default_factory=list)  # [(time, new one-way delay)] (a route change)
+    loss_changes: list = field(default_factory=list)   # [(time, new loss, new ack_loss)]
     reorder: float = 0.0             # probability that a packet is delayed by reorder_delay
     reorder_delay: float = 0.0
     drop_first_tx: frozenset = frozenset()   # seqs whose first transmission is dropped
@@ -211,12 +212,17 @@ class SharedLink:
     def _set_delay(self, delay: float) -> None:
         self.link.delay = delay     # packets already on their way keep the delay they had
 
+    def _set_loss(self, loss: float, ack_loss: float) -> None:
+        self.link.loss, self.link.ack_loss = loss, ack_loss
+
     def run(self, duration: float) -> list:
         end = self.now + duration
         for t, rate in self.link.rate_changes:
             self.at(t, self._set_rate, rate)
         for t, delay in self.link.delay_changes:
             self.at(t, self._set_delay, delay)
+        for t, loss, ack_loss in self.link.loss_changes:
+            self.at(t, self._set_loss, loss, ack_loss)
         for flow in self.flows:
             flow._start()
         events = self.events

@@ -1,5 +1,5 @@
 """Reliable channels with priorities and the datagram lane (session/channels.py, connection.py):
-tables on one core, and timelines on two cores over a scripted link (tests/unit/test_connection.py's
+tables on one core, and timelines on two cores over a scripted link (tests/unit/corepair.py's
 Pair) that behaves like SCTP streams on UDP: each channel is ordered on its own, so a frame held
 back on one stream holds only that stream."""
 
@@ -13,7 +13,7 @@ from shortpath.session.connection import SessionConnection
 from shortpath.wire import frames as fr
 from shortpath.wire.frames import FrameType
 
-from tests.unit.test_connection import OTHER, SIDES, Pair, drain_events, frame, on_udp
+from tests.unit.corepair import OTHER, SIDES, Pair, drain_events, frame, on_udp, protocol_error_from
 
 NAMES = ("default", "input", "graphics", "bulk")
 
@@ -137,10 +137,7 @@ def test_cdata_and_cack_round_trip_and_reject_bad_layouts():
     (fr.encode_cack(1, 0, 3), "ACK for 3"),            # acks messages never sent on that channel
 ])
 def test_a_frame_for_a_channel_that_does_not_exist_is_a_protocol_error(bad, why):
-    core = SessionConnection("client", 0.0)
-    core.path_added(RELAY_ID, "tcp-relay", 0.0)
-    core.receive_frame(RELAY_ID, frame(bad), 0.1)
-    ended = [e for e in drain_events(core) if isinstance(e, ev.SessionEnded)]
+    _, ended = protocol_error_from(bad)
     assert len(ended) == 1 and ended[0].reason == "protocol-error" and why in ended[0].detail
 
 

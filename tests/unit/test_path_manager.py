@@ -1,6 +1,5 @@
 """Path manager timelines on a fake clock and a scripted link (no sockets, no sleeps)."""
 
-import heapq
 import random
 
 import pytest
@@ -9,30 +8,26 @@ from shortpath.paths.actions import ClosePath, SendProbe, StartUpgrade, SwitchPa
 from shortpath.paths.manager import RELAY_ID, PathManager, PathTiming
 from shortpath.paths.path import Quality, better
 
+from tests.unit.corepair import Timeline
 
-class Sim:
+
+class Sim(Timeline):
     """Drives a PathManager: app traffic on the active path, a UDP link that can go dark or lossy."""
 
     def __init__(self, *, initiator=True, udp_ok=True, rtt=0.02, traffic_every=0.02, setup=0.3,
                  upgrade_timeout=2.0, loss=0.0, seed=1, timing=None):
-        self.now = 0.0
+        super().__init__()
         self.m = PathManager(0.0, initiator=initiator, timing=timing)
         self.udp_ok = udp_ok          # can a new UDP path be set up / does the current one carry packets
         self.rtt, self.setup, self.upgrade_timeout, self.loss = rtt, setup, upgrade_timeout, loss
         self.traffic_every = traffic_every
         self.rng = random.Random(seed)
-        self.q = []                   # (time, seq, fn)
-        self.seq = 0
         self.switches: list[tuple[float, SwitchPath]] = []
         self.probes: list[tuple[float, SendProbe]] = []
         self.upgrades: list[tuple[float, StartUpgrade]] = []
         self.closed: list[tuple[float, ClosePath]] = []
         if traffic_every:
             self.at(0.0, self._traffic)
-
-    def at(self, t, fn):
-        self.seq += 1
-        heapq.heappush(self.q, (t, self.seq, fn))
 
     def _traffic(self):
         self._send(self.m.active)
@@ -60,21 +55,13 @@ class Sim:
             elif isinstance(a, ClosePath):
                 self.closed.append((self.now, a))
 
-    def run(self, until):
-        while True:
-            self._drain()
-            timer = self.m.get_timer()
-            nxt = self.q[0][0] if self.q else None
-            if timer is not None and (nxt is None or timer <= nxt) and timer <= until:
-                self.now = max(self.now, timer)
-                self.m.handle_timer(self.now)
-                continue
-            if nxt is None or nxt > until:
-                self.now = until
-                return
-            t, _, fn = heapq.heappop(self.q)
-            self.now = max(self.now, t)
-            fn()
+    # --- Timeline ---
+    def settle(self):
+        self._drain()
+
+    def next_timer(self):
+        timer = self.m.get_timer()
+        return None if timer is None else (timer, self.m.handle_timer)
 
     def kinds(self):
         return [(round(t, 3), s.to, s.reason) for t, s in self.switches]

@@ -1,6 +1,6 @@
 """Resume timelines in the session core (#15) on a fake clock, and the resume ticket checks.
 
-The scripted link is test_connection.py's Pair; a resume is a new relay leg (``relay-<n>``)
+The scripted link is corepair.py's Pair; a resume is a new relay leg (``relay-<n>``)
 handed to both cores, as the client's dialer and the host's dial order do in session.py."""
 
 import time
@@ -12,7 +12,7 @@ from shortpath.auth.tokens import ReplayCache, TokenSigner
 from shortpath.errors import AuthError, BadSignature, TicketReplayed, TokenExpired, WrongClient
 from shortpath.paths.manager import RELAY_ID
 from shortpath.session import events as ev
-from tests.unit.test_connection import SIDES, FakePath, Pair, on_udp
+from tests.unit.corepair import SIDES, FakePath, Pair, on_udp, streaming_on_udp
 
 GRACE = 30.0
 
@@ -101,12 +101,8 @@ def test_no_upgrade_while_detached_and_a_fresh_one_right_after_the_resume():
 
 
 def test_relay_replaced_in_the_background_while_on_udp_then_used_for_a_failover():
-    p = resumable()
-    p.start_upgrades()
-    p.stream("client", 2000, 0.005)
-    p.stream("host", 2000, 0.005)
-    p.run(0.6)
-    assert on_udp(p, "client") and on_udp(p, "host")
+    p = streaming_on_udp(resumable(), SIDES, 2000)
+    assert on_udp(p, "host")
     p.path_ends(RELAY_ID, "gateway-shutdown")
     p.pump()
     for side in SIDES:
@@ -136,12 +132,7 @@ def test_address_change_every_path_dies_resume_on_the_relay_then_back_to_udp():
     its peer's leg went (client-gone); the client, alone on a silent path that may only be
     hiccuping, detaches after alone_dead_after (unless a background resume brought a new relay
     leg first), and a fresh UDP attempt after the resume brings it back to UDP."""
-    p = resumable()
-    p.start_upgrades()
-    p.stream("client", 3000, 0.005)
-    p.stream("host", 3000, 0.005)
-    p.run(0.6)
-    assert on_udp(p, "client")
+    p = streaming_on_udp(resumable(), SIDES, 3000)
     p.set_dark("udp-1", True)
     p.close_path(RELAY_ID, "client", "connection reset")
     t_move = p.now
@@ -255,12 +246,7 @@ def test_every_path_silent_at_once_the_client_gives_up_the_relay_and_resumes():
     """A network change as the client sees it: UDP and the relay go dark together and TCP says
     nothing. UDP fails over after dead_after, the relay gets relay_check_after to answer a ping,
     then the client abandons it and asks for a resume; the host, which cannot dial, only waits."""
-    p = resumable()
-    p.start_upgrades()
-    p.stream("client", 3000, 0.005)
-    p.stream("host", 3000, 0.005)
-    p.run(0.6)
-    assert on_udp(p, "client")
+    p = streaming_on_udp(resumable(), SIDES, 3000)
     p.set_dark("udp-1", True)
     p.set_dark(RELAY_ID, True)
     t_move = p.now
@@ -294,11 +280,7 @@ def test_address_change_with_the_background_resume_first_fails_over_onto_the_new
     """As the pump does it: the client's relay leg is reset, RelayLost(detached=False) starts a
     resume at once, the new leg is up 0.2 s later; the silent UDP path then fails over onto it
     within dead_after of the new leg (a relay is there again), not after alone_dead_after."""
-    p = resumable()
-    p.start_upgrades()
-    p.stream("client", 3000, 0.005)
-    p.stream("host", 3000, 0.005)
-    p.run(0.6)
+    p = streaming_on_udp(resumable(), SIDES, 3000)
     p.set_dark("udp-1", True)
     p.close_path(RELAY_ID, "client", "connection reset")
     p.pump()
@@ -322,11 +304,7 @@ def test_host_gone_and_silent_udp_ends_the_client_but_client_gone_only_detaches_
     """A crashed host takes its relay leg and its UDP socket: the client ends at once
     (host-gone), resume or not. The host, told client-gone with UDP silent, cannot tell a
     crashed client from a moved one: it waits for a resume."""
-    p = resumable()
-    p.start_upgrades()
-    p.stream("client", 10_000, 0.005)
-    p.run(0.6)
-    assert on_udp(p, "client")
+    p = streaming_on_udp(resumable(), ("client",), 10_000)
     p.set_dark("udp-1", True)
     p.path_ends(RELAY_ID, "host-gone")
     t0 = p.now
@@ -334,11 +312,7 @@ def test_host_gone_and_silent_udp_ends_the_client_but_client_gone_only_detaches_
     t_end, end = p.first("client", ev.SessionEnded)
     assert end is not None and end.reason == "host-gone" and t_end - t0 <= 0.61
 
-    q = resumable()
-    q.start_upgrades()
-    q.stream("host", 10_000, 0.005)
-    q.run(0.6)
-    assert on_udp(q, "host")
+    q = streaming_on_udp(resumable(), ("host",), 10_000, check="host")
     q.set_dark("udp-1", True)
     q.path_ends(RELAY_ID, "client-gone")
     t0 = q.now
@@ -384,11 +358,7 @@ def test_broker_refreshes_tickets_at_half_life_for_the_sessions_of_that_host_onl
 def test_a_host_still_on_udp_follows_the_clients_resume_onto_the_new_leg_at_once():
     """Only the client streams; the host just acks on its UDP path, which went dark with the
     client's move. When the client resumes on relay-2 and says so, the host switches too."""
-    p = resumable()
-    p.start_upgrades()
-    p.stream("client", 3000, 0.005)
-    p.run(0.6)
-    assert on_udp(p, "host")
+    p = streaming_on_udp(resumable(), ("client",), 3000, check="host")
     p.set_dark("udp-1", True)
     p.set_dark(RELAY_ID, True)
     p.run(p.now + 2.5)

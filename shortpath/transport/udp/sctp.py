@@ -15,8 +15,8 @@ pacing              none: a cwnd leaves as one burst             chunks leave at
 loss recovery       3 SACK strikes (fast retransmit) or T3       RACK (recovery.py): a chunk is
                     (RTO); a lost last chunk waits for T3        lost once a later one is acked
                                                                  and a reorder window passed; a
-                                                                 tail-loss probe at ~2 SRTT
-                                                                 resends the last chunk
+                                                                 tail-loss probe 1.3 SRTT after
+                                                                 the last send resends it
 queues              one FIFO for every channel, handed to SCTP   datagrams (unordered, PR-SCTP)
                     only when SCTP's own queue is empty; a TSN   go first, expire before they
                     per chunk from the moment it is queued       get a TSN; TSN given at send;
@@ -450,6 +450,16 @@ def tuned_sctp_transport_class() -> type:
                 elif not c.sp_acked:
                     c.sp_acked = True
                     newly.append(c)
+            # abandoned chunks a FORWARD TSN skipped leave aiortc's sent queue before the
+            # cumulative TSN covers them: drop them here too (by_tsn is in TSN order), or the
+            # map grows by every lost datagram for the life of the association
+            while by_tsn:
+                first = next(iter(by_tsn))
+                if (cum - first) & 0xFFFFFFFF >= 0x80000000:
+                    break                      # first > cum (serial number arithmetic)
+                c = by_tsn.pop(first)
+                cc.forget(first)
+                self._sp_rack.forget(first)
             # aiortc's receiver repeats every gap block in every SACK; a block that starts where
             # one of the previous SACK started is only walked past the end it had then
             prev = self._sp_prev_gaps
@@ -598,8 +608,9 @@ def tuned_sctp_transport_class() -> type:
 
         def sp_rto_clamp(self, srtt: float, rttvar: float) -> float:
             # RFC 6298's SRTT + 4 RTTVAR is barely above the RTT on a steady path; T3 must not
-            # race the tail-loss probe (2 SRTT + ack delay after the last send) or RACK (which
-            # needs an ack ~1 RTT after the probe): at least 3 SRTT + ack delay.
+            # race the tail-loss probe (~1.3 SRTT + ack delay after the last send) or RACK (which
+            # needs an ack ~1 RTT after the probe): at least 3 SRTT + ack delay. sp_on_t3 also
+            # holds T3 back while the first probe is due.
             t = self._sp_tuning
             rto = max(srtt + 4 * rttvar, 3 * srtt) + t.ack_delay
             return max(t.rto_min, min(rto, t.rto_max))
