@@ -65,7 +65,11 @@ Rules
   The client (who can dial) also watches its active relay: nothing received
   for ``relay_silent_after`` after data or a ping, or ``relay_check_after``
   after a ping sent on a failover from UDP, and the leg is given up for a
-  resume (a changed network leaves TCP silent, not reset).
+  resume (a changed network leaves TCP silent, not reset). A slow relay is not
+  a dead one: bytes heard on the leg (``path_heard``) count as an answer, a
+  leg silent a third of that long gets a PING and is given up only once that
+  PING has also gone ``RELAY_RTT_FACTOR`` x its RTT unanswered, and each leg
+  given up doubles the next limit (``_relay_deadline``).
 * A peer that breaks the protocol (malformed or out-of-place frame, an ACK for
   a message never sent, a reorder-buffer overrun) ends the session with
   ``protocol-error``.
@@ -139,6 +143,15 @@ PROBE_LOSS_AFTER = 1.0
 PROBE_ID_BASE = 1 << 31
 #: outstanding probes and ping() calls kept at most (bounded even if a path never answers)
 MAX_OUTSTANDING = 256
+#: client relay watch (#15): a relay silent for this share of its limit gets a PING (the probe) ...
+RELAY_PROBE_SHARE = 1 / 3
+#: ... and is given up only when that probe has also gone this many relay RTTs (the larger of the
+#: smoothed RTT and the last sample) without anything heard, so a slow relay is never "silent"
+RELAY_RTT_FACTOR = 4.0
+#: each leg given up for silence doubles the next silence limit, up to this factor ...
+RELAY_BACKOFF_CAP = 8
+#: ... until a relay leg answers this long after the last give-up
+RELAY_FORGIVE_AFTER = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +227,11 @@ class SessionConnection:
         #: long it may be awaited before the leg counts as dead (relay_silent_after/check_after)
         self._relay_wait: float | None = None
         self._relay_wait_limit = 0.0
+        #: when the probe PING of the current wait went out (None: not yet)
+        self._relay_probe_at: float | None = None
+        self._relay_rtt_last: float | None = None      # the relay's last PING sample
+        self._relay_strikes = 0                        # legs given up for silence, not yet forgiven
+        self._relay_strike_at = 0.0
 
     # --- outputs ----------------------------------------------------------------
     def transmits(self, now: float | None = None, room=None) -> list[Transmit]:
@@ -368,8 +386,13 @@ class SessionConnection:
         the path's one send queue while the path works; packets heard meanwhile
         defer a failover (PathManager.heard, up to ``stall_limit``). A
         blackholed path hears nothing and still fails over after ``dead_after``.
-        Feed it just before handle_timer(), the only moment it matters."""
+        Feed it just before handle_timer(), the only moment it matters. On the
+        active relay leg (client with resume) bytes arriving after we began to
+        wait for an answer prove the leg alive, even if no whole frame was
+        processed yet: a slow relay is not a dead one."""
         self.manager.heard(path_id, at)
+        if path_id == self.relay and self._relay_wait is not None and at >= self._relay_wait:
+            self._relay_answered(at)
 
     # --- inbound ------------------------------------------------------------------
     def receive_frame(self, path_id: str, frame: Frame, now: float) -> None:
@@ -379,7 +402,7 @@ class SessionConnection:
             self._now = now
         self.manager.received(path_id, now)
         if path_id == self.relay:
-            self._relay_wait = None
+            self._relay_answered(now)
         try:
             self._dispatch(path_id, frame, now)
         except RemoteError as exc:
@@ -437,6 +460,8 @@ class SessionConnection:
             self.manager.probe_result(probe[0], sample, now)
         else:
             self.manager.rtt_sample(self._mid(path_id), sample)
+        if path_id == self.relay:
+            self._relay_rtt_last = sample
         if self._pings.pop(ident, None) is not None:
             self._events.append(ev.PingAnswered(ident, sample))
 
@@ -618,9 +643,7 @@ class SessionConnection:
             self._finish("resume-timeout", f"relay lost ({self.relay_lost_reason}) and no new leg within "
                          f"{self.resume_grace:g}s", now)
             return
-        relay_dead = self._relay_deadline()
-        if relay_dead is not None and now >= relay_dead:
-            self._relay_silent(now)
+        self._relay_check(now)
         if now > self._now:
             self._now = now
         for ch, rx in self.channels.receivers.items():
@@ -727,18 +750,52 @@ class SessionConnection:
         """Something that calls for an answer went out on ``path_id``."""
         if path_id == self.relay and self._relay_wait is None and self._relay_watched():
             self._relay_wait = now
-            self._relay_wait_limit = self.timing.relay_silent_after
+            self._relay_probe_at = None
+            self._relay_wait_limit = self.timing.relay_silent_after * \
+                min(RELAY_BACKOFF_CAP, 2 ** self._relay_strikes)
+
+    def _relay_answered(self, now: float) -> None:
+        """Something (a frame, or bytes below the frames) arrived on the relay leg."""
+        self._relay_wait = None
+        self._relay_probe_at = None
+        if self._relay_strikes and now >= self._relay_strike_at + RELAY_FORGIVE_AFTER:
+            self._relay_strikes = 0
 
     def _relay_deadline(self) -> float | None:
+        """The watch of the active relay leg (client with resume). A wait for an answer
+        began at ``w`` (data or a PING sent, nothing heard since); its limit is
+        ``relay_silent_after`` (doubled per leg already given up, RELAY_BACKOFF_CAP) or
+        ``relay_check_after`` after a failover, which sends its PING at once. Silent for
+        RELAY_PROBE_SHARE of the limit: one PING goes out (the probe, at ``p``). The leg
+        is dead at ``max(w + limit, p + RELAY_RTT_FACTOR x relay RTT)`` with still nothing
+        heard: a relay whose answers are merely late is kept."""
         if self._relay_wait is None or not self._relay_watched():
             return None
-        return self._relay_wait + self._relay_wait_limit
+        if self._relay_probe_at is None:
+            return self._relay_wait + self._relay_wait_limit * RELAY_PROBE_SHARE
+        rtt = max(self.rtt(self.relay) or 0.0, self._relay_rtt_last or 0.0)
+        return max(self._relay_wait + self._relay_wait_limit, self._relay_probe_at + RELAY_RTT_FACTOR * rtt)
+
+    def _relay_check(self, now: float) -> None:
+        deadline = self._relay_deadline()
+        if deadline is None or now < deadline:
+            return
+        if self._relay_probe_at is None:       # silent a while: ask the peer directly
+            self._relay_probe_at = now
+            self._ping_id += 1
+            self._queue(self.relay, fr.encode_ping(FrameType.PING, self._ping_id, int(now * 1e6)),
+                        False, FrameType.PING)
+            return
+        self._relay_silent(now)
 
     def _relay_silent(self, now: float) -> None:
         """The active relay leg stopped answering: give it up and resume on a new one."""
         pid = self.relay
         why = f"relay silent {now - self._relay_wait:.2f}s"
         self._relay_wait = None
+        self._relay_probe_at = None
+        self._relay_strikes += 1
+        self._relay_strike_at = now
         self.kinds.pop(pid, None)
         self._events.append(ev.PathAbandoned(pid, why))
         self._detach(pid, why, now)
@@ -762,6 +819,7 @@ class SessionConnection:
         self.kinds[path_id] = RELAY
         self.relay = path_id
         self._relay_wait = None
+        self._relay_probe_at = None
         gone = self.relay_lost_reason
         self.relay_lost_reason = None
         if old is not None:            # still open but given up on (e.g. silent after an address change)
@@ -812,6 +870,7 @@ class SessionConnection:
                     self._queue(self.relay, fr.encode_ping(FrameType.PING, self._ping_id, int(now * 1e6)),
                                 False, FrameType.PING)
                     self._relay_wait = now
+                    self._relay_probe_at = now
                     self._relay_wait_limit = self.timing.relay_check_after
             elif self.resume_grace > 0 and not (self.role == "client" and self.relay_lost_reason == "host-gone"):
                 # No relay and now no UDP either: wait (detached) for a resume on a new leg.

@@ -151,13 +151,18 @@ def test_timeout_resets_probing():
     assert rack.get_timer() == pytest.approx(1.0 + 1.25 * RTT)
 
 
-def test_probe_waits_longer_on_a_path_whose_rtt_varies():
+def test_probe_waits_longer_on_a_path_whose_rtt_varies_but_never_past_two_srtt():
     rack = warmed()
-    for rtt in (0.03, 0.06, 0.03, 0.06):
+    for rtt in (0.035, 0.045, 0.035, 0.045):
         rack.on_rtt_sample(0.0, rtt)
     rack.on_sent(0.0, 1, MSS)
     assert rack.get_timer() == pytest.approx(rack.srtt + 4 * rack.rttvar)
-    assert rack.get_timer() > 1.5 * rack.srtt
+    assert 1.25 * rack.srtt < rack.get_timer() < 2 * rack.srtt
+    for rtt in (0.03, 0.4, 0.03, 0.4):          # a peer that stalls now and then
+        rack.on_rtt_sample(0.0, rtt)
+    rack.on_sent(1.0, 2, MSS)
+    assert 4 * rack.rttvar > rack.srtt
+    assert rack.get_timer() == pytest.approx(1.0 + 2 * rack.srtt)
 
 
 # ---- timelines over the link model --------------------------------------------------------

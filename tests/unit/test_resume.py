@@ -12,7 +12,7 @@ from shortpath.auth.tokens import ReplayCache, TokenSigner
 from shortpath.errors import AuthError, BadSignature, TicketReplayed, TokenExpired, WrongClient
 from shortpath.paths.manager import RELAY_ID
 from shortpath.session import events as ev
-from tests.unit.corepair import SIDES, FakePath, Pair, on_udp, streaming_on_udp
+from tests.unit.corepair import SIDES, FakePath, Pair, msg, on_udp, streaming_on_udp
 
 GRACE = 30.0
 
@@ -371,3 +371,93 @@ def test_a_host_still_on_udp_follows_the_clients_resume_onto_the_new_leg_at_once
     p.run(p.now + 20.0)
     p.assert_exactly_once_in_order()
     assert len(p.sent["client"]) == 3000
+
+
+# --- a slow relay is not a dead one (the scale regression: overload read as silence) -----------------
+def _ramp_delay(p: Pair, path_id: str, to: float, over: float, steps: int = 50) -> None:
+    """The path's one-way delay grows linearly to ``to`` within ``over`` seconds (a queue
+    filling up; it only grows, so frames stay in order as on TCP)."""
+    start = p.paths[path_id].delay
+    for i in range(1, steps + 1):
+        p.at(over * i / steps, lambda d=start + (to - start) * i / steps: setattr(p.paths[path_id], "delay", d))
+
+
+def test_a_relay_slowing_to_seconds_under_a_closed_loop_echo_is_kept_and_never_resumed():
+    """As the scale benchmark's sessions: one echo in flight at a time, and the relay's
+    delay grows to 2.5 s each way (RTT 5 s, longer than relay_silent_after), so after each
+    send the client hears nothing for seconds. The probe PING is answered late, within
+    RELAY_RTT_FACTOR x the relay RTT the earlier pings measured: the leg is kept, every echo
+    comes back, and no resume is started."""
+    p = resumable()
+    _ramp_delay(p, RELAY_ID, 2.5, over=15.0)
+    echoes = []
+
+    def echo(side, e):
+        if isinstance(e, ev.DataReceived):
+            if side == "host":
+                p.cores["host"].send(e.data, p.now)
+            else:
+                echoes.append(e.data)
+                if len(echoes) < 40:
+                    p.cores["client"].send(msg("client", len(echoes)), p.now)
+    p.on_event = echo
+    p.cores["client"].send(msg("client", 0), 0.0)
+    p.run(200.0)
+    for side in SIDES:
+        assert p.first(side, ev.RelayLost)[1] is None and p.first(side, ev.PathAbandoned)[1] is None
+        assert p.cores[side].active == RELAY_ID and "resumes" not in p.cores[side].counters
+    assert p.cores["client"].rtt(RELAY_ID) > p.timing.relay_silent_after       # slower than the old limit
+    assert echoes == [msg("client", i) for i in range(40)]
+
+
+def test_bytes_heard_on_the_relay_count_as_life_while_no_whole_frame_arrives():
+    """A saturated relay delivers no whole frame for 8 s, but bytes keep arriving at the
+    client's socket (the pump feeds path_heard before every timer): the leg is kept; the
+    frames then arrive, nothing lost. Without those bytes the same relay is given up."""
+    for bytes_arrive in (True, False):
+        p = resumable()
+        p.stream("client", 400, 0.005)
+        p.stream("host", 400, 0.005)
+        p.run(0.5)
+        p.set_dark(RELAY_ID, True)
+        client = p.cores["client"]
+        if bytes_arrive:
+            def trickle():
+                client.path_heard(RELAY_ID, p.now)
+                if p.paths[RELAY_ID].dark:
+                    p.at(p.now + 0.3, trickle)
+            p.at(p.now + 0.3, trickle)
+        p.at(8.5, lambda: p.set_dark(RELAY_ID, False))
+        p.run(20.0)
+        lost = p.first("client", ev.RelayLost)[1]
+        if bytes_arrive:
+            assert lost is None and client.active == RELAY_ID
+            p.assert_exactly_once_in_order()
+            assert len(p.inbox["host"]) == 400 and len(p.inbox["client"]) == 400
+        else:
+            assert lost is not None and lost.reason.startswith("relay silent")
+
+
+def test_a_dead_relay_is_still_found_in_relay_silent_after_and_the_next_give_up_backs_off():
+    """Real silence (relay-only, nothing arrives, no bytes either) is still found
+    relay_silent_after after the last thing heard (the probe PING went out a third of the
+    way in); a second leg given up for silence right after waits twice as long, so a
+    relay that only looked dead does not start a storm of resumes."""
+    p = resumable()
+    p.stream("client", 3000, 0.005)
+    p.run(1.0)
+    p.set_dark(RELAY_ID, True)
+    t_dark = p.now
+    p.run(t_dark + 6.0)
+    t_det, lost = p.first("client", ev.RelayLost, lambda e: e.detached)
+    assert lost is not None and lost.reason.startswith("relay silent")
+    limit = p.timing.relay_silent_after
+    assert limit - 0.05 <= t_det - t_dark <= limit + 0.1, t_det - t_dark
+    new_leg(p, "relay-2")
+    p.run(p.now + 1.0)
+    assert p.cores["client"].active == "relay-2"
+    p.set_dark("relay-2", True)
+    t_dark2 = p.now
+    p.run(t_dark2 + 10.0)
+    t_det2 = [t for t, e in p.events["client"] if isinstance(e, ev.RelayLost) and e.detached and t > t_dark2]
+    assert t_det2 and 2 * limit - 0.05 <= t_det2[0] - t_dark2 <= 2 * limit + 0.1, t_det2

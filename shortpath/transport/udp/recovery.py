@@ -26,8 +26,9 @@ the way RFC 8985 (RACK-TLP) and QUIC (RFC 9002) do, by *time*:
   episodes in a row without a spurious one both return to their defaults, so one burst of
   reordering does not slow loss detection forever (RFC 8985 section 6.2 does the same).
 * **Tail-loss probe.** When packets are outstanding and nothing is acknowledged, no ack can
-  trigger RACK. After ``PTO = srtt + max(4 rttvar, srtt / 4) + max_ack_delay`` since the last
-  transmission (the time the last packet's ack is overdue; QUIC's PTO), :meth:`RackLossDetector.handle_timer` asks the
+  trigger RACK. After ``PTO = srtt + min(max(4 rttvar, srtt / 4), srtt) + max_ack_delay``
+  since the last transmission (the time the last packet's ack is overdue; QUIC's PTO, at most
+  RFC 8985's 2 srtt), :meth:`RackLossDetector.handle_timer` asks the
   sender to send one probe: new data if it has any, else the most recently sent outstanding
   packet again (:meth:`RackLossDetector.probe_candidate`). The probe's acknowledgement either
   acknowledges the lost tail (the probe was its retransmission) or, acknowledging a later
@@ -195,13 +196,17 @@ class RackLossDetector:
 
     def pto(self) -> float:
         """Tail-loss probe timeout before back-off: when the last packet's ack is overdue,
-        ``srtt + max(4 rttvar, srtt / 4) + max_ack_delay`` (QUIC's PTO, RFC 9002 6.2.1, with
-        a quarter-RTT floor for a path whose samples stopped varying). RFC 8985's 2 x srtt
-        waits a whole extra round trip: a lost frame tail then cost ~3 RTT, now ~2.3."""
+        ``srtt + min(max(4 rttvar, srtt / 4), srtt) + max_ack_delay``: QUIC's PTO (RFC 9002
+        6.2.1) with a quarter-RTT floor for a path whose samples stopped varying, and RFC
+        8985's 2 x srtt as the ceiling. On a steady path a lost frame tail costs ~2.3 RTT
+        instead of ~3; on a jittery one (a busy Python peer: samples of 40-400 ms on a 40 ms
+        path) 4 rttvar alone reached several srtt, and a lost retransmission, which only a
+        probe can reveal when nothing else is in flight, then waited close to a second."""
         if self._srtt is None or self._rttvar is None:
             return max(2 * self.initial_rtt + self.max_ack_delay, GRANULARITY)
         srtt = self._srtt
-        return max(srtt + max(4 * self._rttvar, PTO_SRTT_FLOOR * srtt) + self.max_ack_delay, GRANULARITY)
+        spread = min(max(4 * self._rttvar, PTO_SRTT_FLOOR * srtt), srtt)
+        return max(srtt + spread + self.max_ack_delay, GRANULARITY)
 
     # ---- events -------------------------------------------------------------------------
 

@@ -221,31 +221,6 @@ def tuned_sctp_transport_class() -> type:
             self.on_dead: Optional[Callable[[], Any]] = None
             self.on_progress: Optional[Callable[[], Any]] = None
             self.sp_last_rx: Optional[float] = None
-            self._sp_trace = None
-            import os as _os
-            tdir = _os.environ.get("SP_SCTP_TRACE")   # TEMPORARY diagnostics (#13)
-            if tdir:
-                self._sp_trace = open(f"{tdir}/sctp-{_os.getpid()}-{id(self) & 0xffff:x}.log", "w", buffering=1)
-                self.sp_loop.call_later(0.05, self._sp_trace_tick)
-
-        def _sp_trace_line(self, what: str) -> None:
-            if self._sp_trace is not None:
-                cc = self._sp_cc
-                st = cc.stats() if hasattr(cc, "stats") else {}
-                qs = {p: len(q) for p, q in self._sp_queues.items()}
-                self._sp_trace.write(
-                    f"{time.monotonic():.3f} {what} fl={self.sp_flight_size} cwnd={self._sp_cwnd()} "
-                    f"rate={cc.pacing_rate*8e-6:.1f} st={st.get('state')}/{st.get('phase')} "
-                    f"bw={st.get('btl_bw', 0)*8e-6:.1f} minrtt={st.get('min_rtt')} rto={self.sp_rto:.3f} "
-                    f"q={qs} lane={len(self._sp_lane)} rtx={len(self._sp_rtx)} out={len(self._sp_by_tsn)} "
-                    f"t3={self.sp_t3_expiries} tlp={self.sp_tlp_probes} fr={self.sp_fast_retransmits} "
-                    f"exp={self.sp_datagrams_expired} rwnd={self._sp_peer_rwnd} srtt={getattr(self._sp_rack, 'srtt', None)}\n")
-
-        def _sp_trace_tick(self) -> None:
-            if self._sp_trace is None or self.state == "closed":
-                return
-            self._sp_trace_line("tick")
-            self.sp_loop.call_later(0.05, self._sp_trace_tick)
 
         # ---- figures -----------------------------------------------------------------------
         @property
@@ -583,7 +558,6 @@ def tuned_sctp_transport_class() -> type:
                 return
             self.sp_t3_expiries += 1
             self.sp_t3_consecutive += 1
-            self._sp_trace_line("T3")
             self.sp_rto = min(self.sp_rto * t.backoff, t.rto_max)  # before the resend restarts T3
             marked = self.sp_t3_mark(t.t3_skip_gap_acked)
             if not t.t3_skip_gap_acked:
