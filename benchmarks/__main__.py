@@ -16,6 +16,7 @@ BENCHES = {
     "fuzz": "benchmarks.fuzz",
     "setup": "benchmarks.setup",
     "cluster": "benchmarks.cluster",
+    "resume_lab": "benchmarks.resume_lab",
 }
 
 

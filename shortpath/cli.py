@@ -389,6 +389,7 @@ def cmd_connect(args) -> int:
         choice = choose(asyncio.run(measure(args.gateway, args.ca)))
         if not args.json:
             print(f"gateway {choice.gateway}: {choice.reason}", flush=True)
+    all_gateways = list(args.gateway)        # a resume may go through any of them (#15)
     args.gateway = choice.gateway if choice else args.gateway[0]
 
     async def reach(coro):
@@ -411,7 +412,8 @@ def cmd_connect(args) -> int:
         if args.turn_ca:
             udp["turn_cafile"] = args.turn_ca
         session = await reach(connect(args.gateway, token, args.resource, cafile=args.ca, udp=udp,
-                                      shortpath=not args.no_shortpath, host_ca=args.host_ca))
+                                      shortpath=not args.no_shortpath, host_ca=args.host_ca,
+                                      gateways=all_gateways))
         setup = (time.monotonic() - t0) * 1000
         async with session:
             if args.workload:

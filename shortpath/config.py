@@ -30,7 +30,10 @@ relay_silent_after          3.0 s    client with resume: the relay leg counts as
                                      replaced by a resume) when nothing arrived on it for this
                                      long after we sent data or a ping on it; TCP alone takes
                                      minutes to notice a vanished network. Generous: a false
-                                     alarm costs a resume, not data
+                                     alarm costs a resume, not data. Bytes arriving count; a
+                                     PING goes out a third of the way in, and the leg is kept
+                                     while that PING is younger than 4 relay RTTs (a slow
+                                     relay is not a dead one); doubled per leg given up
 relay_check_after           0.7 s    ... right after a failover from UDP onto the relay (a ping
                                      goes first): every path silent at once is how a changed
                                      network looks, so the relay gets less time to answer. With

@@ -102,7 +102,8 @@ def proof_message(gateway_id: str, session_id: str, nonce: str) -> bytes:
 
 
 def check(verifier: TokenVerifier, ticket: str, *, gateway_id: str, session_id: str, nonce: str,
-          signature: str, now: float, replay: ReplayCache | None = None, host_id: str | None = None) -> Claims:
+          signature: str, now: float, replay: ReplayCache | None = None, host_id: str | None = None,
+          defer_use: bool = False) -> Claims:
     """Check a resume: the ticket (signed by the gateway, unexpired, for this
     session and, if given, this host), the client's proof over the nonce, and --
     last, so a refused attempt does not burn the ticket -- single use."""
@@ -128,14 +129,25 @@ def check(verifier: TokenVerifier, ticket: str, *, gateway_id: str, session_id: 
     except InvalidSignature:
         raise WrongClient("resume proof was not made with the key the ticket is bound to") from None
     if replay is not None:
-        try:
-            replay.use(claims, now)
-        except AuthError as exc:
-            if "already used" in exc.message:
-                raise TicketReplayed("resume ticket was already used") from None
-            raise
+        if replay.seen(claims.jti, now):
+            raise TicketReplayed("resume ticket was already used")
+        if not defer_use:
+            spend(replay, claims, now)
     return claims
 
 
-__all__ = ["TYP", "ClientKey", "check", "check_key", "mint", "proof_message", "ticket_lifetime",
+def spend(replay: ReplayCache, claims: Claims, now: float) -> None:
+    """Mark a checked ticket used (single use); TicketReplayed if it already was. A
+    caller that may still refuse for a reason that passes (the host not registered
+    again yet) checks with ``defer_use`` and spends only once it goes ahead, with no
+    await in between, so a retry can use the same ticket and a replay still cannot."""
+    try:
+        replay.use(claims, now)
+    except AuthError as exc:
+        if "already used" in exc.message:
+            raise TicketReplayed("resume ticket was already used") from None
+        raise
+
+
+__all__ = ["TYP", "ClientKey", "check", "check_key", "mint", "proof_message", "spend", "ticket_lifetime",
            "BadSignature"]

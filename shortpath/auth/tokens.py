@@ -205,6 +205,14 @@ class ReplayCache:
         for jti in [j for j, until in self._seen.items() if until < now]:
             del self._seen[jti]
 
+    def seen(self, jti: str, now: float) -> bool:
+        """Whether ``jti`` was used and is still remembered (nothing is recorded)."""
+        return jti in self._seen and self._seen[jti] >= now
+
+    def release(self, jti: str) -> None:
+        """Forget a use that did not go ahead (the order it was spent on never left)."""
+        self._seen.pop(jti, None)
+
     def use(self, claims: Claims, now: float) -> None:
         if claims.jti in self._seen and self._seen[claims.jti] >= now:
             raise AuthError("token was already used (replay)")

@@ -420,7 +420,7 @@ class Broker:
         sid = pending.msg.session_id
         claims = resume_tickets.check(self.verifier, pending.msg.ticket, gateway_id=self.config.gateway_id,
                                       session_id=sid, nonce=pending.nonce, signature=answer.signature,
-                                      now=self.clock(), replay=self.resume_replay)
+                                      now=self.clock(), replay=self.resume_replay, defer_use=True)
         if claims.jti in self.revoked_jtis or claims.extra["host"] in self.revoked_hosts:
             raise AuthError("resume ticket or its host has been revoked")
         host_id = claims.extra["host"]
@@ -447,6 +447,9 @@ class Broker:
         if len(self.pending) >= self.config.max_pending_legs:
             raise NoResourcesError("gateway-busy", "too many launches in progress")
         now = self.clock()
+        # Single use, spent only now that the dial is ordered: a refusal above (host not
+        # back yet) leaves the ticket good for the client's next try, here or elsewhere.
+        resume_tickets.spend(self.resume_replay, claims, now)
         plan = LaunchPlan(conn_id=secrets.token_urlsafe(24), session_id=sid, host_id=host_id, user=claims.sub,
                           resource=claims.extra["res"], fingerprint=claims.extra["fp"], ticket="", policy={},
                           created=now, leg=asyncio.get_running_loop().create_future(),
@@ -458,8 +461,13 @@ class Broker:
         if holder is None:
             link.send(plan.dial())
         elif not await self.cluster.order_remote(plan, holder):
-            self.pending.pop(plan.conn_id, None)
-            raise NoResourcesError("host-unavailable", f"gateway {holder} holding host {host_id} is not listening")
+            rec, link = self.registry.hosts.get(host_id), self.links.get(host_id)
+            if link is not None and rec is not None and rec.fingerprint == claims.extra["fp"]:
+                link.send(plan.dial())       # its gateway died and the host registered here meanwhile
+            else:
+                self.pending.pop(plan.conn_id, None)
+                self.resume_replay.release(claims.jti)       # no dial was ordered: the client may try again
+                raise NoResourcesError("host-unavailable", f"gateway {holder} holding host {host_id} is not listening")
         _log.info(log.kv("resume", sid=sid, user=claims.sub, host=host_id, ticket=describe(pending.msg.ticket)))
         return plan
 

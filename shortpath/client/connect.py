@@ -52,7 +52,7 @@ async def feed(gateway, token: str, *, cafile: str | None = None, timing: Timing
 
 async def connect(gateway, token: str, resource: str, *, cafile: str | None = None,
                   timing: Timing | None = None, udp: dict | None = None, shortpath: bool = True,
-                  host_ca: str | None = None, resume: bool = True) -> Session:
+                  host_ca: str | None = None, resume: bool = True, gateways: list | None = None) -> Session:
     """Launch ``resource`` and return a live session.
 
     The session starts on the tcp-relay; when the pool's policy allows it (and
@@ -64,6 +64,9 @@ async def connect(gateway, token: str, resource: str, *, cafile: str | None = No
     ``host_ca``: the deployment CA certificate (auth/ca.py). With it the host must
     present a certificate chain to that CA naming the host id the broker announced,
     so the client no longer relies on the gateway-supplied fingerprint alone.
+
+    ``gateways``: the other gateways of the deployment (a cluster on Redis, #14). A
+    lost relay leg is resumed through ``gateway`` first, then through these (#15).
 
     Set-up phases land in ``session.timeline`` (time.monotonic() seconds, see
     Session.timeline): ``connect`` (this call), ``gateway_tls`` (TCP + TLS to the
@@ -90,7 +93,9 @@ async def connect(gateway, token: str, resource: str, *, cafile: str | None = No
         resumable = key is not None and bool(launched.resume_ticket) and timing.resume_grace > 0
         if resumable:       # a lost relay leg is replaced by a resume through a gateway (#15)
             from .resume import TICKET_SIGNAL, Resumer
-            session.resumer = Resumer([gateway] if isinstance(gateway, str) else [f"{gateway[0]}:{gateway[1]}"],
+            first = gateway if isinstance(gateway, str) else f"{gateway[0]}:{gateway[1]}"
+            others = [g if isinstance(g, str) else f"{g[0]}:{g[1]}" for g in gateways or ()]
+            session.resumer = Resumer([first] + [g for g in dict.fromkeys(others) if g != first],
                                       launched.session_id, launched.resume_ticket, key,
                                       launched.host_fingerprint, cafile=cafile, timing=timing,
                                       host_ca=host_ca, host_id=launched.host_id)

@@ -9,13 +9,15 @@ ready for ``Session.attach_leg``; the session's pump (session.py) calls it again
 after ``Timing.resume_retry`` while it fails in a way that may pass (gateway not
 listening yet, host not registered again yet).
 
-Gateways: the one of the launch first, then any others given (a cluster whose
-broker runs on Redis can resume a session on any of them; see the report on #15
-for what the broker still needs for that).
+Gateways: the one of the launch first, then the other gateways of the deployment
+the client was given (``connect(..., gateways=[...])``): a cluster whose broker runs
+on Redis resumes a session on any of them, so a SIGKILLed gateway costs one refused
+dial and the session comes back through the next one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 
 from .. import log
@@ -48,6 +50,7 @@ class Resumer:
         self.host_ca = host_ca
         self.host_id = host_id
         self.tries = 0
+        self.last_gateway = ""     # the gateway of the last successful resume
         self._next = 0
 
     def on_ticket(self, msg: dict) -> None:
@@ -57,14 +60,37 @@ class Resumer:
             self.ticket = t
 
     async def __call__(self) -> InnerTls:
-        gateway = self.gateways[self._next % len(self.gateways)]
-        self._next += 1        # the next try goes to the next gateway of the list
-        self.tries += 1
-        return await self.dial(gateway)
+        """One resume attempt. A gateway that cannot be reached at all (refused, timed
+        out, TLS failed: nothing was sent, so no ticket was spent) is skipped at once for
+        the next of the list, so a dead gateway of a cluster costs one failed dial, not a
+        retry pause. A gateway that answers but cannot resume yet (host not registered
+        again) ends the attempt, and the next one starts at the next gateway. The gateway
+        that resumed us is tried first next time."""
+        n = len(self.gateways)
+        last: BaseException | None = None
+        for _ in range(n):
+            i = self._next % n
+            self._next = i + 1
+            self.tries += 1
+            try:
+                conn = await open_gateway(self.gateways[i], self.cafile, self.timing)
+            except (OSError, asyncio.TimeoutError) as exc:
+                last = exc
+                _log.info(log.kv("resume-gateway-unreachable", gateway=self.gateways[i], error=type(exc).__name__))
+                continue
+            tls = await self._resume_on(conn)
+            self._next = i
+            self.last_gateway = self.gateways[i]
+            return tls
+        assert last is not None
+        raise last
 
     async def dial(self, gateway: str) -> InnerTls:
+        """A resume through ``gateway`` only."""
+        return await self._resume_on(await open_gateway(gateway, self.cafile, self.timing))
+
+    async def _resume_on(self, conn) -> InnerTls:
         t = self.timing
-        conn = await open_gateway(gateway, self.cafile, t)
         ok = False
         try:
             conn.send(control.Resume(session_id=self.session_id, ticket=self.ticket))

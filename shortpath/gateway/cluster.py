@@ -249,6 +249,8 @@ class Cluster:
                  "policy": plan.policy, "host_id": plan.host_id, "gateway": self.advertise, "origin": self.id,
                  "resume": dict(plan.resume)}
         for attempt in range(5):
+            if plan.resume and plan.host_id in self.broker.links:
+                return False        # a resume whose host moved here meanwhile (its gateway died)
             if await self.store.publish(self.store.ch_dial(holder), order) > 0:
                 return True
             await asyncio.sleep(0.25)

@@ -152,6 +152,9 @@ RELAY_RTT_FACTOR = 4.0
 RELAY_BACKOFF_CAP = 8
 #: ... until a relay leg answers this long after the last give-up
 RELAY_FORGIVE_AFTER = 30.0
+#: the gateway's TCP acknowledging all we wrote (relay_acked) defers the verdict, for at most
+#: this many times the limit (a hung gateway's kernel still acknowledges for a while)
+RELAY_ACKED_CAP = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +232,8 @@ class SessionConnection:
         self._relay_wait_limit = 0.0
         #: when the probe PING of the current wait went out (None: not yet)
         self._relay_probe_at: float | None = None
+        #: last time the gateway's TCP had acknowledged all we wrote during the current wait
+        self._relay_acked_at: float | None = None
         self._relay_rtt_last: float | None = None      # the relay's last PING sample
         self._relay_strikes = 0                        # legs given up for silence, not yet forgiven
         self._relay_strike_at = 0.0
@@ -750,14 +755,14 @@ class SessionConnection:
         """Something that calls for an answer went out on ``path_id``."""
         if path_id == self.relay and self._relay_wait is None and self._relay_watched():
             self._relay_wait = now
-            self._relay_probe_at = None
+            self._relay_probe_at = self._relay_acked_at = None
             self._relay_wait_limit = self.timing.relay_silent_after * \
                 min(RELAY_BACKOFF_CAP, 2 ** self._relay_strikes)
 
     def _relay_answered(self, now: float) -> None:
         """Something (a frame, or bytes below the frames) arrived on the relay leg."""
         self._relay_wait = None
-        self._relay_probe_at = None
+        self._relay_probe_at = self._relay_acked_at = None
         if self._relay_strikes and now >= self._relay_strike_at + RELAY_FORGIVE_AFTER:
             self._relay_strikes = 0
 
@@ -774,7 +779,20 @@ class SessionConnection:
         if self._relay_probe_at is None:
             return self._relay_wait + self._relay_wait_limit * RELAY_PROBE_SHARE
         rtt = max(self.rtt(self.relay) or 0.0, self._relay_rtt_last or 0.0)
-        return max(self._relay_wait + self._relay_wait_limit, self._relay_probe_at + RELAY_RTT_FACTOR * rtt)
+        dead = max(self._relay_wait + self._relay_wait_limit, self._relay_probe_at + RELAY_RTT_FACTOR * rtt)
+        if self._relay_acked_at is not None:     # the network to the gateway works: a busy peer
+            dead = max(dead, min(self._relay_acked_at + self._relay_wait_limit,
+                                 self._relay_wait + RELAY_ACKED_CAP * self._relay_wait_limit))
+        return dead
+
+    def relay_acked(self, at: float) -> None:
+        """The gateway's TCP had acknowledged every byte we wrote on the relay leg at
+        ``at`` (the pump reads the socket just before handle_timer()). The network to
+        the gateway works, so a silent peer is a busy one (a dead peer is the gateway's to
+        report, GATEWAY_END): the client's relay watch waits on, up to RELAY_ACKED_CAP x
+        its limit. A changed network acknowledges nothing."""
+        if self._relay_wait is not None and at >= self._relay_wait and self._relay_watched():
+            self._relay_acked_at = max(at, self._relay_acked_at or at)
 
     def _relay_check(self, now: float) -> None:
         deadline = self._relay_deadline()
@@ -793,7 +811,7 @@ class SessionConnection:
         pid = self.relay
         why = f"relay silent {now - self._relay_wait:.2f}s"
         self._relay_wait = None
-        self._relay_probe_at = None
+        self._relay_probe_at = self._relay_acked_at = None
         self._relay_strikes += 1
         self._relay_strike_at = now
         self.kinds.pop(pid, None)
@@ -819,7 +837,7 @@ class SessionConnection:
         self.kinds[path_id] = RELAY
         self.relay = path_id
         self._relay_wait = None
-        self._relay_probe_at = None
+        self._relay_probe_at = self._relay_acked_at = None
         gone = self.relay_lost_reason
         self.relay_lost_reason = None
         if old is not None:            # still open but given up on (e.g. silent after an address change)
@@ -870,7 +888,7 @@ class SessionConnection:
                     self._queue(self.relay, fr.encode_ping(FrameType.PING, self._ping_id, int(now * 1e6)),
                                 False, FrameType.PING)
                     self._relay_wait = now
-                    self._relay_probe_at = now
+                    self._relay_probe_at, self._relay_acked_at = now, None
                     self._relay_wait_limit = self.timing.relay_check_after
             elif self.resume_grace > 0 and not (self.role == "client" and self.relay_lost_reason == "host-gone"):
                 # No relay and now no UDP either: wait (detached) for a resume on a new leg.

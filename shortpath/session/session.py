@@ -545,6 +545,8 @@ class Session:
             heard = path.last_rx_at
             if heard is not None:
                 self.connection.path_heard(pid, heard)
+            if pid == self.connection.relay and getattr(path, "all_acked", None) is not None and path.all_acked():
+                self.connection.relay_acked(now)      # the gateway took all we wrote: the leg works
         self.connection.handle_timer(now)
         self._pump()
 

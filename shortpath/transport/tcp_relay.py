@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import ssl
+import struct
+import termios
 import time
 
 from .. import log
@@ -268,6 +271,17 @@ class RelayPath(Path):
     def last_rx_at(self) -> float | None:
         """When bytes last arrived on the relay leg (time.monotonic()), or None."""
         return self.tls.last_rx
+
+    def all_acked(self) -> bool:
+        """Has the gateway's TCP acknowledged every byte written to this leg? (Nothing in
+        asyncio's buffer and Linux's SIOCOUTQ at 0.) True proves the network to the gateway
+        works, however slowly the peer answers; False when unknown (other systems)."""
+        with contextlib.suppress(Exception):
+            if self.closed_reason is None and self.conn.buffered == 0:
+                sock = self.conn.writer.get_extra_info("socket")
+                out = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, struct.pack("i", 0))
+                return struct.unpack("i", out)[0] == 0
+        return False
 
     def info(self) -> dict:
         d = super().info()

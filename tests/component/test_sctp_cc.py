@@ -157,7 +157,7 @@ async def test_throughput_under_random_loss_beats_stock_aiortc(loss):
     assert ours > 2 * stock, (ours, stock)
 
 
-async def _tail_loss_recovery_time(tuned: bool) -> tuple[float, Optional[object]]:
+async def _tail_loss_recovery_time(tuned: bool, drops: int = 1) -> tuple[float, Optional[object]]:
     client, host, up, down, chans = await associate(tuned)
     loop = asyncio.get_running_loop()
     rel_c, rel_h = chans["client"][0], chans["host"][0]
@@ -167,13 +167,14 @@ async def _tail_loss_recovery_time(tuned: bool) -> tuple[float, Optional[object]
         rel_h.once("message", lambda m, f=fut: f.done() or f.set_result(m))
         rel_c.send(b"w" * 100)
         await asyncio.wait_for(fut, 5)
-    # drop the last fragment of the next binary message once
-    armed = [True]
+    # drop the last fragment of the next binary message ``drops`` times (its first
+    # transmission, then the first copy of its resend)
+    armed = [drops]
 
     def drop(data: bytes) -> bool:
         d = data_chunk(data)
         if armed[0] and d is not None and d[0] & 0x01 and d[2] == 53:
-            armed[0] = False
+            armed[0] -= 1
             return True
         return False
 
@@ -184,19 +185,27 @@ async def _tail_loss_recovery_time(tuned: bool) -> tuple[float, Optional[object]
     rel_c.send(b"f" * 3000)      # three chunks; the third is lost
     t1 = await asyncio.wait_for(fut, 10)
     assert not armed[0]
-    info = (client.sp_tlp_probes, client.sp_t3_expiries) if tuned else None
+    info = (client.sp_tlp_probes, client.sp_t3_expiries, client.sp_tail_copies) if tuned else None
     await close(client, host)
     return t1 - t0, info
 
 
 async def test_lost_tail_chunk_is_recovered_by_a_probe_within_a_few_rtts():
-    ours, (probes, t3) = await _tail_loss_recovery_time(True)
+    ours, (probes, t3, _) = await _tail_loss_recovery_time(True)
     stock, _ = await _tail_loss_recovery_time(False)
     print(f"tail loss recovered after {ours * 1000:.0f} ms (probes {probes}, T3 {t3}); stock aiortc {stock * 1000:.0f} ms")
     assert probes >= 1 and t3 == 0
-    # the probe goes ~2 SRTT after the last send, the resent chunk needs one way more: < 4 RTT
+    # the probe goes ~1.3-2 SRTT after the last send, the resent chunk needs one way more
     assert ours < 4 * RTT + 0.05, ours
     assert stock >= 1.0             # aiortc waits for T3 (RTO.min 1 s)
+
+
+async def test_a_resent_tail_goes_out_twice_so_losing_it_again_costs_nothing():
+    # the probe's first copy is lost too: nothing sent after it could reveal that, and one
+    # copy would wait another (doubled) probe timeout; the second copy arrives
+    ours, (probes, t3, copies) = await _tail_loss_recovery_time(True, drops=2)
+    assert copies >= 1 and probes >= 1 and t3 == 0
+    assert ours < 4 * RTT + 0.05, ours
 
 
 async def test_datagram_goes_before_queued_reliable_data_and_expires_unsent():

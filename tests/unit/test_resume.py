@@ -461,3 +461,51 @@ def test_a_dead_relay_is_still_found_in_relay_silent_after_and_the_next_give_up_
     p.run(t_dark2 + 10.0)
     t_det2 = [t for t, e in p.events["client"] if isinstance(e, ev.RelayLost) and e.detached and t > t_dark2]
     assert t_det2 and 2 * limit - 0.05 <= t_det2[0] - t_dark2 <= 2 * limit + 0.1, t_det2
+
+
+def test_a_gateway_that_acknowledges_everything_keeps_the_leg_up_to_a_cap():
+    """The peer is silent (a host starved of CPU) but the gateway's TCP acknowledges all we
+    write (the pump reads it off the socket: relay_acked): the network works, so the leg is
+    kept past relay_silent_after; a gateway that only acknowledges (hung, its kernel still
+    taking bytes) is given up after RELAY_ACKED_CAP x the limit all the same."""
+    from shortpath.session.connection import RELAY_ACKED_CAP
+    p = resumable()
+    p.stream("client", 3000, 0.005)
+    p.run(1.0)
+    p.set_dark(RELAY_ID, True)
+    t_dark = p.now
+    client = p.cores["client"]
+
+    def acked():
+        client.relay_acked(p.now)
+        p.at(p.now + 0.3, acked)
+    p.at(p.now + 0.3, acked)
+    p.run(t_dark + 3 * p.timing.relay_silent_after)
+    assert p.first("client", ev.RelayLost)[1] is None and client.active == RELAY_ID
+    p.run(t_dark + RELAY_ACKED_CAP * p.timing.relay_silent_after + 1.0)
+    t_det, lost = p.first("client", ev.RelayLost, lambda e: e.detached)
+    cap = RELAY_ACKED_CAP * p.timing.relay_silent_after
+    assert lost is not None and cap - 0.1 <= t_det - t_dark <= cap + 0.4, t_det - t_dark
+
+
+def test_a_deferred_use_keeps_the_ticket_for_a_retry_until_it_is_spent_once():
+    """The broker checks with ``defer_use`` and spends the ticket only once the host's dial
+    is ordered: a refusal that may pass (host not back yet) leaves it good for the next try;
+    a dial order that never left releases it; once spent it is refused, checked or spent again."""
+    signer, key = TokenSigner.generate(), resume.ClientKey()
+    now = time.time()
+    ver, cache = signer.verifier(), ReplayCache()
+    t = _ticket(signer, key, now)
+    nonce, sig = _proof(key)
+    for _ in range(3):           # refused for another reason after the check: nothing recorded
+        claims = resume.check(ver, t, gateway_id=GW, session_id="s1", nonce=nonce, signature=sig, now=now,
+                              replay=cache, defer_use=True)
+    assert len(cache) == 0
+    resume.spend(cache, claims, now)
+    cache.release(claims.jti)    # the order was never sent
+    resume.spend(cache, claims, now)
+    with pytest.raises(TicketReplayed):
+        resume.spend(cache, claims, now)
+    with pytest.raises(TicketReplayed):
+        resume.check(ver, t, gateway_id=GW, session_id="s1", nonce=nonce, signature=sig, now=now,
+                     replay=cache, defer_use=True)
