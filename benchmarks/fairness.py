@@ -384,6 +384,7 @@ def measure(queues=("shallow", "deep"), *, idle_s=3.0, alone_s=6.0, together_s=2
                     "tcp_goodput_mbit_s": _r(mbit_s(ts["series"], w0, w1)),
                     "udp_goodput_mbit_s": round(b["mbit_s"], 3) if b.get("ok") else None,
                     "udp_transport": b.get("transports_seen"), "udp_error": b.get("error"),
+                    "udp_history": b.get("history"),
                     "probe": rtt_stats(probes, w0, w1), **judge(u, tw)}
                 idle = res["idle"]["p50_ms"]
                 for name in ("udp_alone", "tcp_alone", "together"):

@@ -23,6 +23,7 @@ interpreter exit.
 from __future__ import annotations
 
 import atexit
+import ipaddress
 import json
 import os
 import secrets
@@ -176,7 +177,7 @@ class Lab:
             lab._impair[(link, d)] = {
                 "imp": Impairment(**e["params"]), "proc": None, "queue": e.get("queue"),
                 "rec": ProcRecord(**e["rec"]) if e.get("rec") else None,
-                "node": e.get("node"), "if": e.get("if")}
+                "node": e.get("node"), "if": e.get("if"), "peer": e.get("peer")}
         return lab
 
     # ---------------------------------------------------------------- nodes and addresses
@@ -461,24 +462,41 @@ class Lab:
         return [(direction, *dirs[direction])]
 
     def impair(self, link: str, direction: str = "both", imp: Impairment | None = None,
-               **params) -> None:
+               *, peer: str | None = None, **params) -> None:
         """Set (replace) the impairment of one link direction (or both).
 
         Parameters are those of ``netns_lab.impair.Impairment`` (delay_ms, jitter_ms, loss,
         ge_p/ge_r or ``**gilbert_elliott(...)``, reorder, rate_kbit, ...).  No parameters =
         clear.  Delay/loss/reorder run in an NFQUEUE emulator process in the receiving node;
         rate limits are a tbf qdisc on the sending interface.
+
+        ``peer="198.18.0.11"``: impair only this link's packets to or from that address (its
+        own emulator and queue, rules ``-d``/``-s`` peer inserted ahead of a whole-link rule),
+        e.g. one delay per gateway address on the client's WAN link.  Each peer is set and
+        cleared on its own (``impair(link, d, peer=P)`` with no parameters clears it); rate
+        limits are per interface and cannot be per peer.
         """
         imp = imp or Impairment(**params)
+        if peer is not None:
+            try:
+                ipaddress.IPv4Address(peer)
+            except ValueError:
+                raise LabError(f"peer must be one IPv4 address, got {peer!r}") from None
+            if imp.rate_kbit:
+                raise LabError("rate_kbit is per interface (tbf): it cannot be limited to one peer")
         for d, snd, rcv in self._link_dirs(link, direction):
-            self._impair_one(link, d, snd, rcv, imp)
+            self._impair_one(link, d, snd, rcv, imp, peer)
 
     def clear_impairments(self) -> None:
         for link, d in list(self._impair):
-            self.impair(link, d)
+            d, _, peer = d.partition("@")
+            self.impair(link, d, peer=peer or None)
 
-    def _impair_one(self, link, d, snd, rcv, imp: Impairment) -> None:
-        key = (link, d)
+    def _impair_one(self, link, d, snd, rcv, imp: Impairment, peer: str | None = None) -> None:
+        key = (link, f"{d}@{peer}" if peer else d)
+        if peer:    # the link's rate limit (tbf on the sender) belongs to the whole-link entry
+            self._impair_peer(key, rcv, imp, peer)
+            return
         sender = self.nodes[snd.node]
         if imp.rate_kbit:
             rate_bps = imp.rate_kbit * 1000
@@ -520,13 +538,54 @@ class Lab:
             self._impair[key] = {"imp": imp, "proc": None}
         self._save_impairments()
 
+    @staticmethod
+    def _peer_matches(peer: str | None) -> list[list[str]]:
+        """iptables match arguments of one emulator's rules: the whole link, or to/from a peer."""
+        return [["-d", f"{peer}/32"], ["-s", f"{peer}/32"]] if peer else [[]]
+
+    def _impair_peer(self, key, rcv, imp: Impairment, peer: str) -> None:
+        """One direction of a link, only packets to or from ``peer``: its own emulator."""
+        ent = self._impair.get(key)
+        receiver = self.nodes[rcv.node]
+        if not imp.needs_queue():
+            if ent:
+                self._drop_emulator(ent, receiver)
+                del self._impair[key]
+            self._save_impairments()
+            return
+        proc = ent.get("proc") if ent else None
+        if proc is not None and proc.alive() and proc.popen.stdin is not None:
+            mark = proc.mark()
+            proc.send_line(json.dumps(imp.to_dict()))
+            proc.wait_for_line(r"^CONFIGURED$", 5.0, since=mark)
+            ent["imp"] = imp  # type: ignore[index]
+        else:
+            if ent:
+                self._drop_emulator(ent, receiver)
+            q = self._next_queue
+            self._next_queue += 1
+            argv = [sys.executable, "-m", "netns_lab.emulator", "--queue", str(q),
+                    "--config", json.dumps(imp.to_dict())]
+            if self.detached:
+                argv.append("--no-stdin")
+            proc = self.spawn(receiver, argv, stdin=not self.detached, ready=r"^READY")
+            # Inserted at the top: a packet to/from the peer takes this queue, not a whole-link
+            # one (a queue verdict ends the chain, so it never meets both).
+            for m in self._peer_matches(peer):
+                receiver.run(["iptables", "-w", "-t", "raw", "-I", "PREROUTING", "-i", rcv.ifname,
+                              *m, "-j", "NFQUEUE", "--queue-num", str(q), "--queue-bypass"])
+            self._impair[key] = {"imp": imp, "proc": proc, "rec": proc.record(), "queue": q,
+                                 "node": rcv.node, "if": rcv.ifname, "peer": peer}
+        self._save_impairments()
+
     def _drop_emulator(self, ent: dict, receiver: Node) -> None:
-        """Remove one direction's NFQUEUE rule and stop its emulator (ours, or recorded)."""
+        """Remove one direction's NFQUEUE rule(s) and stop its emulator (ours, or recorded)."""
         if ent.get("queue") is None:
             return
-        receiver.run(["iptables", "-w", "-t", "raw", "-D", "PREROUTING", "-i",
-                      ent["if"], "-j", "NFQUEUE", "--queue-num", str(ent["queue"]),
-                      "--queue-bypass"], check=False)
+        for m in self._peer_matches(ent.get("peer")):
+            receiver.run(["iptables", "-w", "-t", "raw", "-D", "PREROUTING", "-i",
+                          ent["if"], *m, "-j", "NFQUEUE", "--queue-num", str(ent["queue"]),
+                          "--queue-bypass"], check=False)
         if ent.get("proc") is not None:
             self.stop(ent["proc"])
         elif ent.get("rec") is not None:        # started by another process (attached lab)
@@ -544,16 +603,16 @@ class Lab:
         from dataclasses import asdict
         self.state.config["impair"] = {
             f"{link}/{d}": {"params": e["imp"].to_dict(), "queue": e.get("queue"),
-                            "node": e.get("node"), "if": e.get("if"),
+                            "node": e.get("node"), "if": e.get("if"), "peer": e.get("peer"),
                             "rec": asdict(e["rec"]) if e.get("rec") else None}
             for (link, d), e in self._impair.items()}
         self.state.config["next_queue"] = self._next_queue
         self.state.save()
 
-    def emulator_stats(self, link: str, direction: str) -> dict:
-        ent = self._impair.get((link, direction))
+    def emulator_stats(self, link: str, direction: str, peer: str | None = None) -> dict:
+        ent = self._impair.get((link, f"{direction}@{peer}" if peer else direction))
         if not ent or not ent.get("proc"):
-            raise LabError(f"no emulator on {link} {direction}")
+            raise LabError(f"no emulator on {link} {direction}" + (f" for {peer}" if peer else ""))
         p: Proc = ent["proc"]
         mark = p.mark()
         p.send_line("stats")

@@ -60,6 +60,27 @@ _splog = log.get("shortpath")
 #: Datagrams kept for an application that is not reading; older ones are dropped.
 DATAGRAM_QUEUE = 1024
 
+#: A paced path is handed only what it sends in about this long (handover_limit) ...
+HANDOVER_SECONDS = 0.15
+#: ... but never less than this, so a slow path still gets whole frames to pack
+MIN_HANDOVER_BYTES = 64 * 1024
+
+
+def handover_limit(rate: float | None) -> int:
+    """Bytes a path may hold unsent before the core keeps the rest (in channel priority
+    order). A paced path (``rate``: its sender's bytes/s) gets what it sends in about
+    ``HANDOVER_SECONDS``, between ``MIN_HANDOVER_BYTES`` and ``channels.HANDOVER_BYTES``;
+    one whose rate is unknown (the relay) gets ``channels.HANDOVER_BYTES``.
+
+    Why not always the fixed amount: the stall detector (paths/stall.py) ages a message
+    from when it was handed to the path, and 256 KiB waiting in a path that sends
+    2-4 Mbit/s (a fair share of a busy link) is 0.5-1 s of age that is no stall at all;
+    kept in the core, the backlog also stays behind higher-priority channels."""
+    if rate is None or rate <= 0:
+        return chn.HANDOVER_BYTES
+    return int(min(chn.HANDOVER_BYTES, max(MIN_HANDOVER_BYTES, rate * HANDOVER_SECONDS)))
+
+
 __all__ = ["Session", "SessionInfo", "start_session", "udp_config", "MAX_MESSAGE", "MAX_DATAGRAM",
            "PEER_GONE", "DATAGRAM_QUEUE"]
 
@@ -430,9 +451,10 @@ class Session:
         return failed
 
     def _room(self, path_id: str) -> int:
-        """Bytes the path takes now; the core keeps the rest, in priority order (channels.py)."""
+        """Bytes the path takes now (handover_limit); the core keeps the rest, in priority
+        order (channels.py)."""
         path = self._paths.get(path_id)
-        return 0 if path is None else max(0, chn.HANDOVER_BYTES - path.buffered_amount)
+        return 0 if path is None else max(0, handover_limit(path.send_rate) - path.buffered_amount)
 
     def _watch_backlog(self) -> None:
         """While the core holds DATA back, wake the pump when the active path has room."""
@@ -449,7 +471,7 @@ class Session:
         self._writer = (path, task)
 
     async def _when_writable(self, path: Path) -> None:
-        await path.wait_writable(chn.HANDOVER_BYTES // 2)
+        await path.wait_writable(handover_limit(path.send_rate) // 2)
         if self._writer is not None and self._writer[0] is path:
             self._writer = None
         if self.close_reason is None:

@@ -49,6 +49,12 @@ class Path(abc.ABC):
     def buffered_amount(self) -> int:
         """Bytes queued locally and not yet handed to the network."""
 
+    @property
+    def send_rate(self) -> float | None:
+        """Bytes/s the path sends at now, if its sender knows (a paced UDP path);
+        None: unknown (the relay's TCP leg), the session then hands over a fixed amount."""
+        return None
+
     @abc.abstractmethod
     async def drain(self) -> None:
         """Wait until the local send buffer is below its high-water mark."""

@@ -464,7 +464,15 @@ def sctp_hook_class() -> type:
             if not self._sent_queue:
                 self._t3_cancel()
             elif advanced:
-                self._t3_restart()
+                h = self._t3_handle
+                now = self._loop.time()
+                if h is not None and h.when() <= now + self._rto:
+                    # lazy restart (a timer per SACK was a large share of the sender's CPU):
+                    # the armed T3 fires no later than the restarted one would, and the
+                    # subclass's T3 hook re-arms for the rest counted from sp_t3_since
+                    self.sp_t3_since = now
+                else:
+                    self._t3_restart()
 
         @property
         def sp_nothing_outstanding(self) -> bool:

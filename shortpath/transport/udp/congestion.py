@@ -205,6 +205,11 @@ INITIAL_RTT_GUESS = 0.01
 #: Upper bound on how many rounds one "up" phase may last (a safety net if the loss and inflight
 #: tests never end it, e.g. an app-limited sender that never fills 1.25 BDP).
 MAX_UP_ROUNDS = 8
+#: Loss that coincides with a queue (QUEUE_LOSS_TEST_DOC): a cruise-phase loss detected while
+#: the latest RTT stands above min_rtt by the background margin is a full buffer's doing, even
+#: below LOSS_THRESH. Each round that sees one cuts bw_lo to this fraction of what the round
+#: delivered (not floored by it, unlike the random-loss cut).
+QUEUE_LOSS_BETA = 0.9
 
 STARTUP = "startup"
 DRAIN = "drain"
@@ -285,6 +290,7 @@ class BbrController:
         self._round_start = False
         self._round_lost = 0
         self._round_lost_packets = 0
+        self._round_queue_lost = 0
         self._round_bg_packets = 0
         self._round_bg_lost = 0
         self._round_acked = 0
@@ -326,7 +332,7 @@ class BbrController:
         self._cycle_measured = False
         self._counts = {"sent": 0, "acked": 0, "lost": 0, "spurious_ack": 0, "loss_too_high": 0,
                         "lower_bound_cuts": 0, "queue_signals": 0, "queue_agings": 0, "probe_rtt": 0, "cycles": 0,
-                        "path_changes": 0}
+                        "path_changes": 0, "queue_loss_cuts": 0}
 
     # ---- public read-outs -----------------------------------------------------------------
 
@@ -509,6 +515,11 @@ class BbrController:
                 self._round_bg_packets += 1
                 self._round_bg_lost += 1
             self._check_probe_loss(now, p)
+            if (not p.probing and self.state == PROBE_BW and self.phase == CRUISE
+                    and self._latest_rtt is not None and self._min_rtt != math.inf
+                    and self._latest_rtt > self._min_rtt + max(
+                        BACKGROUND_RTT_MARGIN, BACKGROUND_RTT_FRACTION * self._min_rtt)):
+                self._round_queue_lost += 1
         self._update_pacing_rate()
 
     def on_timeout(self, now: float) -> None:
@@ -670,6 +681,8 @@ class BbrController:
                 flight = self._round_acked + self._round_lost
                 if self._round_lost and self._flight_loss_too_high(self._round_lost, flight):
                     self._cut_lower_bounds()
+                elif self._round_queue_lost:
+                    self._cut_for_queue_loss()
         # the background (random) loss: learned only from rounds that saw the path without a
         # queue, because loss while a queue stands is what a full buffer does, not the medium
         if (self._round_bg_packets and self._min_rtt != math.inf
@@ -722,11 +735,19 @@ class BbrController:
         prev_inflight = float(self._cwnd) if self._inflight_lo == math.inf else self._inflight_lo
         self._inflight_lo = max(float(self._round_delivered), BETA * prev_inflight, float(self._min_cwnd))
 
+    def _cut_for_queue_loss(self) -> None:
+        if self._round_app_limited or self._round_bw <= 0:
+            return
+        self._counts["queue_loss_cuts"] += 1
+        prev_bw = self.max_bw if self._bw_lo == math.inf else self._bw_lo
+        self._bw_lo = QUEUE_LOSS_BETA * min(self._round_bw, prev_bw)
+
     def _reset_round_accumulators(self) -> None:
         self._prev_round_cwnd_limited = self._round_cwnd_limited
         self._round_cwnd_limited = False
         self._round_lost = 0
         self._round_lost_packets = 0
+        self._round_queue_lost = 0
         self._round_bg_packets = 0
         self._round_bg_lost = 0
         self._round_acked = 0

@@ -318,6 +318,13 @@ class UdpPath:
         extra = sum(ch.bufferedAmount for ch in self._stack.channels.values())
         return self._rel.bufferedAmount + self._unrel.bufferedAmount + extra + queued
 
+    @property
+    def pacing_rate(self) -> Optional[float]:
+        """Bytes/s our SCTP sender paces at now (its congestion controller's rate), or
+        None with aiortc's stock sender or once closed."""
+        rate = getattr(self._sctp, "sp_pacing_rate", None)
+        return None if self._closed or rate is None else float(rate)
+
     def _check_send(self, data: bytes) -> None:
         if self._closed or self._rel.readyState != "open":
             raise PathError("UDP path is closed", code="closed")

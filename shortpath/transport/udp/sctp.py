@@ -237,6 +237,11 @@ def tuned_sctp_transport_class() -> type:
             """User bytes accepted and not yet sent (reliable queue + datagram lane)."""
             return self._sp_queued + self.sp_lane_bytes
 
+        @property
+        def sp_pacing_rate(self) -> float:
+            """The controller's pacing rate, bytes/s: what this sender sends at now."""
+            return float(self._sp_cc.pacing_rate)
+
         def sp_stats(self) -> dict:
             cc = self._sp_cc
             return {"cwnd": self._sp_cwnd(), "pacing_rate": cc.pacing_rate,
@@ -520,7 +525,10 @@ def tuned_sctp_transport_class() -> type:
             when = self._sp_rack.get_timer()
             h = self._sp_rack_handle
             if h is not None:
-                if when is not None and abs(h.when() - when) < 1e-4:
+                if when is not None and h.when() < when + 1e-4 and not self.sp_nothing_outstanding:
+                    # lazy: the armed timer fires no later than needed; RACK's handle_timer is a
+                    # no-op before its deadline and _sp_on_recovery_timer then re-arms (moving
+                    # the deadline on every SACK cost a cancelled TimerHandle per SACK)
                     return
                 h.cancel()
                 self._sp_rack_handle = None

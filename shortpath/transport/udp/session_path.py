@@ -100,6 +100,11 @@ class UdpSessionPath(Path):
     def buffered_amount(self) -> int:
         return self.udp.buffered_amount
 
+    @property
+    def send_rate(self) -> float | None:
+        """The SCTP sender's pacing rate, bytes/s (None on aiortc's stock sender)."""
+        return getattr(self.udp, "pacing_rate", None)
+
     async def drain(self) -> None:
         if self.closed_reason is None:
             try:
