@@ -453,6 +453,7 @@ class Client:
         t_before = self.transport()
         seen = {t_before}
         t0 = time.monotonic()
+        sw_before = self.switches()
         sent = 0
         series: list[tuple[float, int]] = []   # reliable only: (seconds, bytes sent so far)
         if datagram:         # raw UDP: blast, backing off while the socket buffer is full
@@ -493,6 +494,7 @@ class Client:
         return {"sent_bytes": sent, "received_bytes": got, "elapsed_s": elapsed,
                 "mbit_s": got * 8 / elapsed / 1e6, "transport_before": t_before,
                 "transport_after": self.transport(), "transports_seen": sorted(seen | {self.transport()}),
+                "history": self.session.history[sw_before:] if self.session is not None else [],
                 "sent_series": series}
 
 

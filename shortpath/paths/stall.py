@@ -15,7 +15,13 @@ what is watched, in each direction:
   stalling (``peer_report``).
 
 A direction is stalled when that age reaches ``max(min_age, rtt_factor x
-SRTT)``. The delivery rate is the other input: while the sender keeps a
+SRTT)``, plus the time the message may still be waiting in the path's own send
+buffer: the session's pump reports how long the active path needs to send what
+it holds unsent at its own rate (``local_backlog``; at most ``local_wait_cap``
+counts). The pump hands a paced path only about 150 ms of its rate at a time
+(session.py ``handover_limit``), so this is small; it keeps a path that is
+slow but sending (its fair share of a busy link) from looking stalled, while a
+path that delivers nothing is still left about ``limit`` after the message went. The delivery rate is the other input: while the sender keeps a
 backlog, bytes the peer reports received per second are a sample of what the
 path delivers; the relay's samples (taken while the session was on it) are the
 yardstick. A UDP path that delivers under ``rate_fraction`` of the relay's
@@ -46,6 +52,7 @@ class StallTiming:
     backoff: float = 5.0          # first hold before a stalled path may carry the session again
     backoff_cap: float = 60.0
     forgive_after: float = 30.0   # carried this long without a stall: the next stall starts over
+    local_wait_cap: float = 0.5   # at most this much of the path's own send backlog extends the age limit
 
 
 @dataclass
@@ -64,6 +71,7 @@ class StallWatch:
         self.since: float | None = None     # our oldest undelivered message went out then
         self.peer_age: float = 0.0          # the peer's last reported age (seconds)
         self.peer_age_at: float | None = None
+        self.local_wait: float = 0.0        # seconds of unsent data the active path holds
         self.relay_rate: float | None = None
         self._rates: dict[str, _Rate] = {}
         self.strikes = 0                    # stall exits not yet forgiven
@@ -76,6 +84,15 @@ class StallWatch:
 
     def undelivered_since(self, since: float | None) -> None:
         self.since = since
+
+    def local_backlog(self, seconds: float) -> None:
+        """The active path holds ``seconds`` of our data unsent in its own send buffer (its
+        unsent bytes over the rate it sends at; 0 when it cannot tell)."""
+        self.local_wait = max(0.0, seconds)
+
+    def grace(self) -> float:
+        """What the age limit is extended by for the path's own send backlog."""
+        return min(self.local_wait, self.t.local_wait_cap)
 
     def peer_report(self, age: float, now: float) -> None:
         self.peer_age, self.peer_age_at = age, now
@@ -107,6 +124,7 @@ class StallWatch:
         """The session now sends on ``path_id``; start its figures afresh."""
         self.since = None
         self.peer_age, self.peer_age_at = 0.0, None
+        self.local_wait = 0.0
         if path_id is not None:
             self._rates[path_id] = _Rate()
         self.carried_since = now if udp else None
@@ -118,8 +136,8 @@ class StallWatch:
     def check(self, path_id: str, srtt: float | None, now: float) -> str | None:
         """Why the active UDP path counts as stalled now, or None."""
         lim = self.limit(srtt)
-        if self.since is not None and now >= self.since + lim:      # the very deadline() value
-            return f"stall: oldest undelivered {now - self.since:.2f}s (limit {lim:.2f}s)"
+        if self.since is not None and now >= self.since + lim + self.grace():   # the very deadline() value
+            return f"stall: oldest undelivered {now - self.since:.2f}s (limit {lim + self.grace():.2f}s)"
         if self.peer_age_at is not None and self.peer_age >= lim:
             self.peer_age_at = None        # one report, one verdict
             return f"stall: peer's oldest undelivered {self.peer_age:.2f}s (limit {lim:.2f}s)"
@@ -135,7 +153,7 @@ class StallWatch:
 
     def deadline(self, srtt: float | None) -> float | None:
         """When check() may next say yes without a new input."""
-        return None if self.since is None else self.since + self.limit(srtt)
+        return None if self.since is None else self.since + self.limit(srtt) + self.grace()
 
     def left(self, now: float) -> float:
         """We left a path for a stall (or followed the peer that did): returns the hold."""

@@ -522,7 +522,8 @@ class SessionConnection:
         path_id = path_id or self.active
         if path_id is not None:
             since = self.channels.oldest_unreceived_tx()
-            age_ms = 0 if since is None else (self._now - since) * 1000
+            # less what our path still holds unsent (stall.py: not the path's delay)
+            age_ms = 0 if since is None else max(0.0, self._now - since - self.manager.stall.grace()) * 1000
             self._queue(path_id, fr.encode_cack(channel, consumed, received, age_ms), True, FrameType.CACK)
 
     def _queue_acks(self, path_id: str) -> None:

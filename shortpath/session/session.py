@@ -446,9 +446,18 @@ class Session:
                         failed.append(t)
         finally:
             self._pumping = False
+        self._note_local_backlog()
         self._arm_timer()
         self._watch_backlog()
         return failed
+
+    def _note_local_backlog(self) -> None:
+        """Tell the stall watch how long the active path needs to send what it holds unsent
+        (paths/stall.py: that wait is not the path failing to deliver)."""
+        core = self.connection
+        path = self._paths.get(core.active) if core.active is not None else None
+        rate = None if path is None else path.send_rate
+        core.manager.stall.local_backlog(path.buffered_amount / rate if rate else 0.0)
 
     def _room(self, path_id: str) -> int:
         """Bytes the path takes now (handover_limit); the core keeps the rest, in priority

@@ -201,12 +201,19 @@ class HandoverPair(ChannelPair):
     waits in that buffer before it leaves (the time the stall detector must not mistake
     for a stall)."""
 
-    def __init__(self, limit, **kw) -> None:
+    def __init__(self, limit, report: bool, **kw) -> None:
         super().__init__(**kw)
         self.limit = limit
+        self.report = report             # tell the stall watch the buffer's wait, as the session does
+        self._stuck = {s: 0 for s in SIDES}   # bytes that never leave a stalled sender's buffer
 
     def _unsent(self, side: str) -> int:
-        return int(max(0.0, self._busy[side] - self.now) * self.rate)
+        return self._stuck[side] + int(max(0.0, self._busy[side] - self.now) * self.rate)
+
+    def _transmit(self, side: str, t) -> None:
+        if t.reliable and t.path_id != RELAY_ID and side in self.stalled:
+            self._stuck[side] += len(t.frame)          # cwnd full, nothing acked: the buffer stays full
+        super()._transmit(side, t)
 
     def _room(self, side: str, path_id: str) -> int | None:
         if path_id == RELAY_ID or self.rate is None:
@@ -222,6 +229,8 @@ class HandoverPair(ChannelPair):
                     busy = True
                     self._handle(side, e)
                 room = self._room(side, core.active) if core.active else None
+                if self.report and room is not None:
+                    core.manager.stall.local_backlog(self._unsent(side) / self.rate)
                 for t in core.transmits(None, None if room is None else (lambda pid, r=room: r)):
                     busy = True
                     self._transmit(side, t)
@@ -231,8 +240,8 @@ class HandoverPair(ChannelPair):
         self.at(self.now + every, lambda: self.tick(every))
 
 
-def _bulk_on_udp(limit, rate: float) -> HandoverPair:
-    p = HandoverPair(limit)
+def _bulk_on_udp(limit, rate: float, report: bool) -> HandoverPair:
+    p = HandoverPair(limit, report)
     p.start_upgrades()
     p.run(0.5)
     assert on_udp(p, "client") and on_udp(p, "host")
@@ -245,10 +254,11 @@ def _bulk_on_udp(limit, rate: float) -> HandoverPair:
     return p
 
 
+@pytest.mark.parametrize("report", [False, True])
 @pytest.mark.parametrize("rate", [250_000.0, 500_000.0])     # 2 and 4 Mbit/s
-def test_slow_but_delivering_bulk_on_a_shared_bottleneck_is_kept(rate):
+def test_slow_but_delivering_bulk_on_a_shared_bottleneck_is_kept(rate, report):
     from shortpath.session.session import handover_limit
-    p = _bulk_on_udp(handover_limit, rate)
+    p = _bulk_on_udp(handover_limit, rate, report)
     assert on_udp(p, "client") and on_udp(p, "host")
     assert not any("stall:" in r for _, _, r in p.switches("client") + p.switches("host"))
     got = len(p.ch_inbox["host"][3]) * 16_000
@@ -262,8 +272,26 @@ def test_the_same_bulk_handed_over_256_kib_at_a_time_looked_like_a_stall():
     """The fixed hand-over this replaces: at 2 Mbit/s 256 KiB waits about a second in the path's
     own buffer, so the oldest-undelivered age passes the 1 s limit on a path that delivers."""
     from shortpath.session import channels as chn
-    p = _bulk_on_udp(lambda rate: chn.HANDOVER_BYTES, 250_000.0)
+    p = _bulk_on_udp(lambda rate: chn.HANDOVER_BYTES, 250_000.0, report=False)
     assert any("stall: oldest undelivered" in r for _, _, r in p.switches("client"))
+
+
+def test_a_path_that_delivers_nothing_is_left_on_time_though_its_buffer_is_full():
+    """The send-buffer allowance is bounded: a path whose buffer never drains (nothing leaves,
+    nothing is delivered) is still left within limit + local_wait_cap of the first message."""
+    from shortpath.session.session import handover_limit
+    p = HandoverPair(handover_limit, True)
+    p.start_upgrades()
+    p.run(0.5)
+    p.rate = 250_000.0
+    p.tick()
+    p.stalled.add("client")
+    t0 = p.now
+    p.stream_ch("client", 3, 100_000, 0.005, start=t0, size=16_000)
+    p.run(t0 + 3.0)
+    leave = [t for t, pid, r in p.switches("client") if pid == RELAY_ID and "stall: oldest undelivered" in r]
+    # later than without a buffer (its 64 KiB at 250 KB/s count), never past the cap
+    assert leave and t0 + 1.2 <= leave[0] <= t0 + 1.0 + StallTiming().local_wait_cap + 0.05
 
 
 @pytest.mark.parametrize("rate, limit", [(None, 256 * 1024), (0.0, 256 * 1024), (100_000.0, 64 * 1024),
@@ -271,3 +299,31 @@ def test_the_same_bulk_handed_over_256_kib_at_a_time_looked_like_a_stall():
 def test_a_path_is_handed_what_it_sends_in_about_150_ms(rate, limit):
     from shortpath.session.session import handover_limit
     assert handover_limit(rate) == limit
+
+
+def test_time_in_the_paths_own_send_buffer_extends_the_age_limit_up_to_a_cap():
+    w = StallWatch(StallTiming(local_wait_cap=0.5))
+    w.undelivered_since(10.0)
+    w.local_backlog(0.2)                 # the path holds 0.2 s of our data unsent at its rate
+    assert w.deadline(0.01) == pytest.approx(11.2)
+    assert w.check("udp-1", 0.01, 11.1) is None
+    assert w.check("udp-1", 0.01, 11.2).startswith("stall: oldest undelivered 1.20s (limit 1.20s)")
+    w.local_backlog(3.0)                 # however much it holds, at most the cap counts
+    assert w.deadline(0.01) == pytest.approx(11.5)
+    w.path_changed("udp-2", True, 12.0)  # a new path starts with no backlog
+    w.undelivered_since(12.0)
+    assert w.deadline(0.01) == pytest.approx(13.0)
+
+
+def test_the_age_in_our_acks_leaves_out_what_our_path_still_holds_unsent():
+    core = SessionConnection("host", 0.0)
+    core.path_added(RELAY_ID, "tcp-relay", 0.0)
+    core.send(b"x", 0.0, "graphics")
+    core.transmits(0.0)
+    core.manager.stall.local_backlog(0.2)
+    core.receive_frame(RELAY_ID, frame(fr.encode_cdata(1, 0, b"in")), 0.3)
+    core.message_consumed(0.3, 1)
+    core.handle_timer(0.3 + core.timing.ack_delay)
+    acks = [fr.decode_cack(frame(t.frame).payload) for t in core.transmits()
+            if t.frame_type == fr.FrameType.CACK]
+    assert len(acks) == 1 and acks[0][3] == pytest.approx(120, abs=1)

@@ -210,6 +210,13 @@ MAX_UP_ROUNDS = 8
 #: below LOSS_THRESH. Each round that sees one cuts bw_lo to this fraction of what the round
 #: delivered (not floored by it, unlike the random-loss cut).
 QUEUE_LOSS_BETA = 0.9
+COMPETITOR_WEIGHT = 1.0 / 8
+COMPETITOR_THRESH = 0.25
+COMPETING_HEADROOM = 0.3
+COMPETING_MAX_STEP = 1
+COEXIST_MAX_ROUNDS = 63
+HI_CUT = 0.7
+PROBE_HI_BETA = 0.9
 
 STARTUP = "startup"
 DRAIN = "drain"
@@ -283,6 +290,7 @@ class BbrController:
         self._probe_rtt_due = False
         self._background_loss = 0.0
         self._latest_rtt: Optional[float] = None
+        self._competitor = 0.0   # moving share of cruise rounds with a foreign queue
 
         # rounds
         self._round = 0
@@ -291,6 +299,7 @@ class BbrController:
         self._round_lost = 0
         self._round_lost_packets = 0
         self._round_queue_lost = 0
+        self._round_max_rtt = 0.0
         self._round_bg_packets = 0
         self._round_bg_lost = 0
         self._round_acked = 0
@@ -365,7 +374,8 @@ class BbrController:
         cwnd = self._cwnd
         if self.state == PROBE_BW:
             if self.phase in (DOWN, CRUISE) and self._inflight_hi != math.inf:
-                cwnd = min(cwnd, int(self._inflight_hi * (1.0 - HEADROOM)))
+                headroom = COMPETING_HEADROOM if self._competing() else HEADROOM
+                cwnd = min(cwnd, int(self._inflight_hi * (1.0 - headroom)))
             elif self._inflight_hi != math.inf:
                 cwnd = min(cwnd, int(self._inflight_hi))
         if self.state != STARTUP and self._inflight_lo != math.inf:
@@ -397,6 +407,7 @@ class BbrController:
             "inflight_lo": None if self._inflight_lo == math.inf else int(self._inflight_lo),
             "min_rtt": self.min_rtt,
             "background_loss": self._background_loss,
+            "competitor": self._competitor,
             "inflight": self._inflight,
             "caller_inflight": self._caller_inflight,
             "delivered": self._delivered,
@@ -493,6 +504,7 @@ class BbrController:
         self._take_rate_sample(now, newest)
         if rtt_sample is not None and rtt_sample > 0:
             self._round_min_rtt = min(self._round_min_rtt, rtt_sample)
+            self._round_max_rtt = max(self._round_max_rtt, rtt_sample)
             self._classify_rtt(rtt_sample, newest)
         self._update_state(now)
         self._update_cwnd(acked_bytes)
@@ -663,7 +675,9 @@ class BbrController:
             return
         self._counts["loss_too_high"] += 1
         bdp = bdp or self._min_cwnd
-        self._inflight_hi = max(float(p.tx_in_flight), BETA * bdp, float(self._min_cwnd))
+        again = self._inflight_hi != math.inf and self._competing()
+        self._inflight_hi = max(float(p.tx_in_flight) * (PROBE_HI_BETA if again else 1.0),
+                                BETA * bdp, float(self._min_cwnd))
         if self.phase == UP:
             self._enter_probe_bw(now, DOWN)
 
@@ -692,6 +706,11 @@ class BbrController:
             rate = self._round_bg_lost / self._round_bg_packets
             self._background_loss = min(keep * self._background_loss + (1.0 - keep) * rate,
                                         BACKGROUND_LOSS_MAX)
+        if (self.state == PROBE_BW and self.phase == CRUISE and not self._round_app_limited
+                and self._round_max_rtt > 0 and self._min_rtt != math.inf):
+            foreign = self._round_max_rtt > self._min_rtt + max(
+                BACKGROUND_RTT_MARGIN, BACKGROUND_RTT_FRACTION * self._min_rtt)
+            self._competitor += COMPETITOR_WEIGHT * ((1.0 if foreign else 0.0) - self._competitor)
         # a path change (every sample far above what a queue of ours explains) is not a queue
         path_inflated = bool(self._round_rtt_samples) and self._round_rtt_inflated
         self._check_path_change(now)
@@ -741,6 +760,8 @@ class BbrController:
         self._counts["queue_loss_cuts"] += 1
         prev_bw = self.max_bw if self._bw_lo == math.inf else self._bw_lo
         self._bw_lo = QUEUE_LOSS_BETA * min(self._round_bw, prev_bw)
+        if self._inflight_hi != math.inf and HI_CUT:
+            self._inflight_hi = max(HI_CUT * self._inflight_hi, float(self._min_cwnd))
 
     def _reset_round_accumulators(self) -> None:
         self._prev_round_cwnd_limited = self._round_cwnd_limited
@@ -748,6 +769,7 @@ class BbrController:
         self._round_lost = 0
         self._round_lost_packets = 0
         self._round_queue_lost = 0
+        self._round_max_rtt = 0.0
         self._round_bg_packets = 0
         self._round_bg_lost = 0
         self._round_acked = 0
@@ -838,7 +860,7 @@ class BbrController:
         elif self.phase == CRUISE:
             # counted from the end of the last probe, so that an extra drain (a queue signal)
             # does not postpone the next probe
-            if self._round - self._cycle_start_round >= CRUISE_ROUNDS + 1:
+            if self._round - self._cycle_start_round >= self._cruise_rounds() + 1:
                 self._enter_probe_bw(now, REFILL)
         elif self.phase == REFILL:
             if rounds_in_phase >= 1:
@@ -848,11 +870,21 @@ class BbrController:
                 # capped by inflight_hi: raise the cap by 1, 2, 4... packets per round
                 if self._prev_round_cwnd_limited and self.cwnd >= int(self._inflight_hi) - self.mss:
                     self._inflight_hi += self._probe_up_step * self.mss
-                    self._probe_up_step = min(self._probe_up_step * 2, 64)
+                    self._probe_up_step = min(self._probe_up_step * 2,
+                                              COMPETING_MAX_STEP if self._competing() else 64)
             if elapsed >= min_rtt and self._inflight >= UP_PACING_GAIN * bdp:
                 self._enter_probe_bw(now, DOWN)
             elif rounds_in_phase >= MAX_UP_ROUNDS:
                 self._enter_probe_bw(now, DOWN)
+
+    def _competing(self) -> bool:
+        return self._competitor >= COMPETITOR_THRESH
+
+    def _cruise_rounds(self) -> int:
+        if self._inflight_hi == math.inf or not self._competing():
+            return CRUISE_ROUNDS
+        bdp = self.bdp or self._min_cwnd
+        return max(CRUISE_ROUNDS, min(int(bdp / self.mss), COEXIST_MAX_ROUNDS))
 
     def _probe_rtt_cwnd(self) -> int:
         bdp = self.bdp

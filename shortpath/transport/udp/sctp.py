@@ -219,6 +219,7 @@ def tuned_sctp_transport_class() -> type:
             self._sp_rack_handle: Optional[asyncio.TimerHandle] = None
             self._sp_sack_handle: Optional[asyncio.TimerHandle] = None
             self._sp_rx_packets = 0      # packets with DATA not yet acknowledged (receiver)
+            self._sp_sack_due: Optional[float] = None  # loop time the owed delayed SACK is due
             # counters (stats and tests)
             self.sp_t3_expiries = 0
             self.sp_t3_consecutive = 0
@@ -626,16 +627,29 @@ def tuned_sctp_transport_class() -> type:
             t = self._sp_tuning
             if gap or self._sp_rx_packets >= t.ack_every or t.ack_delay <= 0:
                 self._sp_rx_packets = 0
-                if self._sp_sack_handle is not None:
-                    self._sp_sack_handle.cancel()
-                    self._sp_sack_handle = None
+                self._sp_sack_due = None   # the timer, if armed, finds nothing owed and stops
                 return True
-            if self._sp_sack_handle is None:
-                self._sp_sack_handle = self.sp_loop.call_later(t.ack_delay, self._sp_delayed_sack)
+            if self._sp_sack_due is None:
+                due = self._sp_sack_due = self.sp_loop.time() + t.ack_delay
+                h = self._sp_sack_handle
+                if h is None or h.when() > due:
+                    if h is not None:
+                        h.cancel()
+                    self._sp_sack_handle = self.sp_loop.call_at(due, self._sp_delayed_sack)
             return False
 
         def _sp_delayed_sack(self) -> None:
+            # one timer serves many delayed SACKs (one per pair of packets cost a TimerHandle
+            # per SACK): it fires at the earliest owed deadline and re-arms for a later one
             self._sp_sack_handle = None
+            due = self._sp_sack_due
+            if due is None:
+                return
+            now = self.sp_loop.time()
+            if due > now + 1e-4:
+                self._sp_sack_handle = self.sp_loop.call_at(due, self._sp_delayed_sack)
+                return
+            self._sp_sack_due = None
             self._sp_rx_packets = 0
             asyncio.ensure_future(self.sp_send_owed_sack())
 
