@@ -102,6 +102,62 @@ class NewRenoReference:
         return {"state": "newreno", "cwnd": self.cwnd}
 
 
+class CubicReference(NewRenoReference):
+    """A TCP CUBIC-like reference (RFC 9438 shape, simplified): after a loss the window is cut
+    to 0.7 of ``w_max`` and then follows ``w_max + C (t - K)^3`` (packets, t in seconds since
+    the cut, ``K`` the time to get back to ``w_max``), never slower than the Reno-friendly
+    estimate. Slow start, one cut per round trip of losses and T3 as the NewReno reference;
+    unpaced. Used to check coexistence against Linux's default TCP, which regrows faster than
+    NewReno after a loss and so keeps a shallow buffer fuller."""
+
+    state = "cubic"
+    C = 0.4
+    BETA = 0.7
+
+    def __init__(self, mss: int = MSS, initial_cwnd_packets: int = 10, now: float = 0.0) -> None:
+        super().__init__(mss, initial_cwnd_packets, now)
+        self._w_max = 0.0          # packets
+        self._epoch = None         # time of the last cut
+        self._k = 0.0
+        self._w_est = 0.0          # Reno-friendly window (packets)
+        self._srtt = None
+
+    def on_acked(self, now, seqs, rtt_sample, bytes_in_flight):
+        if rtt_sample:
+            self._srtt = rtt_sample if self._srtt is None else 0.875 * self._srtt + 0.125 * rtt_sample
+        for seq in seqs:
+            sent = self._sent_time.pop(seq, None)
+            if sent is None or sent <= self._recovery_start:
+                continue
+            if self._cwnd < self._ssthresh or self._epoch is None:
+                self._cwnd += self.mss
+                continue
+            w = self._cwnd / self.mss
+            t = now - self._epoch + (self._srtt or 0.0)
+            target = self._w_max + self.C * (t - self._k) ** 3
+            self._w_est += 3 * (1 - self.BETA) / (1 + self.BETA) / w
+            target = max(target, self._w_est)
+            if target > w:
+                self._cwnd += self.mss * min(target - w, w / 2) / w
+
+    def on_lost(self, now, seqs, bytes_in_flight):
+        for seq in seqs:
+            sent = self._sent_time.pop(seq, None)
+            if sent is None or sent <= self._recovery_start:
+                continue
+            w = self._cwnd / self.mss
+            self._w_max = w
+            self._k = (w * (1 - self.BETA) / self.C) ** (1 / 3)
+            self._cwnd = max(self._cwnd * self.BETA, 2 * self.mss)
+            self._ssthresh = self._cwnd
+            self._w_est = self._cwnd / self.mss
+            self._epoch = now
+            self._recovery_start = now
+
+    def stats(self):
+        return {"state": "cubic", "cwnd": self.cwnd}
+
+
 @dataclass
 class LinkConfig:
     rate: float                      # bottleneck bytes/s

@@ -15,7 +15,8 @@ import pytest
 from shortpath.transport.udp.congestion import (
     MIN_CWND_PACKETS, PROBE_RTT_DURATION, PROBE_RTT_INTERVAL, BbrController, Pacer,
 )
-from tests.unit.linkmodel import LinkConfig, NewRenoReference, SharedLink, Simulation, mbit
+from tests.unit.linkmodel import (CubicReference, LinkConfig, NewRenoReference, SharedLink,
+                                  Simulation, mbit)
 
 R = mbit(10)
 DELAY = 0.02
@@ -362,8 +363,8 @@ def share(kinds, buffer_bytes, duration=90.0, t0=30.0):
     """Two flows on one bottleneck from t=0; goodput of each over [t0, duration] (bytes/s)."""
     world = SharedLink(LinkConfig(rate=R, delay=DELAY, buffer_bytes=buffer_bytes))
     for kind in kinds:
-        Simulation(BbrController() if kind == "bbr" else NewRenoReference(), world=world,
-                   bucket=1.0)
+        cc = {"bbr": BbrController, "newreno": NewRenoReference, "cubic": CubicReference}[kind]()
+        Simulation(cc, world=world, bucket=1.0)
     results = world.run(duration)
     return [r.goodput(t0, duration) for r in results], results
 
@@ -377,12 +378,16 @@ def test_shares_a_deep_buffer_with_a_loss_based_flow(buffer_bytes):
     assert ours + theirs >= 0.9 * R
 
 
-@pytest.mark.parametrize("buffer_bytes", [12_000, 25_000])
-def test_shares_a_shallow_buffer_with_a_loss_based_flow(buffer_bytes):
-    # 0.24 and 0.5 BDP of buffer: NewReno's unpaced bursts lose several % of its packets while
-    # ours lose ~1 % (under the loss threshold); only the foreign-queue response makes room
-    # (without it: 0.81 / 0.17 of the link at 12 KB, ratio ~4.8)
-    (ours, theirs), results = share(("bbr", "newreno"), buffer_bytes)
+@pytest.mark.parametrize("kind,buffer_bytes", [
+    ("newreno", 12_000), ("newreno", 25_000), ("cubic", 25_000),
+    pytest.param("cubic", 12_000, marks=pytest.mark.xfail(
+        strict=True, reason="known gap: ~3.4 against the CUBIC-like reference at 0.24 BDP")),
+])
+def test_shares_a_shallow_buffer_with_a_loss_based_flow(kind, buffer_bytes):
+    # 0.24 and 0.5 BDP of buffer: a loss-based flow's unpaced bursts lose several % of its
+    # packets while ours lose ~1 % (under the loss threshold); only the foreign-queue response
+    # makes room (without it: 0.81 / 0.17 of the link at 12 KB against NewReno, ratio ~4.8)
+    (ours, theirs), results = share(("bbr", kind), buffer_bytes)
     assert 1 / 3 <= ours / theirs <= 3
     assert ours + theirs >= 0.9 * R
 
@@ -455,7 +460,7 @@ def report() -> None:
                   f"{res.queue_delay_percentile(0.95, 10, 12) * 1000:.0f} ms, 12.5-20 s "
                   f"{res.queue_delay_percentile(0.95, 12.5, 20) * 1000:.0f} ms")
     for buf in (12_000, 25_000, 100_000, 200_000):
-        for kinds in (("bbr", "newreno"), ("bbr", "bbr")):
+        for kinds in (("bbr", "newreno"), ("bbr", "cubic"), ("bbr", "bbr")):
             (a, b), res = share(kinds, buf)
             print(f"two flows {kinds[0]}+{kinds[1]}, buffer {buf} B, 30-90 s: {a / R:.2f} / "
                   f"{b / R:.2f} of R (ratio {a / b:.2f}); queue p50 "

@@ -89,6 +89,11 @@ Congestion responses
 * Congestion loss while probing: ``inflight_hi`` is set to the flight that caused it and the
   probe ends (``down``) -- unless that flight was app-limited or smaller than a BDP: a short
   flight cannot have overflowed a queue of ours (BBRv3 likewise ignores app-limited samples).
+* A foreign queue in a shallow buffer (a loss-based flow sharing it; see COMPETITOR_WEIGHT):
+  when most cruise rounds show RTT samples above min_rtt that our own pacing cannot explain,
+  and our probes have already met a full buffer (inflight_hi set), we cruise for a BDP's worth
+  of rounds between probes, keep 30 % headroom under inflight_hi and cut inflight_hi to 0.9 of
+  the overflowing flight on each repeated probe loss: the other flow gets room to grow.
 * Retransmission timeout (T3): cwnd drops to the floor until a packet sent after the timeout is
   acknowledged, then returns to its previous value (a dead path gets probed gently; a T3 that
   merely repaired a lost tail costs nothing); the model itself is kept.
