@@ -150,7 +150,9 @@ class StreamLink(_Link):
         finally:
             self._close("stream-closed")
 
-    async def send(self, data: bytes) -> None:
+    async def send(self, data: bytes, channel: str | None = None) -> None:
+        # The baselines have one ordered stream: the app's channel names are accepted and ignored
+        # (that head-of-line blocking is part of what the baseline measures).
         if self.closed_reason:
             raise SessionClosed(self.closed_reason)
         self.writer.write(_LEN.pack(len(data)) + data)
@@ -215,7 +217,8 @@ class RtcLink(_Link):
         path.on_unreliable = self._deliver_dgram
         path.on_closed = self._close
 
-    async def send(self, data: bytes) -> None:
+    async def send(self, data: bytes, channel: str | None = None) -> None:
+        # Stock aiortc baseline: one ordered stream, channel names ignored (see StreamLink.send).
         if self.closed_reason:
             raise SessionClosed(self.closed_reason)
         if self.path.buffered_amount > 1_000_000:
