@@ -19,27 +19,40 @@ def registry(hosts, now=T):
     return r
 
 
-@pytest.mark.parametrize("lb,hosts,expect", [
-    ("breadth-first", [("a", 2, False, T), ("b", 1, False, T), ("c", 3, False, T)], "b"),
-    ("breadth-first", [("a", 1, False, T), ("b", 1, False, T)], "a"),                   # tie -> id
-    ("breadth-first", [("a", 0, True, T), ("b", 3, False, T)], "b"),                    # drain skipped
-    ("breadth-first", [("a", 0, False, T - 7), ("b", 3, False, T)], "b"),               # stale skipped
-    ("depth-first", [("a", 2, False, T), ("b", 1, False, T), ("c", 3, False, T)], "c"),
-    ("depth-first", [("a", 2, False, T), ("b", 4, False, T)], "a"),                     # b full (max 4)
-    ("depth-first", [("a", 0, False, T), ("b", 0, False, T)], "a"),
-])
+# Host tables shared with tests/unit/test_store.py, which runs the same selection rules against
+# both broker stores: (host id, sessions, drain, last seen relative to the test's T).
+SELECTION_CASES = [
+    ("breadth-first", [("a", 2, False, 0), ("b", 1, False, 0), ("c", 3, False, 0)], "b"),
+    ("breadth-first", [("a", 1, False, 0), ("b", 1, False, 0)], "a"),                   # tie -> id
+    ("breadth-first", [("a", 0, True, 0), ("b", 3, False, 0)], "b"),                    # drain skipped
+    ("breadth-first", [("a", 0, False, -7), ("b", 3, False, 0)], "b"),                   # stale skipped
+    ("depth-first", [("a", 2, False, 0), ("b", 1, False, 0), ("c", 3, False, 0)], "c"),
+    ("depth-first", [("a", 2, False, 0), ("b", 4, False, 0)], "a"),                     # b full (max 4)
+    ("depth-first", [("a", 0, False, 0), ("b", 0, False, 0)], "a"),
+]
+
+NO_RESOURCES_CASES = [
+    ([], "none-registered"),
+    ([("a", 4, False, 0), ("b", 4, False, 0)], "full"),
+    ([("a", 0, True, 0), ("b", 1, True, 0)], "draining"),
+    ([("a", 0, False, -10)], "unavailable"),
+    ([("a", 4, False, 0), ("b", 0, True, 0)], "draining+full"),
+]
+
+
+def at(cases, t):
+    """The shared cases with each host's relative last-seen time made absolute at ``t``."""
+    return [(*head, [(h, load, drain, t + seen) for h, load, drain, seen in hosts], last)
+            for (*head, hosts, last) in cases]
+
+
+@pytest.mark.parametrize("lb,hosts,expect", at(SELECTION_CASES, T))
 def test_selection(lb, hosts, expect):
     r = registry(hosts)
     assert r.select(PoolConfig("p", load_balancer=lb, max_sessions=4), "u", T).host_id == expect
 
 
-@pytest.mark.parametrize("hosts,reason", [
-    ([], "none-registered"),
-    ([("a", 4, False, T), ("b", 4, False, T)], "full"),
-    ([("a", 0, True, T), ("b", 1, True, T)], "draining"),
-    ([("a", 0, False, T - 10)], "unavailable"),
-    ([("a", 4, False, T), ("b", 0, True, T)], "draining+full"),
-])
+@pytest.mark.parametrize("hosts,reason", at(NO_RESOURCES_CASES, T))
 def test_no_resources_reasons(hosts, reason):
     r = registry(hosts)
     with pytest.raises(NoResourcesError) as ei:

@@ -14,6 +14,7 @@ from shortpath.broker.store import BrokerUnavailable, MemoryStore, RedisStore
 from shortpath.config import PoolConfig
 from shortpath.errors import NoResourcesError
 from tests.integration.conftest_redis import RedisServer, require_redis
+from tests.unit.test_registry import NO_RESOURCES_CASES, SELECTION_CASES, at
 
 T = 1_000_000.0   # wall-clock-like seconds (Redis keeps ms scores)
 LIVENESS = 6.0
@@ -60,27 +61,13 @@ async def pick(store, pool, user="u", now=T, launch_id=None):
 pick.n = 0
 
 
-@pytest.mark.parametrize("lb,hosts,expect", [
-    ("breadth-first", [("a", 2, False, T), ("b", 1, False, T), ("c", 3, False, T)], "b"),
-    ("breadth-first", [("a", 1, False, T), ("b", 1, False, T)], "a"),                   # tie -> id
-    ("breadth-first", [("a", 0, True, T), ("b", 3, False, T)], "b"),                    # drain skipped
-    ("breadth-first", [("a", 0, False, T - 7), ("b", 3, False, T)], "b"),               # stale skipped
-    ("depth-first", [("a", 2, False, T), ("b", 1, False, T), ("c", 3, False, T)], "c"),
-    ("depth-first", [("a", 2, False, T), ("b", 4, False, T)], "a"),                     # b full (max 4)
-    ("depth-first", [("a", 0, False, T), ("b", 0, False, T)], "a"),
-])
+@pytest.mark.parametrize("lb,hosts,expect", at(SELECTION_CASES, T))
 async def test_selection(store, lb, hosts, expect):
     await setup(store, hosts)
     assert await pick(store, PoolConfig("p", load_balancer=lb, max_sessions=4)) == expect
 
 
-@pytest.mark.parametrize("hosts,reason", [
-    ([], "none-registered"),
-    ([("a", 4, False, T), ("b", 4, False, T)], "full"),
-    ([("a", 0, True, T), ("b", 1, True, T)], "draining"),
-    ([("a", 0, False, T - 10)], "unavailable"),
-    ([("a", 4, False, T), ("b", 0, True, T)], "draining+full"),
-])
+@pytest.mark.parametrize("hosts,reason", at(NO_RESOURCES_CASES, T))
 async def test_no_resources_reasons(store, hosts, reason):
     await setup(store, hosts)
     assert await pick(store, PoolConfig("p", max_sessions=4)) == reason
