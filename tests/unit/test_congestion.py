@@ -108,6 +108,16 @@ def feed_flight(cc, now, seqs, rtt, size=MSS, app_limited=False, lose=()):
     return t
 
 
+def learn_full_flights(cc, flights=20, per_flight=40, rtt=0.04):
+    """Feed ``flights`` back-to-back full flights of ``per_flight`` packets from t=0, so the model
+    learns ~per_flight packets per ``rtt``; returns (now, next seq)."""
+    now, seq = 0.0, 0
+    for _ in range(flights):
+        now = feed_flight(cc, now, range(seq, seq + per_flight), rtt)
+        seq += per_flight
+    return now, seq
+
+
 def test_rejects_nonsense_arguments():
     with pytest.raises(ValueError):
         BbrController(mss=0)
@@ -128,12 +138,7 @@ def test_cwnd_never_below_the_floor_even_after_timeouts():
 
 def test_timeout_collapses_cwnd_until_the_path_delivers_again():
     cc = BbrController()
-    now = 0.0
-    seq = 0
-    for _ in range(20):
-        flight = range(seq, seq + 40)
-        seq += 40
-        now = feed_flight(cc, now, flight, 0.04)
+    now, seq = learn_full_flights(cc)
     before = cc.cwnd
     assert before > 20 * MSS
     for k in range(3):                       # T3 after T3: the path stays dark
@@ -159,13 +164,8 @@ def test_retransmission_replaces_the_snapshot_and_forget_drops_it():
 
 def test_app_limited_samples_never_lower_the_estimate():
     cc = BbrController()
-    now = 0.0
-    seq = 0
     # learn ~40 packets per 40 ms (1.2 MB/s) with full flights
-    for _ in range(20):
-        flight = range(seq, seq + 40)
-        seq += 40
-        now = feed_flight(cc, now, flight, 0.04)
+    now, seq = learn_full_flights(cc)
     learned = cc.btl_bw
     assert learned > 0
     # then a trickle of app-limited packets, one per 100 ms, for 20 s
@@ -181,12 +181,7 @@ def test_app_limited_samples_never_lower_the_estimate():
 def test_the_same_trickle_not_marked_app_limited_does_lower_it():
     # the control for the test above: the marking is what protects the estimate
     cc = BbrController()
-    now = 0.0
-    seq = 0
-    for _ in range(20):
-        flight = range(seq, seq + 40)
-        seq += 40
-        now = feed_flight(cc, now, flight, 0.04)
+    now, seq = learn_full_flights(cc)
     learned = cc.btl_bw
     for _ in range(200):
         cc.on_sent(now, seq, 200, 200, False)
@@ -199,12 +194,7 @@ def test_the_same_trickle_not_marked_app_limited_does_lower_it():
 
 def test_probe_rtt_after_five_seconds_without_a_new_minimum():
     cc = BbrController()
-    now = 0.0
-    seq = 0
-    for _ in range(10):
-        flight = range(seq, seq + 40)
-        seq += 40
-        now = feed_flight(cc, now, flight, 0.04)
+    now, seq = learn_full_flights(cc, flights=10)
     assert cc.state != "probe_rtt"
     entered = None
     left = None
