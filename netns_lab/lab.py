@@ -509,28 +509,7 @@ class Lab:
         ent = self._impair.get(key)
         receiver = self.nodes[rcv.node]
         if imp.needs_queue():
-            cfg = json.dumps(imp.to_dict())
-            proc = ent.get("proc") if ent else None
-            if proc is not None and proc.alive() and proc.popen.stdin is not None:
-                mark = proc.mark()
-                proc.send_line(cfg)
-                proc.wait_for_line(r"^CONFIGURED$", 5.0, since=mark)
-                ent["imp"] = imp  # type: ignore[index]
-            else:
-                if ent:
-                    self._drop_emulator(ent, receiver)
-                q = self._next_queue
-                self._next_queue += 1
-                argv = [sys.executable, "-m", "netns_lab.emulator", "--queue", str(q),
-                        "--config", cfg]
-                if self.detached:       # nobody will hold its stdin: reconfigure = replace
-                    argv.append("--no-stdin")
-                proc = self.spawn(receiver, argv, stdin=not self.detached, ready=r"^READY")
-                receiver.run(["iptables", "-w", "-t", "raw", "-A", "PREROUTING", "-i",
-                              rcv.ifname, "-j", "NFQUEUE", "--queue-num", str(q),
-                              "--queue-bypass"])
-                self._impair[key] = {"imp": imp, "proc": proc, "rec": proc.record(), "queue": q,
-                                     "node": rcv.node, "if": rcv.ifname}
+            self._run_emulator(key, rcv, imp, peer=None)
         elif ent:
             self._drop_emulator(ent, receiver)
             del self._impair[key]
@@ -553,30 +532,41 @@ class Lab:
                 del self._impair[key]
             self._save_impairments()
             return
+        self._run_emulator(key, rcv, imp, peer=peer)
+        self._save_impairments()
+
+    def _run_emulator(self, key, rcv, imp: Impairment, peer: str | None) -> None:
+        """Give one link direction (or, with ``peer``, the packets to/from one address on it) an
+        emulator with ``imp``: reconfigure the running one over its stdin, else start a new one
+        with its own NFQUEUE rule(s)."""
+        ent = self._impair.get(key)
+        receiver = self.nodes[rcv.node]
+        cfg = json.dumps(imp.to_dict())
         proc = ent.get("proc") if ent else None
         if proc is not None and proc.alive() and proc.popen.stdin is not None:
             mark = proc.mark()
-            proc.send_line(json.dumps(imp.to_dict()))
+            proc.send_line(cfg)
             proc.wait_for_line(r"^CONFIGURED$", 5.0, since=mark)
             ent["imp"] = imp  # type: ignore[index]
-        else:
-            if ent:
-                self._drop_emulator(ent, receiver)
-            q = self._next_queue
-            self._next_queue += 1
-            argv = [sys.executable, "-m", "netns_lab.emulator", "--queue", str(q),
-                    "--config", json.dumps(imp.to_dict())]
-            if self.detached:
-                argv.append("--no-stdin")
-            proc = self.spawn(receiver, argv, stdin=not self.detached, ready=r"^READY")
-            # Inserted at the top: a packet to/from the peer takes this queue, not a whole-link
-            # one (a queue verdict ends the chain, so it never meets both).
-            for m in self._peer_matches(peer):
-                receiver.run(["iptables", "-w", "-t", "raw", "-I", "PREROUTING", "-i", rcv.ifname,
-                              *m, "-j", "NFQUEUE", "--queue-num", str(q), "--queue-bypass"])
-            self._impair[key] = {"imp": imp, "proc": proc, "rec": proc.record(), "queue": q,
-                                 "node": rcv.node, "if": rcv.ifname, "peer": peer}
-        self._save_impairments()
+            return
+        if ent:
+            self._drop_emulator(ent, receiver)
+        q = self._next_queue
+        self._next_queue += 1
+        argv = [sys.executable, "-m", "netns_lab.emulator", "--queue", str(q), "--config", cfg]
+        if self.detached:       # nobody will hold its stdin: reconfigure = replace
+            argv.append("--no-stdin")
+        proc = self.spawn(receiver, argv, stdin=not self.detached, ready=r"^READY")
+        # A whole-link rule is appended; a peer's rules are inserted at the top, so a packet
+        # to/from the peer takes its queue, not the link's (a queue verdict ends the chain).
+        where = "-I" if peer else "-A"
+        for m in self._peer_matches(peer):
+            receiver.run(["iptables", "-w", "-t", "raw", where, "PREROUTING", "-i", rcv.ifname,
+                          *m, "-j", "NFQUEUE", "--queue-num", str(q), "--queue-bypass"])
+        self._impair[key] = {"imp": imp, "proc": proc, "rec": proc.record(), "queue": q,
+                             "node": rcv.node, "if": rcv.ifname}
+        if peer:
+            self._impair[key]["peer"] = peer
 
     def _drop_emulator(self, ent: dict, receiver: Node) -> None:
         """Remove one direction's NFQUEUE rule(s) and stop its emulator (ours, or recorded)."""
