@@ -76,6 +76,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -287,9 +288,7 @@ class RedisStore:
 
     async def _call(self, op: str, coro):
         """Await one Redis round trip; any Redis/connection failure -> BrokerUnavailable."""
-        import time
-
-        import redis.exceptions as rex
+        import redis.exceptions as rex          # lazy: the in-memory default needs no redis
         self.round_trips[op] = self.round_trips.get(op, 0) + 1
         t0 = time.perf_counter()
         try:
