@@ -1,7 +1,9 @@
-"""Per-path, per-network-profile benchmark inside the netns lab (issue #5).
+"""Per-path, per-network-profile benchmark inside the netns lab (issues #5 and #13).
 
     python -m benchmarks run --suite quick --only lab_paths      # ~3 min, CI smoke run
     python -m benchmarks.lab_paths --suite full [--paths ...] [--profiles ...]
+    python -m benchmarks.lab_paths --targets-markdown benchmarks/results/lab_paths_full.json [--issue '#13']
+    python -m benchmarks.lab_paths --markdown benchmarks/results/lab_paths_full.json
 
 One lab (port-restricted NAT at both sites, a private link between them), the real gateway,
 coturn and ``shortpath host`` processes (netns_lab.scenario.start_stack), and one client
@@ -11,7 +13,18 @@ process per path in the client namespace (benchmarks/lab_peer.py). Paths, side b
 raw-udp         plain UDP datagrams between the two namespaces (over the private link);
                 no background stream: the Python-stack floor for datagrams
 raw-tls         TLS over one TCP connection between the same namespaces (private link)
-tcp-relay       a shortpath session with Shortpath off (client and host via the gateway)
+tcp-relay       a shortpath session with Shortpath off (client and host via the gateway);
+                the relay's TCP legs use the machine's default congestion control (BBR here)
+tcp-relay-cubic the same with host TCP CUBIC: while its client starts, the client, core
+                (gateway) and host namespaces default to CUBIC (``Lab.set_tcp_congestion``,
+                which also allows CUBIC machine-wide for the time and restores both after),
+                so its connection to the gateway, the gateway's accepted socket and the
+                host's data leg for the session are CUBIC; the next paths get BBR again.
+                ``ss`` in those namespaces is read once the client is up and what each leg
+                uses is in the JSON (``paths.tcp-relay-cubic.tcp_cc``; ``at_end`` rechecks the
+                gateway's sockets after the last profile). A leg that is not CUBIC, or a kernel
+                that refuses CUBIC, is an error of the path, never a silent BBR measurement.
+                In the full suite only (the quick, CI suite keeps its paths and run time).
 udp-managed     shortpath, client policy managed only (host UDP 3390 over the private link)
 udp-direct      shortpath, direct only: the private link carries no UDP but 3390 and the
                 bench port (netns_lab.profiles.isolate_private_link), so ICE must hole-punch
@@ -34,6 +47,25 @@ both directions. Measurements per path and profile:
   datagrams, what arrives counts), Mbit/s.
 * small-message RTT on the clean link: 64-byte reliable ping (raw-udp: datagram ping).
 
+Targets (``targets()``), each judged from the run's own rows: met True/False, None (shown "not
+measured") when a row it needs was not run. A shortpath row measured after the session fell back
+to another transport never counts as met, and a UDP path that errored where it was due counts as
+missed. Issue #13 ("relay" = tcp-relay, and also tcp-relay-cubic when that path was run):
+
+* frames delivered (the reliable row's ``frames``) on every UDP path >= every relay's, in every
+  profile run;
+* frame latency p95 on every UDP path <= every relay's at rtt40-loss1, rtt40-loss2, rtt40-loss5;
+* loss tolerance: a UDP path's bulk at rtt40-loss2 >= 0.7 x the same path's bulk at rtt40;
+* distance tolerance: a UDP path's bulk at rtt40 >= 0.8 x the same path's bulk at clean;
+* input at rtt40-loss2: ``reliable|red`` p99 <= tcp-relay's reliable p99 / 3, and datagrams
+  (with redundancy) within one-way + 10 ms >= 99.9 % on udp-managed and udp-direct;
+* clean-link bulk of every UDP path >= 1.5 x aiortc-default's.
+
+Kept from issue #5 (marked so): reliable p99 <= tcp-relay's / 3 and udp-turn's datagrams at
+rtt40-loss2, bulk >= aiortc-default in every profile, clean RTT p50 <= 3 x raw-udp. The fairness
+target of #13 is benchmarks/fairness.py's. ``--targets-markdown JSON`` prints a saved run's
+targets, judged again with these rules, as a Markdown table (target, value, reference, met).
+
 Writes benchmarks/results/lab_paths_{suite}.json and .png (event-latency CDF per profile and a
 throughput bar chart) and lab_paths_{suite}_frames.png (frames delivered per profile and path,
 frame-latency CDF per profile, bulk throughput over time in one lossy profile). The machine is
@@ -43,6 +75,7 @@ shared and small: compare rows of one run as ratios.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -51,8 +84,16 @@ from pathlib import Path
 
 from .common import RESULTS, lab_skip_reason, percentile, save, table
 
-PATHS = ("raw-udp", "raw-tls", "tcp-relay", "udp-managed", "udp-direct", "udp-turn", "aiortc-default")
+PATHS = ("raw-udp", "raw-tls", "tcp-relay", "tcp-relay-cubic", "udp-managed", "udp-direct", "udp-turn",
+         "aiortc-default")
 UDP_PATHS = ("udp-managed", "udp-direct", "udp-turn")
+#: Shortpath sessions with Shortpath off: the session's transport is "tcp-relay" on both.
+RELAY_PATHS = ("tcp-relay", "tcp-relay-cubic")
+#: The namespaces that terminate a relayed session's TCP legs: the client (client -> gateway),
+#: the core, where the gateway runs (its end of both legs), and the host (its data leg).
+RELAY_TCP_NODES = ("client", "core", "host")
+COLORS = dict(zip(PATHS, ["#7f7f7f", "#8c564b", "#d62728", "#e377c2", "#2ca02c", "#1f77b4", "#ff7f0e",
+                          "#9467bd"]))
 CHANNELS = {0: "reliable", 1: "datagram", 2: "datagram+red", 3: "reliable|red"}
 # Channel 3 is not sent: it is computed from channels 0 and 2, which carry the same events
 # (same sequence numbers and stamps). An application that sends each event on the reliable
@@ -65,6 +106,9 @@ SPEC = {
     "raw-udp": {"peer": "raw-udp", "reliable": False, "datagram": True, "frames": False},
     "raw-tls": {"peer": "raw-tls", "reliable": True, "datagram": False, "frames": True},
     "tcp-relay": {"peer": "shortpath", "modes": "none", "reliable": True, "datagram": True, "frames": True},
+    # the same, but the relay's TCP legs are created while the lab's namespaces default to CUBIC
+    "tcp-relay-cubic": {"peer": "shortpath", "modes": "none", "reliable": True, "datagram": True, "frames": True,
+                        "tcp_cc": "cubic"},
     "udp-managed": {"peer": "shortpath", "modes": "managed", "reliable": True, "datagram": True, "frames": True},
     "udp-direct": {"peer": "shortpath", "modes": "direct", "reliable": True, "datagram": True, "frames": True},
     "udp-turn": {"peer": "shortpath", "modes": "turn", "reliable": True, "datagram": True, "frames": True},
@@ -81,9 +125,11 @@ FRAMES_INFLIGHT = 2
 REDUNDANCY = {"k": 2, "copies": 2, "spacing_ms": 3.0}
 
 SUITES = {
-    "quick": {"profiles": ["clean", "rtt40-loss2"], "events_s": 4.0, "bulk_s": 2.0, "rtt_n": 100,
-              "grace_s": 1.0},
-    "full": {"profiles": ["clean", "rtt40", "rtt40-loss1", "rtt40-loss2", "rtt40-loss5", "rtt40-burst",
+    # quick (CI): every path but the CUBIC relay, which would add ~15 % to the run
+    "quick": {"paths": [p for p in PATHS if p != "tcp-relay-cubic"], "profiles": ["clean", "rtt40-loss2"],
+              "events_s": 4.0, "bulk_s": 2.0, "rtt_n": 100, "grace_s": 1.0},
+    "full": {"paths": list(PATHS),
+             "profiles": ["clean", "rtt40", "rtt40-loss1", "rtt40-loss2", "rtt40-loss5", "rtt40-burst",
                           "rtt40-jitter10", "bw10"],
              "events_s": 12.0, "bulk_s": 4.0, "rtt_n": 300, "grace_s": 1.5},
 }
@@ -105,6 +151,49 @@ def _client_argv(name: str, lab, stack: dict, out_dir: Path, server_ca: Path) ->
         argv += ["--server", lab.addr("host"), "--server-ca", str(server_ca), "--local", lab.addr("client"),
                  "--stun", f"{plan.SERVICES['turn']}:3478"]
     return argv
+
+
+class CongestionControlError(RuntimeError):
+    """A path's relay connections did not get the congestion control it asked for."""
+
+
+def _relay_connections(lab, before: dict | None = None) -> dict:
+    """Established TCP connections in RELAY_TCP_NODES ({node: [{"local", "peer", "cc"}]}); with
+    ``before`` (an earlier result), only those that are new since."""
+    out = {}
+    for n in RELAY_TCP_NODES:
+        conns = lab.tcp_connections(n)
+        if before is not None:
+            old = {(c["local"], c["peer"]) for c in before.get(n, ())}
+            conns = [c for c in conns if (c["local"], c["peer"]) not in old]
+        out[n] = conns
+    return out
+
+
+def _tcp_cc_report(lab, new: dict, wanted: str | None) -> dict:
+    """Which congestion control a relay path's own TCP connections use, by leg. The gateway's
+    socket to the client matters most: the lossy link is the client's."""
+    from netns_lab import plan
+    gw = f"{plan.SERVICES['gateway']}:"
+    legs = {"gateway->client": [c for c in new.get("core", []) if c["local"].startswith(gw)
+                                and c["peer"].startswith(lab.addr("client-public") + ":")],
+            "gateway->host": [c for c in new.get("core", []) if c["peer"].startswith(lab.addr("host-public") + ":")],
+            "client->gateway": [c for c in new.get("client", []) if c["peer"].startswith(gw)],
+            "host->gateway": [c for c in new.get("host", []) if c["peer"].startswith(gw)]}
+    return {"wanted": wanted, **{k: sorted({str(c["cc"]) for c in v}) for k, v in legs.items()},
+            "connections": new}
+
+
+def _check_tcp_cc(rep: dict) -> None:
+    """Raise CongestionControlError unless every leg found uses ``rep["wanted"]`` (and the
+    gateway->client leg was found at all)."""
+    want = rep["wanted"]
+    if not rep["gateway->client"]:
+        raise CongestionControlError(f"found no new gateway->client TCP connection to check for {want}: "
+                                     f"{rep['connections']}")
+    wrong = {k: v for k, v in rep.items() if "->" in k and v and v != [want]}
+    if wrong:
+        raise CongestionControlError(f"relay TCP connections do not use {want}: {wrong}")
 
 
 def _op(proc, cmd: dict, timeout: float) -> dict:
@@ -150,17 +239,34 @@ def measure(paths=PATHS, profiles=("clean", "rtt40-loss2"), *, events_s=4.0, bul
         procs = {}
         for name in paths:
             entry = out["paths"][name] = {"spec": SPEC[name], "profiles": {}}
+            cc = SPEC[name].get("tcp_cc")
+            p, stage = None, "congestion control"
             try:
-                p = lab.spawn("client", _client_argv(name, lab, stack, work, work / "bench-peer.crt"),
-                              stdin=True, ready=r"^READY ", ready_timeout=45)
-                ready = json.loads(p.wait_for_line(r"^READY ", 1).split(" ", 1)[1])
+                # tcp-relay-cubic: every namespace that terminates the relay's TCP legs defaults
+                # to CUBIC while this client starts (its connection to the gateway and the host's
+                # data leg are made then); the previous default is back for the next path.
+                with (lab.set_tcp_congestion(RELAY_TCP_NODES, cc) if cc else contextlib.nullcontext()):
+                    stage = "did not start"
+                    before = _relay_connections(lab) if name in RELAY_PATHS else None
+                    p = lab.spawn("client", _client_argv(name, lab, stack, work, work / "bench-peer.crt"),
+                                  stdin=True, ready=r"^READY ", ready_timeout=45)
+                    ready = json.loads(p.wait_for_line(r"^READY ", 1).split(" ", 1)[1])
+                    if before is not None:
+                        entry["tcp_cc"] = _tcp_cc_report(lab, _relay_connections(lab, before), cc)
+                        stage = "congestion control"
+                        if cc:
+                            _check_tcp_cc(entry["tcp_cc"])
             except Exception as exc:  # noqa: BLE001 -- a path that cannot start is reported
-                entry["error"] = f"did not start: {str(exc)[-800:]}"
-                say(f"{name:<15} FAILED to start")
+                if p is not None:
+                    lab.stop(p)
+                entry["error"] = f"{stage}: {type(exc).__name__}: {str(exc)[-800:]}"
+                say(f"{name:<15} FAILED to start ({stage})")
                 continue
             entry["ready"] = ready
             procs[name] = p
-            say(f"{name:<15} up on {ready['transport']} after {ready['setup_s']:.1f}s")
+            say(f"{name:<15} up on {ready['transport']} after {ready['setup_s']:.1f}s"
+                + (f"; relay TCP gateway->client {','.join(entry['tcp_cc']['gateway->client'])}"
+                   if "tcp_cc" in entry else ""))
         if rtt:
             apply_profile(lab, "clean")
             for name, p in procs.items():
@@ -196,6 +302,15 @@ def measure(paths=PATHS, profiles=("clean", "rtt40-loss2"), *, events_s=4.0, bul
                 say(f"{prof:<15} {name:<15} events on {ev.get('transport_after')}"
                     f"{' (path changed)' if ev.get('path_changes') else ''}"
                     + (f", bulk {res['bulk'].get('mbit_s', float('nan')):.1f} Mbit/s" if bulk else ""))
+        for name, p in procs.items():
+            tc = out["paths"][name].get("tcp_cc")
+            if tc:     # are the connections checked at start still the ones in use?
+                try:
+                    now = {(c["local"], c["peer"]): c["cc"] for c in lab.tcp_connections("core")}
+                    tc["at_end"] = {f"{c['local']} {c['peer']}": now.get((c["local"], c["peer"]), "closed")
+                                    for c in tc["connections"].get("core", [])}
+                except Exception as exc:  # noqa: BLE001
+                    tc["at_end"] = {"error": str(exc)[-300:]}
         for p in procs.values():
             try:
                 p.send_line(json.dumps({"op": "quit"}))
@@ -269,6 +384,8 @@ def analyse(raw: dict) -> dict:
                              "frame_p95_ms": round(percentile(ev["frame_latency_ms"], 95), 1)
                              if ch == 0 and ev["frame_latency_ms"] else None, **st})
             b = res.get("bulk")
+            if b and not b.get("ok"):
+                rows.append({"profile": prof, "path": name, "error": f"bulk: {b.get('error')}"})
             if b and b.get("ok"):
                 rows.append({"profile": prof, "path": name, "channel": "bulk", "transport": b["transport_after"],
                              "transports_seen": b.get("transports_seen"),
@@ -290,10 +407,10 @@ def _row(rows, prof, path, channel):
 def _off_path(*rows) -> str | None:
     """A note when a shortpath row was measured on another transport (it fell back)."""
     for r in rows:
-        if r is None or r["path"] not in UDP_PATHS + ("tcp-relay",):
+        if r is None or r["path"] not in UDP_PATHS + RELAY_PATHS:
             continue
         seen = set(r.get("transports_seen") or ()) | {r.get("transport")}
-        if seen != {r["path"]}:
+        if seen != {"tcp-relay" if r["path"] in RELAY_PATHS else r["path"]}:
             return f"{r['path']} was on {'+'.join(sorted(seen))} during {r['profile']} {r.get('channel')}"
     return None
 
@@ -307,42 +424,134 @@ def _judge(t: dict, ok: bool | None, *rows) -> dict:
     return t
 
 
+#: Profiles where UDP frame latency p95 must not exceed the relay's (issue #13).
+P95_PROFILES = ("rtt40-loss1", "rtt40-loss2", "rtt40-loss5")
+LOSSY = "rtt40-loss2"
+
+
+def _error(rows, prof, path) -> str | None:
+    """The error of a path in a profile (it did not start, died, or an operation failed)."""
+    return next((str(r["error"]) for r in rows if r["profile"] == prof and r["path"] == path and "error" in r),
+                None)
+
+
+def _missed_if_errored(t: dict, rows, prof: str, path: str) -> dict:
+    """A UDP path that errored where it should have been measured missed the target (not n/a)."""
+    err = _error(rows, prof, path) if t["met"] is None else None
+    if err:
+        t["met"] = False
+        t["note"] = f"{path} at {prof}: {err[-200:]}"
+    return t
+
+
+def _relay_refs(rows, prof: str, channel: str = "reliable") -> dict:
+    """{relay path: its row} for the relay paths run in ``prof`` (tcp-relay, tcp-relay-cubic)."""
+    return {r: row for r in RELAY_PATHS if (row := _row(rows, prof, r, channel)) is not None}
+
+
+def _ratio_target(rows, path: str, prof: str, base_prof: str, factor: float, what: str) -> dict:
+    b, base = _row(rows, prof, path, "bulk"), _row(rows, base_prof, path, "bulk")
+    t = {"target": f"{path}: {what}: bulk at {prof} >= {factor:g} x bulk at {base_prof}", "issue": "#13",
+         "value": b and b["mbit_s"], "reference": base and base["mbit_s"], "unit": "Mbit/s"}
+    ok = None
+    if b is not None and base is not None:
+        t["ratio"] = round(b["mbit_s"] / base["mbit_s"], 3) if base["mbit_s"] else None
+        ok = b["mbit_s"] >= factor * base["mbit_s"]
+    t = _judge(t, ok, b, base)
+    return _missed_if_errored(_missed_if_errored(t, rows, prof, path), rows, base_prof, path)
+
+
 def targets(rows: list[dict], rtt: dict) -> list[dict]:
-    """The issue's targets, each judged from this run's own rows (None = not measured). A
-    shortpath row measured after the session fell back to another transport never counts as met."""
+    """The targets, each judged from this run's own rows: met True/False, None when not
+    measured. A shortpath row measured after the session fell back to another transport never
+    counts as met; a UDP path that errored where it was due counts as missed. "issue" says
+    where a target comes from: #13 (loss/distance tolerance, the relay comparison with BBR and
+    CUBIC) or #5 (the first lab_paths round, kept)."""
     out = []
-    lossy = "rtt40-loss2"
-    relay = _row(rows, lossy, "tcp-relay", "reliable")
+    profiles = list(dict.fromkeys(r["profile"] for r in rows))
+    # frames delivered: every UDP path >= every relay path run, in every profile
+    for prof in profiles:
+        refs = {k: r for k, r in _relay_refs(rows, prof).items() if r.get("frames") is not None}
+        names = " and ".join(refs) or "tcp-relay"
+        for p in UDP_PATHS:
+            u = _row(rows, prof, p, "reliable")
+            t = {"target": f"{p}: frames delivered >= {names} at {prof}", "issue": "#13",
+                 "value": u and u.get("frames"), "reference": max((r["frames"] for r in refs.values()), default=None),
+                 "unit": "frames"}
+            if len(refs) > 1:
+                t["reference_by_path"] = {k: r["frames"] for k, r in refs.items()}
+            ok = None if u is None or u.get("frames") is None or not refs \
+                else all(u["frames"] >= r["frames"] for r in refs.values())
+            out.append(_missed_if_errored(_judge(t, ok, u, *refs.values()), rows, prof, p))
+    # frame latency p95 at 40 ms + 1/2/5 % loss: UDP <= every relay path run
+    for prof in (q for q in P95_PROFILES if q in profiles):
+        refs = {k: r for k, r in _relay_refs(rows, prof).items() if r.get("frame_p95_ms") is not None}
+        # (a relay row without frames, or from an older result without the field: not measured)
+        names = " and ".join(refs) or "tcp-relay"
+        for p in UDP_PATHS:
+            u = _row(rows, prof, p, "reliable")
+            t = {"target": f"{p}: frame latency p95 <= {names} at {prof}", "issue": "#13",
+                 "value": u and u.get("frame_p95_ms"),
+                 "reference": min((r["frame_p95_ms"] for r in refs.values()), default=None), "unit": "ms"}
+            if len(refs) > 1:
+                t["reference_by_path"] = {k: r["frame_p95_ms"] for k, r in refs.items()}
+            ok = None
+            if u is not None and refs:
+                if u.get("frame_p95_ms") is None and u.get("frames") == 0:
+                    ok, t["note"] = False, f"{p} delivered no frames at {prof}"
+                elif u.get("frame_p95_ms") is None:
+                    ok = None
+                else:
+                    ok = all(u["frame_p95_ms"] <= r["frame_p95_ms"] for r in refs.values())
+            out.append(_missed_if_errored(_judge(t, ok, u, *refs.values()), rows, prof, p))
+    # loss and distance tolerance, per UDP path (the same path's own bulk as the reference)
     for p in UDP_PATHS:
-        red = _row(rows, lossy, p, "datagram+red")
-        plain = _row(rows, lossy, p, "datagram")
-        out.append(_judge({"target": f"{p}: datagram events within one-way+10 ms >= 99.9 % at {lossy} "
-                                     "(with redundancy)",
-                           "value": red and red["within_deadline"],
+        out.append(_ratio_target(rows, p, LOSSY, "rtt40", 0.7, "loss tolerance"))
+        out.append(_ratio_target(rows, p, "rtt40", "clean", 0.8, "distance tolerance"))
+    # clean-link bulk against stock aiortc's data channel
+    base = _row(rows, "clean", "aiortc-default", "bulk")
+    for p in UDP_PATHS:
+        b = _row(rows, "clean", p, "bulk")
+        t = {"target": f"{p}: clean-link bulk >= 1.5 x aiortc-default", "issue": "#13", "value": b and b["mbit_s"],
+             "reference": base and base["mbit_s"], "unit": "Mbit/s"}
+        ok = None
+        if b is not None and base is not None:
+            t["ratio"] = round(b["mbit_s"] / base["mbit_s"], 3) if base["mbit_s"] else None
+            ok = b["mbit_s"] >= 1.5 * base["mbit_s"]
+        out.append(_missed_if_errored(_judge(t, ok, b), rows, "clean", p))
+    # input events at 40 ms + 2 % loss
+    relay = _row(rows, LOSSY, "tcp-relay", "reliable")
+    for p in UDP_PATHS:
+        red = _row(rows, LOSSY, p, "datagram+red")
+        plain = _row(rows, LOSSY, p, "datagram")
+        out.append(_judge({"target": f"{p}: datagram events within one-way+10 ms >= 99.9 % at {LOSSY} "
+                                     "(with redundancy)", "issue": "#5" if p == "udp-turn" else "#13",
+                           "value": red and red["within_deadline"], "reference": 0.999,
                            "without_redundancy": plain and plain["within_deadline"]},
                           None if red is None else red["within_deadline"] >= 0.999, red))
-        rel = _row(rows, lossy, p, "reliable")
-        out.append(_judge({"target": f"{p}: reliable p99 <= tcp-relay p99 / 3 at {lossy}",
-                           "value": rel and rel["p99_ms"], "reference": relay and relay["p99_ms"]},
+        rel = _row(rows, LOSSY, p, "reliable")
+        out.append(_judge({"target": f"{p}: reliable p99 <= tcp-relay p99 / 3 at {LOSSY}", "issue": "#5",
+                           "value": rel and rel["p99_ms"], "reference": relay and relay["p99_ms"], "unit": "ms"},
                           None if rel is None or relay is None else rel["p99_ms"] <= relay["p99_ms"] / 3,
                           rel, relay))
-        hyb = _row(rows, lossy, p, "reliable|red")
+        hyb = _row(rows, LOSSY, p, "reliable|red")
         out.append(_judge({"target": f"{p}: reliable|red (reliable + redundant datagrams, first copy) p99 <= "
-                                     f"tcp-relay reliable p99 / 3 at {lossy}",
-                           "value": hyb and hyb["p99_ms"], "reference": relay and relay["p99_ms"]},
+                                     f"tcp-relay reliable p99 / 3 at {LOSSY}", "issue": "#13",
+                           "value": hyb and hyb["p99_ms"], "reference": relay and relay["p99_ms"], "unit": "ms"},
                           None if hyb is None or relay is None else hyb["p99_ms"] <= relay["p99_ms"] / 3,
                           hyb, relay))
+    # first round (#5), kept
     for prof in sorted({r["profile"] for r in rows}):
         base = _row(rows, prof, "aiortc-default", "bulk")
         for p in UDP_PATHS:
             b = _row(rows, prof, p, "bulk")
-            out.append(_judge({"target": f"{p}: bulk >= aiortc-default at {prof}", "value": b and b["mbit_s"],
-                               "reference": base and base["mbit_s"]},
+            out.append(_judge({"target": f"{p}: bulk >= aiortc-default at {prof}", "issue": "#5",
+                               "value": b and b["mbit_s"], "reference": base and base["mbit_s"], "unit": "Mbit/s"},
                               None if b is None or base is None else b["mbit_s"] >= base["mbit_s"], b))
     for p in UDP_PATHS:
-        out.append({"target": f"{p}: clean RTT p50 <= 3 x raw-udp", "value": rtt.get(p, {}).get("p50_ms"),
-                    "reference": rtt.get("raw-udp", {}).get("p50_ms"),
-                    "met": None if p not in rtt or "raw-udp" not in rtt
+        out.append({"target": f"{p}: clean RTT p50 <= 3 x raw-udp", "issue": "#5",
+                    "value": rtt.get(p, {}).get("p50_ms"), "reference": rtt.get("raw-udp", {}).get("p50_ms"),
+                    "unit": "ms", "met": None if p not in rtt or "raw-udp" not in rtt
                     else rtt[p]["p50_ms"] <= 3 * rtt["raw-udp"]["p50_ms"]})
     return out
 
@@ -366,7 +575,8 @@ def print_summary(an: dict) -> None:
     print()
     for t in an["targets"]:
         mark = {True: "MET   ", False: "MISSED", None: "n/a   "}[t["met"]]
-        extra = "".join(f" {k}={t[k]}" for k in ("reference", "without_redundancy", "note") if k in t)
+        extra = "".join(f" {k}={t[k]}" for k in ("reference", "reference_by_path", "ratio", "without_redundancy",
+                                                 "note") if k in t)
         print(f"{mark} {t['target']}: {t['value']}{extra}")
 
 
@@ -395,6 +605,39 @@ def markdown(data: dict) -> str:
     return "\n".join(lines)
 
 
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+def targets_markdown(data: dict, issue: str | None = None) -> str:
+    """The targets of a saved result as a Markdown table (target, value, reference, met);
+    ``issue="#13"`` keeps only that issue's targets. The targets are judged again from the saved
+    rows (the current rules, as ``--rejudge`` does)."""
+    lines = ["| target | value | reference | met |", "|---|---|---|---|"]
+    for t in targets(data["rows"], data.get("rtt") or {}):
+        if issue and t.get("issue") != issue:
+            continue
+        unit = f" {t['unit']}" if t.get("unit") and t.get("value") is not None else ""
+        value = _fmt(t.get("value")) + unit
+        if t.get("ratio") is not None:
+            value += f" ({t['ratio']:g} x)"
+        if t.get("without_redundancy") is not None:
+            value += f" (without redundancy {_fmt(t['without_redundancy'])})"
+        ref = t.get("reference_by_path")
+        ref = ", ".join(f"{k} {_fmt(v)}" for k, v in ref.items()) if ref else _fmt(t.get("reference"))
+        if ref != "-" and t.get("unit"):
+            ref += f" {t['unit']}"
+        met = {True: "met", False: "**missed**", None: "not measured"}[t.get("met")]
+        if t.get("note"):
+            met += f" ({t['note']})"
+        lines.append(f"| {t['target'].replace('|', chr(92) + '|')} | {value} | {ref} | {met} |")
+    return "\n".join(lines)
+
+
 def plot(an: dict, raw: dict, path: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -404,7 +647,7 @@ def plot(an: dict, raw: dict, path: str) -> None:
     ncols = 2 if n <= 4 else 3
     nrows = (n + ncols - 1) // ncols
     fig, axes = plt.subplots(nrows, ncols, figsize=(6.2 * ncols, 4.3 * nrows), squeeze=False)
-    colors = dict(zip(PATHS, ["#7f7f7f", "#8c564b", "#d62728", "#2ca02c", "#1f77b4", "#ff7f0e", "#9467bd"]))
+    colors = COLORS
     styles = {0: "-", 1: "--", 2: ":", 3: "-."}
     for i, prof in enumerate(profs):
         ax = axes[i // ncols][i % ncols]
@@ -487,7 +730,7 @@ def plot_frames(raw: dict, path: str) -> None:
     nrows = (n + ncols - 1) // ncols
     fig, axes = plt.subplots(nrows, ncols, figsize=(6.2 * ncols, 4.3 * nrows), squeeze=False)
     flat = [ax for row in axes for ax in row]
-    colors = dict(zip(PATHS, ["#7f7f7f", "#8c564b", "#d62728", "#2ca02c", "#1f77b4", "#ff7f0e", "#9467bd"]))
+    colors = COLORS
     framed = [name for name in PATHS if name in raw["paths"] and SPEC[name]["frames"]]
 
     def events(name, prof):
@@ -592,12 +835,20 @@ def run(suite: str = "quick", plot: bool = True, paths=None, profiles=None) -> d
     if profiles:
         cfg["profiles"] = list(profiles)
     prof = cfg.pop("profiles")
-    print(f"lab_paths ({suite}): paths {', '.join(paths or PATHS)}; profiles {', '.join(prof)}; "
+    paths = list(paths or cfg.pop("paths"))
+    cfg.pop("paths", None)
+    print(f"lab_paths ({suite}): paths {', '.join(paths)}; profiles {', '.join(prof)}; "
           f"{cfg['events_s']:g}s events + {cfg['bulk_s']:g}s bulk per path and profile", flush=True)
-    raw = measure(paths or PATHS, prof, progress=lambda m: print(m, flush=True), **cfg)
+    raw = measure(paths, prof, progress=lambda m: print(m, flush=True), **cfg)
     an = analyse(raw)
     print_summary(an)
-    data = {"suite": suite, "config": cfg, "raw": _compact(raw),
+    for name, pr in raw["paths"].items():
+        tc = pr.get("tcp_cc")
+        if tc:
+            print(f"relay TCP congestion control, {name}: "
+                  + ", ".join(f"{k} {'+'.join(v) or '-'}" for k, v in tc.items() if "->" in k)
+                  + (f"; gateway sockets at the end: {tc['at_end']}" if "at_end" in tc else ""))
+    data = {"suite": suite, "config": {**cfg, "paths": paths}, "raw": _compact(raw),
             **{k: v for k, v in an.items() if not k.startswith("_")}}
     jpath = save(f"lab_paths_{suite}", data)
     print(f"results: {jpath}")
@@ -619,10 +870,17 @@ def main(argv=None) -> int:
     p.add_argument("--no-plot", action="store_true")
     p.add_argument("--rejudge", metavar="JSON", help="recompute the targets of a saved result file and print it")
     p.add_argument("--markdown", metavar="JSON", help="print a saved result as a Markdown table")
+    p.add_argument("--targets-markdown", metavar="JSON",
+                   help="print the targets of a saved result as a Markdown table (target, value, reference, met)")
+    p.add_argument("--issue", default=None, help="with --targets-markdown: only this issue's targets, e.g. '#13'")
     a = p.parse_args(argv)
-    if a.markdown:
-        with open(a.markdown) as f:
-            print(markdown(json.load(f)))
+    if a.markdown or a.targets_markdown:
+        if a.markdown:
+            with open(a.markdown) as f:
+                print(markdown(json.load(f)))
+        if a.targets_markdown:
+            with open(a.targets_markdown) as f:
+                print(("\n" if a.markdown else "") + targets_markdown(json.load(f), a.issue))
         return 0
     if a.rejudge:
         with open(a.rejudge) as f:

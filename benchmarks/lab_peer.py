@@ -459,6 +459,7 @@ class Client:
         sw_before = self.switches()
         sent = 0
         series: list[tuple[float, int]] = []   # reliable only: (seconds, bytes sent so far)
+        cc_series: list[dict] = []              # our SCTP sender's controller, sampled with series
         if datagram:         # raw UDP: blast, backing off while the socket buffer is full
             msg = b"B" + bytes(UDP_BULK_DGRAM - 1)
             udp = self.link.udp
@@ -484,6 +485,13 @@ class Client:
                 since += len(msg)
                 if time.monotonic() >= next_sample:    # bytes the transport took, for lab_paths' plot
                     series.append((round(time.monotonic() - t0, 3), sent))
+                    st = self.sctp()
+                    cc = (st or {}).get("controller")
+                    if cc:      # our sender's model as it went (state, bandwidth, cwnd, min RTT)
+                        cc_series.append({"t": round(time.monotonic() - t0, 3), "srtt": st.get("srtt"),
+                                          "flight": st.get("flight_size"), **{k: cc.get(k) for k in (
+                                              "state", "btl_bw", "pacing_rate", "cwnd", "min_rtt",
+                                              "inflight_hi", "background_loss", "lost", "delivered")}})
                     next_sample += 0.1
                 if since >= 1_000_000:
                     if marker is not None:
@@ -498,7 +506,7 @@ class Client:
                 "mbit_s": got * 8 / elapsed / 1e6, "transport_before": t_before,
                 "transport_after": self.transport(), "transports_seen": sorted(seen | {self.transport()}),
                 "history": self.session.history[sw_before:] if self.session is not None else [],
-                "sent_series": series}
+                "sent_series": series, "cc_series": cc_series}
 
 
 async def _open_client(a) -> Client:

@@ -23,6 +23,7 @@ interpreter exit.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ipaddress
 import json
 import os
@@ -51,6 +52,33 @@ BASE_SYSCTLS = {
     "net.ipv6.conf.all.disable_ipv6": 1,   # the lab is IPv4 only; no DAD or RA noise
     "net.ipv6.conf.default.disable_ipv6": 1,
 }
+
+#: Which TCP congestion controls a non-initial namespace may pick: one list for the whole
+#: machine (only the initial namespace's copy is writable). See ``Lab.set_tcp_congestion``.
+TCP_ALLOWED_CC = Path("/proc/sys/net/ipv4/tcp_allowed_congestion_control")
+TCP_AVAILABLE_CC = Path("/proc/sys/net/ipv4/tcp_available_congestion_control")
+_CC_NAMES = {"reno", "cubic", "bbr", "bbr2", "bbr3", "dctcp", "vegas", "westwood", "htcp", "bic",
+             "highspeed", "hybla", "illinois", "scalable", "lp", "veno", "yeah", "nv", "cdg"}
+
+
+def parse_ss_tcp(text: str, known: "set[str] | None" = None) -> list[dict]:
+    """``ss -tinH`` output -> [{"local": "a:p", "peer": "a:p", "cc": name or None}]. Pure.
+
+    ss prints each socket as an address line and an indented info line whose tokens include
+    the congestion control's name (``cubic``, ``bbr``, ...; sometimes after ``ts sack``)."""
+    names = set(known or ()) | _CC_NAMES
+    out: list[dict] = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        if not line[0].isspace():
+            addrs = [t for t in line.split() if ":" in t and not t.startswith("users:")]
+            if len(addrs) >= 2:
+                out.append({"local": addrs[-2], "peer": addrs[-1], "cc": None})
+        elif out and out[-1]["cc"] is None:
+            out[-1]["cc"] = next((t for t in line.split() if t in names), None)
+    return out
+
 
 _active: "set[Lab]" = set()
 _active_lock = threading.Lock()
@@ -141,6 +169,7 @@ class Lab:
         self._lock = threading.RLock()
         self._up = False
         self._nspawn = 0
+        self._cc_allowed_saved: str | None = None   # the global allowed list before we added to it
 
     @classmethod
     def attach(cls, run_id: str) -> "Lab":
@@ -343,6 +372,10 @@ class Lab:
             for p in reversed(self.procs):
                 p.stop(timeout=2.0)
             problems = teardown(self.state)
+            try:
+                self._restore_allowed_cc()
+            except OSError as e:
+                problems = [*problems, f"restoring {TCP_ALLOWED_CC}: {e}"]
             self.state = None
             self.procs.clear()
             self._probe_server = None
@@ -414,6 +447,64 @@ class Lab:
 
     def python(self, node: str | Node, *args: str, **kw):
         return self.node(node).python(*args, **kw)
+
+    # ---------------------------------------------------------------- TCP congestion control
+    @contextlib.contextmanager
+    def set_tcp_congestion(self, nodes: Sequence[str], algo: str):
+        """While the block runs, TCP sockets created in ``nodes`` (and connections they accept)
+        use congestion control ``algo`` by default; sockets keep what they got afterwards.
+
+        A namespace other than the initial one may only pick a control on the machine-wide
+        allowed list, so ``algo`` is appended there first if missing. On exit, also on error,
+        every node's previous default is restored, then the allowed list (``down()`` restores
+        the list too, if a run ends inside the block). Raises LabError, saying why, when the
+        kernel has no such control or refuses it."""
+        avail = TCP_AVAILABLE_CC.read_text().split()
+        if algo not in avail:
+            raise LabError(f"TCP congestion control {algo!r} is not available in this kernel "
+                           f"({TCP_AVAILABLE_CC}: {' '.join(avail)}; it may need `modprobe tcp_{algo}`)")
+        saved: list[tuple[Node, str]] = []
+        try:
+            allowed = TCP_ALLOWED_CC.read_text().split()
+            if algo not in allowed:
+                if self._cc_allowed_saved is None:
+                    self._cc_allowed_saved = " ".join(allowed)
+                try:
+                    TCP_ALLOWED_CC.write_text(" ".join([*allowed, algo]) + "\n")
+                except OSError as e:
+                    raise LabError(f"cannot add {algo} to {TCP_ALLOWED_CC}: {e}") from e
+            for role in nodes:
+                n = self.node(role)
+                prev = n.read_sysctl("net.ipv4.tcp_congestion_control")
+                saved.append((n, prev))
+                r = n.run(["sysctl", "-q", "-w", f"net.ipv4.tcp_congestion_control={algo}"], check=False)
+                now = n.read_sysctl("net.ipv4.tcp_congestion_control")
+                if r.returncode != 0 or now != algo:
+                    raise LabError(f"namespace {n.ns}: the kernel refused congestion control {algo} "
+                                   f"(default stays {now}): {(r.stderr or '').strip()}")
+            yield
+        finally:
+            errors = []
+            for n, prev in reversed(saved):
+                r = n.run(["sysctl", "-q", "-w", f"net.ipv4.tcp_congestion_control={prev}"], check=False)
+                if r.returncode != 0:
+                    errors.append(f"{n.ns}: {(r.stderr or '').strip()}")
+            try:
+                self._restore_allowed_cc()
+            except OSError as e:
+                errors.append(f"{TCP_ALLOWED_CC}: {e}")
+            if errors:
+                raise LabError("restoring TCP congestion control failed: " + "; ".join(errors))
+
+    def _restore_allowed_cc(self) -> None:
+        if self._cc_allowed_saved is not None:
+            TCP_ALLOWED_CC.write_text(self._cc_allowed_saved + "\n")
+            self._cc_allowed_saved = None
+
+    def tcp_connections(self, node: str | Node) -> list[dict]:
+        """The node's established TCP connections: [{"local", "peer", "cc"}] (``ss -tin``)."""
+        r = self.node(node).run(["ss", "-tinH", "state", "established"])
+        return parse_ss_tcp(r.stdout, set(TCP_AVAILABLE_CC.read_text().split()))
 
     # ---------------------------------------------------------------- firewalls
     def firewall(self, site: str, *presets: str) -> None:

@@ -457,6 +457,8 @@ class UdpPath:
                 "t3_expiries": self._sctp.sp_t3_expiries if self._tuned else None,
                 "stream_priorities": self._sctp.sp_stream_priorities() if self._tuned else None,
                 "tuned": self._tuned,
+                **({k: sctp.get(k) for k in ("pacing_rate", "fast_retransmits", "tlp_probes", "tail_copies",
+                                             "datagrams_expired", "controller")} if self._tuned else {}),
             },
             "impairment": {"blackhole": st.impairment.blackhole,
                            "dropped_in": st.impairment.dropped_in,
