@@ -90,7 +90,15 @@ async def bench_mode(session, echo_task: asyncio.Future | None = None) -> None:
                 elif tag == b"B":
                     rec.bulk(len(d), now)
 
+    async def events() -> None:       # the session's built-in redundant events (shortpath only)
+        with contextlib.suppress(SessionClosed):
+            while True:
+                e = await session.recv_event()
+                if e[:1] == b"V":
+                    rec.entries(e[1:], time.monotonic_ns())
+
     dg = asyncio.ensure_future(datagrams())
+    evt = asyncio.ensure_future(events()) if hasattr(session, "recv_event") else None
     try:
         await session.send(b"ready")
         while True:
@@ -122,6 +130,8 @@ async def bench_mode(session, echo_task: asyncio.Future | None = None) -> None:
         pass
     finally:
         dg.cancel()
+        if evt is not None:
+            evt.cancel()
         if streamer is not None:
             streamer.cancel()
 

@@ -417,7 +417,9 @@ class Client:
             await asyncio.sleep(0.3)
         redundant = RedundantEvents(self.link.send_datagram, 2, **red) if red else None
         n = int(seconds * rate)
-        sent = {0: 0, 1: 0, 2: 0}
+        sent = {0: 0, 1: 0, 2: 0, 4: 0}
+        # channel 4: the session's built-in redundant events (Session.send_event), shortpath only
+        builtin = red is not None and self.session is not None
         dg_bytes = 0
         start = time.monotonic()
         seen = {t_before}
@@ -438,6 +440,9 @@ class Client:
             if redundant is not None:
                 redundant.event(i, now)
                 sent[2] += 1
+            if builtin:
+                self.session.send_event(b"V" + bench_entry(4, i, now), redundancy=red["k"], copies=red["copies"])
+                sent[4] += 1
         await asyncio.sleep(grace)
         rep = await self.report()
         return {"sent": sent, "host": rep, "frames": self.frames,

@@ -103,9 +103,10 @@ Channels, lanes, stalls (#13)
   active path has ``room``. A switch replays, per channel, everything the peer's
   session has not received. On UDP each channel has an SCTP stream of its own
   (``Transmit.channel``).
-* Redundant events (redundancy.py): ``send_event(data, now, redundancy=k)``;
-  each EVENTS frame repeats the last k events, the receiver delivers each once,
-  in order (EventReceived).
+* Redundant events (redundancy.py): ``send_event(data, now, redundancy=k, copies=c)``;
+  each EVENTS frame repeats the last k events and goes out c times (default 2),
+  ``EVENT_COPY_SPACING`` apart (the later copies when get_timer() says so); the
+  receiver delivers each event once, in order (EventReceived).
 * Stall detection (shortpath/paths/stall.py): after every ACK and transmit the
   core tells the manager when our oldest message the peer has not received went
   out, how many bytes the peer received, and the peer's own oldest age (from its
@@ -143,6 +144,14 @@ PROBE_LOSS_AFTER = 1.0
 PROBE_ID_BASE = 1 << 31
 #: outstanding probes and ping() calls kept at most (bounded even if a path never answers)
 MAX_OUTSTANDING = 256
+#: send_event(): each EVENTS frame goes out this many times by default ...
+EVENT_COPIES = 2
+#: ... this far apart (s): past one lost packet's neighbours when loss comes in short bursts,
+#: and well inside the 10 ms an interactive event may be late (at 100 events/s the next frame,
+#: which repeats it too, is 10 ms away)
+EVENT_COPY_SPACING = 0.002
+#: most copies send_event() accepts
+MAX_EVENT_COPIES = 4
 #: client relay watch (#15): a relay silent for this share of its limit gets a PING (the probe) ...
 RELAY_PROBE_SHARE = 1 / 3
 #: ... and is given up only when that probe has also gone this many relay RTTs (the larger of the
@@ -192,6 +201,8 @@ class SessionConnection:
         self._events_out = EventSender(MAX_DATAGRAM)
         self._events_in = EventReceiver()
         self._dgram_lane: deque[tuple[float | None, bytes, FrameType]] = deque()
+        #: later copies of EVENTS frames: (when due, frame, deadline), in due order
+        self._event_copies: deque[tuple[float, bytes, float | None]] = deque()
         self._now = now                                # the latest ``now`` any input carried
         #: path id -> kind, for every open path we know of
         self.kinds: dict[str, str] = {}
@@ -250,6 +261,11 @@ class SessionConnection:
             self._now = now
         now = self._now
         out: list[Transmit] = []
+        copies = self._event_copies
+        while copies and copies[0][0] <= now:
+            _due, frame, deadline = copies.popleft()
+            if self.active is not None and self.close_reason is None and (deadline is None or now <= deadline):
+                self._dgram_lane.append(Transmit(self.active, frame, False, FrameType.EVENTS, 0, deadline))
         while self._dgram_lane:
             t = self._dgram_lane.popleft()
             if t.deadline is not None and now > t.deadline:
@@ -293,6 +309,7 @@ class SessionConnection:
         if self.close_reason is not None:
             return None
         deadlines = [d for d in (self.manager.get_timer(), self.channels.ack_timer(), self._next_ping_at,
+                                 self._event_copies[0][0] if self._event_copies else None,
                                  self.detached_until, self._relay_deadline(),
                                  self._closing[2] if self._closing else None) if d is not None]
         if self._probes:
@@ -574,19 +591,31 @@ class SessionConnection:
         self.counters["datagrams_sent"] += 1
         return True
 
-    def send_event(self, data: bytes, now: float, redundancy: int = 2, deadline: float | None = None) -> bool:
+    def send_event(self, data: bytes, now: float, redundancy: int = 2, deadline: float | None = None,
+                   copies: int = EVENT_COPIES, spacing: float = EVENT_COPY_SPACING) -> bool:
         """Queue one small event (up to redundancy.MAX_EVENT bytes) on the datagram lane,
         repeated in the next ``redundancy`` EVENTS frames (redundancy.py): the peer gets
         each event once, in order, as soon as one copy arrives, with no retransmission
-        wait. False when there is no path or the session is over (the event still takes
-        its number, so the peer counts it as lost)."""
+        wait. The frame itself goes out ``copies`` times, ``spacing`` seconds apart (the
+        later copies when the timer says so): a frame lost on its own is made good a few
+        ms later, not one event interval later, and a lone last event (which no later frame
+        repeats) is not lost with one packet. False when there is no path or the session
+        is over (the event still takes its number, so the peer counts it as lost)."""
+        if not isinstance(copies, int) or isinstance(copies, bool) or not 1 <= copies <= MAX_EVENT_COPIES:
+            raise LocalError(f"copies must be an integer 1..{MAX_EVENT_COPIES}, not {copies!r}")
+        if not 0 <= spacing <= 0.1:
+            raise LocalError(f"spacing must be 0..0.1 s, not {spacing!r}")
         newest, carried = self._events_out.push(data, redundancy)
         if self.close_reason is not None or self._closing is not None or self.active is None:
             return False
         if now > self._now:
             self._now = now
-        self._dgram_lane.append(Transmit(self.active, fr.encode_events(newest, carried), False,
-                                         FrameType.EVENTS, 0, deadline))
+        frame = fr.encode_events(newest, carried)
+        self._dgram_lane.append(Transmit(self.active, frame, False, FrameType.EVENTS, 0, deadline))
+        for i in range(1, copies):
+            self._event_copies.append((now + i * spacing, frame, deadline))
+        if copies > 1 and len(self._event_copies) > 1 and self._event_copies[-2][0] > self._event_copies[-1][0]:
+            self._event_copies = deque(sorted(self._event_copies, key=lambda c: c[0]))
         self.counters["events_sent"] += 1
         return True
 

@@ -52,7 +52,7 @@ from ..transport.base import Path
 from ..wire.frames import Frame, FrameType
 from . import channels as chn
 from . import events as ev
-from .connection import MAX_DATAGRAM, MAX_MESSAGE, PEER_GONE, SessionConnection, Transmit
+from .connection import EVENT_COPIES, MAX_DATAGRAM, MAX_MESSAGE, PEER_GONE, SessionConnection, Transmit
 
 _log = log.get("session")
 _splog = log.get("shortpath")
@@ -644,15 +644,17 @@ class Session:
         return (want, q.popleft()[1]) if q else None
 
     # --- events (redundant, small) ------------------------------------------------
-    def send_event(self, data: bytes, redundancy: int = 2, ttl: float | None = None) -> bool:
+    def send_event(self, data: bytes, redundancy: int = 2, ttl: float | None = None,
+                   copies: int = EVENT_COPIES) -> bool:
         """Send one small event (<= 512 bytes) on the datagram lane, repeated in the next
-        ``redundancy`` event frames (session/redundancy.py): the peer's recv_event() gets
-        each once, in order, as soon as any copy arrives, with no retransmission wait.
-        Events lost in more than ``redundancy`` frames in a row are skipped. False if it
+        ``redundancy`` event frames (session/redundancy.py), each frame sent ``copies``
+        times a couple of ms apart: the peer's recv_event() gets each event once, in
+        order, as soon as any copy arrives, with no retransmission wait. Events lost in
+        every copy of more than ``redundancy`` frames in a row are skipped. False if it
         could not be sent (no path, session over, path buffer full)."""
         now = time.monotonic()
         if not self.connection.send_event(bytes(data), now, redundancy,
-                                          None if ttl is None else now + ttl):
+                                          None if ttl is None else now + ttl, copies=copies):
             return False
         return not any(t.frame_type == FrameType.EVENTS for t in self._pump())
 

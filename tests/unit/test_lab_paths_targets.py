@@ -40,6 +40,7 @@ def good_rows() -> list[dict]:
             rows.append(_chan(prof, p, "datagram+red", within_deadline=1.0))
             rows.append(_chan(prof, p, "datagram", within_deadline=0.98))
             rows.append(_chan(prof, p, "reliable|red", p99_ms=30.0))
+            rows.append(_chan(prof, p, "events", p99_ms=25.0, delivery_ratio=1.0))
             rows.append(_chan(prof, p, "bulk", mbit_s=udp_bulk[prof]))
     rows.append(_chan("clean", "aiortc-default", "bulk", mbit_s=50.0))
     return rows
@@ -63,8 +64,9 @@ def _target(ts, text):
 def test_good_run_meets_every_issue13_target():
     ts = lp.targets(good_rows(), RTT)
     mine = [t for t in ts if t.get("issue") == "#13"]
-    # frames x 5 profiles + p95 x 3 lossy profiles + loss + distance + aiortc, per UDP path; input 2 + 3
-    assert len(mine) == 3 * (5 + 3 + 3) + 2 + 3
+    # frames x 5 profiles + p95 x 3 lossy profiles + loss + distance + aiortc, per UDP path;
+    # input: datagrams (managed, direct) + built-in events and reliable|red on each UDP path
+    assert len(mine) == 3 * (5 + 3 + 3) + 2 + 3 + 3
     assert [t for t in mine if t["met"] is not True] == []
     t = _target(ts, "udp-managed: frames delivered >= tcp-relay and tcp-relay-cubic at rtt40-loss2")
     assert (t["value"], t["reference"], t["reference_by_path"]) == (300, 280, {"tcp-relay": 280,
@@ -97,6 +99,12 @@ MISSES = [
     (("rtt40-loss2", "udp-managed", "reliable|red", {"p99_ms": 50.1}),
      "udp-managed: reliable|red (reliable + redundant datagrams, first copy) p99 <= tcp-relay reliable p99 / 3 "
      "at rtt40-loss2"),
+    (("rtt40-loss2", "udp-turn", "events", {"p99_ms": 50.1}),
+     "udp-turn: input events with the built-in redundancy (Session.send_event) p99 <= tcp-relay reliable p99 / 3 "
+     "at rtt40-loss2, none lost"),
+    (("rtt40-loss2", "udp-managed", "events", {"delivery_ratio": 0.999}),
+     "udp-managed: input events with the built-in redundancy (Session.send_event) p99 <= tcp-relay reliable "
+     "p99 / 3 at rtt40-loss2, none lost"),
     (("rtt40-loss2", "udp-direct", "datagram+red", {"within_deadline": 0.9985}),
      "udp-direct: datagram events within one-way+10 ms >= 99.9 % at rtt40-loss2 (with redundancy)"),
 ]

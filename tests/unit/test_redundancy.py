@@ -72,7 +72,7 @@ def test_receiver_delivers_each_event_once_in_order(arrivals, delivered, lost, d
     assert (r.stats.lost, r.stats.duplicates, r.stats.delivered) == (lost, dups, len(delivered))
 
 
-def _events_over_a_lossy_udp_path(k: int, loss: float, seed: int = 5):
+def _events_over_a_lossy_udp_path(k: int, loss: float, seed: int = 5, copies: int = 1):
     p = ChannelPair()
     p.start_upgrades()
     p.run(0.3)
@@ -86,7 +86,7 @@ def _events_over_a_lossy_udp_path(k: int, loss: float, seed: int = 5):
             return
         data = b"ev%05d" % i[0]
         sent_at[data] = p.now
-        p.cores["client"].send_event(data, p.now, redundancy=k)
+        p.cores["client"].send_event(data, p.now, redundancy=k, copies=copies)
         i[0] += 1
         p.at(p.now + 0.01, tick)
     p.at(0.3, tick)
@@ -116,3 +116,44 @@ def test_without_redundancy_the_same_losses_lose_events():
     assert stats.lost > 20 and stats.recovered == 0
     newest = int(got[-1][1][2:])
     assert len(got) + stats.lost == newest + 1 and newest >= 490
+
+
+def test_second_copies_make_good_a_lost_frame_within_the_spacing():
+    from shortpath.session.connection import EVENT_COPY_SPACING
+    p, sent_at, got = _events_over_a_lossy_udp_path(k=0, loss=0.10, copies=2)
+    stats = p.cores["host"].event_stats
+    # both copies of one frame are lost ~1 % of the time (k=0: nothing else carries it)
+    assert stats.lost <= 15 and stats.duplicates > 300
+    late = sorted(t - sent_at[d] - p.udp_delay for t, d in got)
+    n_late = sum(1 for x in late if x > 1e-6)
+    assert 20 < n_late < 100                    # the first copy was lost, the second arrived ...
+    assert late[-1] <= EVENT_COPY_SPACING + 1e-6   # ... one spacing later, never more
+
+
+def test_a_lone_event_whose_first_copy_is_lost_arrives_with_the_second():
+    from shortpath.session.connection import EVENT_COPY_SPACING
+    p = ChannelPair()
+    p.start_upgrades()
+    p.run(0.3)
+    assert on_udp(p, "client")
+    dropped = []
+
+    def lose(side, t):
+        if t.frame_type == FrameType.EVENTS and not dropped:
+            dropped.append(p.now)
+            return True
+        return False
+    p.lose = lose
+    p.at(0.5, lambda: p.cores["client"].send_event(b"click", p.now, redundancy=2))
+    p.run(1.0)
+    assert dropped == [0.5]
+    assert [d for _, d in p.events_got["host"]] == [b"click"]
+    (t, _), = p.events_got["host"]
+    assert t == pytest.approx(0.5 + EVENT_COPY_SPACING + p.udp_delay, abs=1e-6)
+
+
+@pytest.mark.parametrize("copies", [0, 5, True, 1.5])
+def test_bad_copies_is_a_local_error(copies):
+    p = ChannelPair()
+    with pytest.raises(LocalError):
+        p.cores["client"].send_event(b"x", 0.0, copies=copies)
