@@ -11,9 +11,9 @@ A session offers, whatever path carries it:
 * datagrams: ``send_datagram(bytes, ttl=None) -> bool`` / ``await recv_datagram()``
   -- best effort, first in the transmit order, dropped unsent once ``ttl`` old;
   never blocks, returns False when it had to drop;
-* events: ``send_event(bytes, redundancy=2)`` / ``await recv_event()`` -- small
-  events repeated in the next frames, delivered once, in order, at the first
-  copy's arrival (redundancy.py).
+* events: ``send_event(bytes, redundancy=2, copies=2)`` / ``await recv_event()`` --
+  small events repeated in the next frames, each frame sent ``copies`` times 2 ms
+  apart, delivered once, in order, at the first copy's arrival (redundancy.py).
 
 Every decision is the core's (connection.py: sequencing, acks, switch and
 replay, failover, probes, RTT, when to try UDP). This module only does what

@@ -174,3 +174,16 @@ def test_targets_markdown_table():
     assert line.endswith("| 300 frames | tcp-relay 280, tcp-relay-cubic 250 frames | met |")
     assert all(l.count("|") - l.count("\\|") == 5 for l in md)       # a "|" in a target name is escaped
     assert len(md) == 2 + len([t for t in lp.targets(rows, RTT) if t.get("issue") == "#13"])
+
+
+def test_bulk_rounds_report_the_median_round_and_every_transport_seen():
+    rounds = [{"ok": True, "mbit_s": 50.0, "transports_seen": ["udp-managed"], "tag": "a"},
+              {"ok": True, "mbit_s": 10.0, "transports_seen": ["tcp-relay", "udp-managed"], "tag": "b"},
+              {"ok": True, "mbit_s": 30.0, "transports_seen": ["udp-managed"], "tag": "c"}]
+    got = lp.median_round(rounds)
+    assert got["tag"] == "c" and got["rounds_mbit_s"] == [50.0, 10.0, 30.0]
+    assert got["transports_seen"] == ["tcp-relay", "udp-managed"]     # the fallback in round b shows
+    two = lp.median_round(rounds[:2])
+    assert two["tag"] == "b"                                          # the lower middle of an even count
+    failed = [{"ok": False, "error": "peer-closed"}]
+    assert lp.median_round(failed) == failed[0]
