@@ -125,6 +125,10 @@ async def bench_mode(session, echo_task: asyncio.Future | None = None) -> None:
                 elif cmd["cmd"] == "report":
                     out, rec = rec.report(), _BenchRecord()
                     out["frames"] = dict(frames)
+                    info = getattr(session, "info", None)        # the host's own sender, if on UDP
+                    for pth in (getattr(info, "paths", None) or []):
+                        if pth.get("active") and pth.get("sctp"):
+                            out["sctp"] = pth["sctp"]
                     await session.send(b"R" + json.dumps(out).encode())
     except SessionClosed:
         pass
@@ -150,9 +154,23 @@ async def _paced_frames(session, seconds: float, fps: float, max_inflight: int, 
             await session.send(frame_payload(i, size), channel="graphics")
         else:
             st["skipped"] += 1
+        if i % 6 == 0:
+            _sample_sender(session, st, time.monotonic() - start)
         delay = start + (i + 1) / fps - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
+
+
+def _sample_sender(session, st: dict, t: float) -> None:
+    """Note the frame sender's congestion model (our SCTP sender on a UDP path) in ``st["cc"]``."""
+    info = getattr(session, "info", None)
+    for pth in (getattr(info, "paths", None) or []):
+        sc = pth.get("sctp") if pth.get("active") else None
+        cc = (sc or {}).get("controller")
+        if cc:
+            st.setdefault("cc", []).append({"t": round(t, 3), "srtt": sc.get("srtt"), **{k: cc.get(k) for k in (
+                "state", "phase", "btl_bw", "pacing_rate", "cwnd", "min_rtt", "inflight_hi", "competitor",
+                "background_loss")}})
 
 
 #: The host application with the bench mode (``shortpath host --app benchmarks.bench_app:host_handler``).
