@@ -20,7 +20,9 @@ like SCTP TSNs), over a one-way bottleneck:
 Senders: ``bulk`` (always has data) or an application source (``frames``: bursts of ``frame``
 bytes every ``interval`` s; :meth:`Simulation.set_source` switches during a run). Several flows
 can share one bottleneck queue through a :class:`SharedLink`. Optional: reordering (a fraction
-of packets delayed after the bottleneck) and dropping the first transmission of chosen seqs. The congestion controller is anything with the BbrController
+of packets delayed after the bottleneck), dropping the first transmission of chosen seqs, and a
+cwnd floor of the sender's own (``min_cwnd_bytes``: sctp.py keeps 48 KiB whatever the
+controller says). The congestion controller is anything with the BbrController
 interface; :class:`NewRenoReference` is the loss-based baseline (what aiortc's SCTP does:
 halve on loss once per round trip, one MSS after T3, no pacing).
 """
@@ -303,7 +305,8 @@ class Simulation:
                  frames: Optional[tuple[int, float]] = None,
                  bucket: float = 0.1, rack: Optional[RackLossDetector] = None,
                  pacer: Optional[Pacer] = None, min_rto: float = 1.0,
-                 start_time: float = 0.0, max_packets: Optional[int] = None) -> None:
+                 start_time: float = 0.0, max_packets: Optional[int] = None,
+                 min_cwnd_bytes: int = 0) -> None:
         if world is None:
             if link is None:
                 raise ValueError("a LinkConfig or a SharedLink is needed")
@@ -318,6 +321,7 @@ class Simulation:
         self.bulk = bulk and frames is None
         self.frames = frames
         self.max_packets = max_packets
+        self.min_cwnd_bytes = min_cwnd_bytes   # a floor the sender applies to cc.cwnd (sctp.py's)
         self.bucket = bucket
         # sender state
         self.next_seq = 0
@@ -463,7 +467,7 @@ class Simulation:
                 retx = False
             else:
                 break
-            if self.inflight + size > self.cc.cwnd:
+            if self.inflight + size > max(self.cc.cwnd, self.min_cwnd_bytes):
                 break
             t = self.pacer.next_send_time(self.now, size, self.cc.pacing_rate)
             if t > self.now:

@@ -13,7 +13,8 @@ import math
 import pytest
 
 from shortpath.transport.udp.congestion import (
-    MIN_CWND_PACKETS, PROBE_RTT_DURATION, PROBE_RTT_INTERVAL, BbrController, Pacer,
+    MIN_CWND_PACKETS, PROBE_RTT_DRAIN_TIMEOUT, PROBE_RTT_DURATION, PROBE_RTT_INTERVAL,
+    BbrController, Pacer,
 )
 from tests.unit.linkmodel import (CubicReference, LinkConfig, NewRenoReference, SharedLink,
                                   Simulation, mbit)
@@ -25,6 +26,7 @@ BDP = R * RTT          # 50 KB
 DEEP = 100_000         # ~2 BDP of buffer
 SHALLOW = 6_000        # 5 packets, ~0.12 BDP
 MSS = 1200
+SCTP_MIN_CWND = 48 * 1024   # the cwnd floor sctp.py's sender applies to the controller's cwnd
 
 
 def run(cc=None, duration=20.0, **link):
@@ -212,6 +214,40 @@ def test_probe_rtt_after_five_seconds_without_a_new_minimum():
     assert cc.stats()["probe_rtt"] >= 1
 
 
+def test_probe_rtt_ends_even_if_the_caller_keeps_more_in_flight_than_its_cwnd():
+    # sctp.py floors cwnd at 48 KiB: the flight never falls to probe_rtt's half BDP. probe_rtt
+    # must still end (it used to wait for that drain for good: the lab's sender sat in probe_rtt
+    # behind TCP CUBIC's deep queue at 2 Mbit/s)
+    cc = BbrController()
+    now, seq = learn_full_flights(cc, flights=10)
+    window, rtt = 50, 0.05                       # always 50 packets out, RTT above the minimum
+    step = rtt / window
+    outstanding = []
+    for _ in range(window):
+        cc.on_sent(now, seq, MSS, (len(outstanding) + 1) * MSS, False)
+        outstanding.append(seq)
+        seq += 1
+        now += step
+    entered = left = None
+    while now < 12.0:
+        oldest = outstanding.pop(0)              # one ack, one new send: the flight stays full
+        cc.on_acked(now, [oldest], rtt, len(outstanding) * MSS)
+        cc.on_sent(now, seq, MSS, (len(outstanding) + 1) * MSS, False)
+        outstanding.append(seq)
+        seq += 1
+        now += step
+        if cc.state == "probe_rtt" and entered is None:
+            entered = now
+            probe_cwnd = cc.cwnd
+        if entered is not None and left is None and cc.state != "probe_rtt":
+            left = now
+    assert entered is not None
+    assert window * MSS > probe_cwnd + MSS         # the caller never drains to probe_rtt's cwnd
+    assert left is not None
+    # the drain wait, probe_rtt's own duration, and the round that ends it
+    assert left - entered <= PROBE_RTT_DRAIN_TIMEOUT + PROBE_RTT_DURATION + 2 * rtt
+
+
 # ---- timelines -------------------------------------------------------------------------------
 
 def test_clean_link_reaches_the_bottleneck_rate_fast_with_a_small_queue():
@@ -359,13 +395,88 @@ def share(kinds, buffer_bytes, duration=90.0, t0=30.0):
     return [r.goodput(t0, duration) for r in results], results
 
 
-@pytest.mark.parametrize("buffer_bytes", [2 * 50_000, 4 * 50_000])
-def test_shares_a_deep_buffer_with_a_loss_based_flow(buffer_bytes):
-    # a NewReno flow keeps a 2-4 BDP buffer full; we must neither starve (a delay-driven cut
-    # would) nor crowd it out. Measured over 30-90 s (NewReno needs ~20 s to fill 4 BDP).
-    (ours, theirs), _ = share(("bbr", "newreno"), buffer_bytes)
+@pytest.mark.parametrize("kind,buffer_bytes", [
+    ("newreno", 2 * 50_000), ("newreno", 4 * 50_000), ("newreno", 250_000),
+    ("cubic", 4 * 50_000), ("cubic", 250_000),
+])
+def test_shares_a_deep_buffer_with_a_loss_based_flow(kind, buffer_bytes):
+    # a loss-based flow keeps a 2-5 BDP buffer full (250 KB: 200 ms at 10 Mbit/s, the lab's
+    # deep queue); we must neither starve (a delay-driven cut would) nor crowd it out.
+    # Measured over 30-90 s (NewReno needs ~20 s to fill 4 BDP).
+    (ours, theirs), _ = share(("bbr", kind), buffer_bytes)
     assert 1 / 3 <= ours / theirs <= 3
     assert ours + theirs >= 0.9 * R
+
+
+def lab_sequence(kind, buffer_bytes, *, floor=0, duration=22.0):
+    """What benchmarks/fairness.py does on one queue, as a link-model timeline: our session
+    sends bulk alone for 6 s, then only a 200-byte message a second; the loss-based flow runs
+    alone from 7 to 14 s; at 16 s both start bulk. Goodputs over 4-20 s after that start (the
+    benchmark's window), and our controller. ``floor``: the sender's own cwnd floor."""
+    world = SharedLink(LinkConfig(rate=R, delay=DELAY, buffer_bytes=buffer_bytes,
+                                  ack_every=2, ack_delay=0.005))
+    cc = BbrController()
+    ours = Simulation(cc, world=world, bucket=0.5, min_cwnd_bytes=floor)
+    other_cc = {"newreno": NewRenoReference, "cubic": CubicReference}[kind]()
+    other = Simulation(other_cc, world=world, bucket=0.5, bulk=False)
+    start = 16.0
+    ours.schedule(6.0, lambda: ours.set_source(frames=(200, 1.0)))
+    other.schedule(7.0, lambda: other.set_source(bulk=True))
+    other.schedule(14.0, lambda: other.set_source())
+    other.schedule(start, lambda: other.set_source(bulk=True))
+    ours.schedule(start, lambda: ours.set_source(bulk=True))
+    results = world.run(start + duration)
+    return [r.goodput(start + 4, start + 20) for r in results], results, cc, start
+
+
+@pytest.mark.parametrize("floor", [0, SCTP_MIN_CWND], ids=["no-floor", "sctp-floor"])
+def test_lab_sequence_in_a_deep_queue_shares_with_tcp(floor):
+    # the lab's deep case (200 ms of queue at 10 Mbit/s), against the CUBIC-like reference:
+    # before the deep-buffer coexistence, 0.05 (no floor) and 0.21 (48 KiB floor, lab: 0.25)
+    (ours, theirs), results, cc, start = lab_sequence("cubic", 250_000, floor=floor)
+    assert 1 / 3 <= ours / theirs <= 3
+    assert ours + theirs >= 0.9 * R
+    assert cc.stats()["coexist_entries"] >= 1
+
+
+def test_joining_a_full_deep_buffer_does_not_end_startup_on_the_others_loss():
+    # a NewReno flow 1 s into its run (its slow start is overflowing a 250 KB buffer) when we
+    # start: our first round loses most of its packets to that overflow. Ending startup there
+    # capped us at a few packets (0.12 of its rate over the next 20 s)
+    world = SharedLink(LinkConfig(rate=R, delay=DELAY, buffer_bytes=250_000))
+    Simulation(NewRenoReference(), world=world, bucket=1.0)
+    cc = BbrController()
+    ours = Simulation(cc, world=world, bucket=1.0, bulk=False)
+    ours.schedule(1.0, lambda: ours.set_source(bulk=True))
+    theirs_res, ours_res = world.run(22.0)
+    assert 1 / 3 <= ours_res.goodput(5, 21) / theirs_res.goodput(5, 21) <= 3
+
+
+def test_coexistence_ends_when_the_foreign_queue_goes_away():
+    # the loss-based flow stops at 40 s: within a few seconds we use the whole link again
+    # without keeping the queue the coexistence cwnd would allow
+    world = SharedLink(LinkConfig(rate=R, delay=DELAY, buffer_bytes=250_000))
+    cc = BbrController()
+    Simulation(cc, world=world, bucket=0.5)
+    other = Simulation(CubicReference(), world=world, bucket=0.5)
+    other.schedule(40.0, lambda: other.set_source())
+    seen = []
+    world.at(39.0, lambda: seen.append(cc.stats()["coexist"]))
+    ours, _ = world.run(50.0)
+    assert seen == [True]                       # it was coexisting while the other flow ran
+    assert not cc.stats()["coexist"]
+    assert ours.goodput(43.0, 50.0) >= 0.9 * R
+    assert ours.queue_delay_percentile(0.95, 43.0, 50.0) <= RTT / 2
+
+
+@pytest.mark.parametrize("case", [dict(buffer_bytes=250_000), dict(buffer_bytes=DEEP, rate_changes=[(10.0, R / 2)]),
+                                  dict(buffer_bytes=250_000, loss=0.02, ack_loss=0.02, ack_every=2, ack_delay=0.005)],
+                         ids=["deep-250KB", "rate-drop-100KB", "deep-2%-loss-ack-every-2"])
+def test_alone_on_a_deep_buffer_never_coexists_and_keeps_no_queue(case):
+    # alone, the queue we see is our own: the coexistence cwnd must never apply
+    sim, res = run(duration=20.0, seed=3, **case)
+    assert sim.cc.stats()["coexist_entries"] == 0
+    assert res.queue_delay_percentile(0.95, 13.0, 20.0) <= RTT / 2
 
 
 @pytest.mark.parametrize("kind,buffer_bytes", [
@@ -449,7 +560,7 @@ def report() -> None:
                   f"{res.goodput(12, 20) / half:.3f} of new R; queue p95 10-12 s "
                   f"{res.queue_delay_percentile(0.95, 10, 12) * 1000:.0f} ms, 12.5-20 s "
                   f"{res.queue_delay_percentile(0.95, 12.5, 20) * 1000:.0f} ms")
-    for buf in (12_000, 25_000, 100_000, 200_000):
+    for buf in (12_000, 25_000, 100_000, 200_000, 250_000):
         for kinds in (("bbr", "newreno"), ("bbr", "cubic"), ("bbr", "bbr")):
             (a, b), res = share(kinds, buf)
             print(f"two flows {kinds[0]}+{kinds[1]}, buffer {buf} B, 30-90 s: {a / R:.2f} / "
@@ -457,6 +568,15 @@ def report() -> None:
                   f"{res[0].queue_delay_percentile(0.5, 30) * 1000:.0f} ms, p95 "
                   f"{res[0].queue_delay_percentile(0.95, 30) * 1000:.0f} ms; drops "
                   f"{res[0].loss_rate(30, 90):.2%} / {res[1].loss_rate(30, 90):.2%}")
+    for kind in ("cubic", "newreno"):
+        for buf in (200_000, 250_000):
+            for floor in (0, SCTP_MIN_CWND):
+                (a, b), res, cc, start = lab_sequence(kind, buf, floor=floor)
+                print(f"lab sequence vs {kind}, buffer {buf} B, sender cwnd floor {floor} B, "
+                      f"4-20 s after the common start: {a / R:.2f} / {b / R:.2f} of R "
+                      f"(ratio {a / b:.2f}); queue p50 "
+                      f"{res[0].queue_delay_percentile(0.5, start + 4, start + 20) * 1000:.0f} ms; "
+                      f"coexistence entered {cc.stats()['coexist_entries']}x")
     for loss in (0.0, 0.01, 0.02, 0.05):
         for name, cc in (("bbr", BbrController()), ("newreno", NewRenoReference())):
             sim = Simulation(cc, LinkConfig(rate=R, delay=DELAY, buffer_bytes=DEEP, loss=loss,
