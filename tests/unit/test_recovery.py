@@ -47,13 +47,39 @@ def test_older_packet_is_lost_only_after_nine_eighths_of_an_rtt():
     rack = warmed()
     rack.on_sent(0.000, 1, MSS)
     rack.on_sent(0.002, 2, MSS)
-    # packet 2 is acked at 42 ms: packet 1 may be reordered, for 45 ms after its send
+    rack.on_sent(0.004, 3, MSS)
+    # packet 2 is acked at 42 ms (3 is still on its way): packet 1 may be reordered, for 45 ms
+    # after its send
     assert rack.on_acked(0.042, [2]) == []
     deadline = rack.get_timer()
     assert deadline == pytest.approx(0.0 + RTT * 9 / 8)
     assert rack.handle_timer(deadline - 0.001) == ([], False)
     assert rack.handle_timer(deadline) == ([1], False)
-    assert rack.outstanding == 0 and rack.get_timer() is None
+    assert rack.outstanding == 1 and rack.counts["lost_time"] == 1
+
+
+def test_once_the_newest_transmission_is_acked_an_older_missing_one_is_lost_at_once():
+    rack = warmed()
+    for i, t in enumerate((0.000, 0.001, 0.002, 0.003)):
+        rack.on_sent(t, i + 1, MSS)
+    # the frame's last packet (4) is acked, 3 is missing: nothing sent later can still
+    # overtake 3, so it is lost now, not 45 ms after its send (only one packet after it:
+    # the packet threshold cannot say so either)
+    assert rack.on_acked(0.043, [1, 2, 4]) == [3]
+    assert rack.counts["lost_tail"] == 1 and rack.outstanding == 0
+
+
+def test_the_tail_rule_is_off_once_the_path_has_reordered():
+    rack = warmed()
+    rack.on_sent(0.000, 1, MSS)
+    rack.on_sent(0.001, 2, MSS)
+    assert rack.on_acked(0.041, [2]) == [1]         # judged lost by the tail rule ...
+    assert rack.on_acked(0.0415, [1]) == []         # ... but it arrives: a spurious loss
+    assert rack.reordering_seen
+    rack.on_sent(0.100, 3, MSS)
+    rack.on_sent(0.101, 4, MSS)
+    assert rack.on_acked(0.141, [4]) == []          # now only time counts
+    assert rack.get_timer() == pytest.approx(0.100 + rack.reo_wnd + max(rack.srtt, rack.latest_rtt))
 
 
 def test_packets_sent_after_the_newest_acked_one_are_not_judged():

@@ -19,6 +19,13 @@ the way RFC 8985 (RACK-TLP) and QUIC (RFC 9002) do, by *time*:
   overtake a slightly delayed one well inside the time window.
   If a timer is needed to declare a packet lost later (its window has not passed yet),
   :meth:`RackLossDetector.get_timer` returns that deadline.
+* **The tail of a burst.** Once the newest transmission is acknowledged, nothing sent later
+  can still overtake an older packet that is missing, and until the path has reordered once
+  (above) such a packet is lost at once, without the time window: RFC 5827's early
+  retransmit, for the tail of a frame that has fewer than three packets after a loss. A frame
+  whose second-to-last packet was lost is then resent when its last packet's ack arrives,
+  ~1/8 RTT (plus however far srtt is above this round trip) sooner. The first reordering such
+  a rule misjudges shows as a spurious loss and turns it off with the packet threshold.
 * **Adaptive reordering window.** When a packet we declared lost turns out to have arrived
   (its original is acknowledged: no retransmission could have been acked that soon), the loss
   was spurious: the path reorders more than we allowed. The window then grows by another
@@ -124,7 +131,7 @@ class RackLossDetector:
         # tail-loss probes
         self._probe_count = 0
         self._last_probe_time: Optional[float] = None
-        self.counts = {"lost_time": 0, "lost_packets": 0, "spurious": 0, "probes": 0}
+        self.counts = {"lost_time": 0, "lost_packets": 0, "lost_tail": 0, "spurious": 0, "probes": 0}
 
     # ---- RTT estimator ------------------------------------------------------------------
 
@@ -311,6 +318,9 @@ class RackLossDetector:
                     and self._largest_acked_order - p.order >= self._pkt_threshold):
                 lost.append(seq)
                 self.counts["lost_packets"] += 1
+            elif not self._reordering_seen and self._largest_acked_order == self._order - 1:
+                lost.append(seq)        # the newest transmission is acked: the tail rule
+                self.counts["lost_tail"] += 1
             elif now >= p.sent_time + delay:
                 lost.append(seq)
                 self.counts["lost_time"] += 1
