@@ -632,12 +632,14 @@ def markdown(data: dict) -> str:
     """A compact Markdown table of a saved result (one line per profile and path)."""
     rows = data["rows"]
     lines = ["| profile | path | on | reliable p99 | dgram+red in OWD+10 ms (plain) | dgram+red p99 | "
-             "reliable\\|red p99 | frames shown/skipped | bulk Mbit/s |", "|---" * 9 + "|"]
+             "reliable\\|red p99 | events p99 (built-in) | frames shown/skipped | frame p50 / p95 | bulk Mbit/s |",
+             "|---" * 11 + "|"]
     for prof in data["raw"]["profiles"]:
         for name in PATHS:
             rel, red = _row(rows, prof, name, "reliable"), _row(rows, prof, name, "datagram+red")
             dg, hyb, b = _row(rows, prof, name, "datagram"), _row(rows, prof, name, "reliable|red"), \
                 _row(rows, prof, name, "bulk")
+            evs = _row(rows, prof, name, "events")
             any_row = rel or red or b
             if any_row is None:
                 continue
@@ -647,9 +649,9 @@ def markdown(data: dict) -> str:
                 on += f" (bulk: {'+'.join(b['transports_seen'])})"
             lines.append(f"| {prof} | {name} | {on} | {f(rel, 'p99_ms')} | "
                          f"{f(red, 'within_deadline', '{:.2%}')} ({f(dg, 'within_deadline', '{:.2%}')}) | "
-                         f"{f(red, 'p99_ms')} | {f(hyb, 'p99_ms')} | "
+                         f"{f(red, 'p99_ms')} | {f(hyb, 'p99_ms')} | {f(evs, 'p99_ms')} | "
                          f"{(str(rel['frames']) + '/' + str(rel['frames_skipped'])) if rel else '-'} | "
-                         f"{f(b, 'mbit_s')} |")
+                         f"{f(rel, 'frame_p50_ms')} / {f(rel, 'frame_p95_ms')} | {f(b, 'mbit_s')} |")
     return "\n".join(lines)
 
 
