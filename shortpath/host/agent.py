@@ -313,6 +313,11 @@ class HostAgent:
         finally:
             self.sessions.pop(sid, None)
             if session is not None:
+                if self._stop.is_set() and end_reason == "host-app-done":
+                    # stop() is under way: an app that returned while the host was shutting
+                    # down (its session torn down around it) ends with the host, and the client
+                    # must hear that reason, whichever of the two closes comes first
+                    end_reason = "host-shutdown"
                 await session.close(end_reason)
             if leg is not None:
                 await leg.close()   # also after a set-up failure: never leave the data leg open

@@ -480,16 +480,43 @@ def test_alone_on_a_deep_buffer_never_coexists_and_keeps_no_queue(case):
 
 
 @pytest.mark.parametrize("kind,buffer_bytes", [
-    ("newreno", 12_000), ("newreno", 25_000), ("cubic", 25_000),
-    pytest.param("cubic", 12_000, marks=pytest.mark.xfail(
-        strict=True, reason="known gap: ~3.4 against the CUBIC-like reference at 0.24 BDP")),
+    ("newreno", 12_000), ("newreno", 19_000), ("newreno", 25_000),
+    ("cubic", 12_000), ("cubic", 19_000), ("cubic", 25_000),
 ])
 def test_shares_a_shallow_buffer_with_a_loss_based_flow(kind, buffer_bytes):
-    # 0.24 and 0.5 BDP of buffer: a loss-based flow's unpaced bursts lose several % of its
-    # packets while ours lose ~1 % (under the loss threshold); only the foreign-queue response
-    # makes room (without it: 0.81 / 0.17 of the link at 12 KB against NewReno, ratio ~4.8)
+    # 0.24, 0.38 (the lab's 15 ms) and 0.5 BDP of buffer: a loss-based flow's unpaced bursts
+    # lose several % of its packets while ours lose ~1 % (under the loss threshold); only the
+    # foreign-queue response makes room (without it: 0.81 / 0.17 of the link at 12 KB against
+    # NewReno, ratio ~4.8; before its hysteresis ~3.4 at 12 KB against the CUBIC-like flow,
+    # now 1.5-1.8, and 2.0-2.4 against NewReno, over three start offsets)
     (ours, theirs), results = share(("bbr", kind), buffer_bytes)
     assert 1 / 3 <= ours / theirs <= 3
+    assert ours + theirs >= 0.9 * R
+
+
+def lab_shallow_share(buffer_bytes=19_000, start=0.0, duration=90.0, t0=30.0, cc=None):
+    """The lab's shallow case as closely as the link model gets: sctp.py's 48 KiB cwnd floor,
+    its SACK every 4th packet (or 5 ms) and its ~9 KB pacing burst, against the CUBIC-like
+    flow (started ``start`` s after ours); goodputs over [t0, duration]."""
+    world = SharedLink(LinkConfig(rate=R, delay=DELAY, buffer_bytes=buffer_bytes,
+                                  ack_every=4, ack_delay=0.005))
+    cc = cc or BbrController()
+    Simulation(cc, world=world, bucket=1.0, min_cwnd_bytes=SCTP_MIN_CWND,
+               pacer=Pacer(burst_bytes=8 * 1160))
+    other = Simulation(CubicReference(), world=world, bucket=1.0, bulk=False)
+    other.schedule(start, lambda: other.set_source(bulk=True))
+    results = world.run(duration)
+    return [r.goodput(t0, duration) for r in results], results
+
+
+@pytest.mark.parametrize("start", [0.0, 0.37, 1.1])
+def test_shallow_share_holds_under_the_senders_cwnd_floor(start):
+    # sctp.py never lets cwnd under 48 KiB, about the whole BDP here: the shallow-buffer
+    # response's cwnd cap did nothing in the lab (3.0-3.4 x TCP CUBIC's rate at 15 ms of
+    # queue; this model: 2.8-2.9). The same restraint as a pacing cap holds under the floor
+    # (this model: 1.8-2.3).
+    (ours, theirs), _ = lab_shallow_share(start=start)
+    assert 1 / 3 <= ours / theirs <= 2.5
     assert ours + theirs >= 0.9 * R
 
 
@@ -560,7 +587,12 @@ def report() -> None:
                   f"{res.goodput(12, 20) / half:.3f} of new R; queue p95 10-12 s "
                   f"{res.queue_delay_percentile(0.95, 10, 12) * 1000:.0f} ms, 12.5-20 s "
                   f"{res.queue_delay_percentile(0.95, 12.5, 20) * 1000:.0f} ms")
-    for buf in (12_000, 25_000, 100_000, 200_000, 250_000):
+    for start in (0.0, 0.37, 1.1):
+        (a, b), res = lab_shallow_share(start=start)
+        print(f"lab-like shallow share (19 KB, 48 KiB cwnd floor, SACK every 4th, 9 KB pacing burst) vs "
+              f"cubic started at {start} s, 30-90 s: {a / R:.2f} / {b / R:.2f} of R (ratio {a / b:.2f}); "
+              f"queue p50 {res[0].queue_delay_percentile(0.5, 30) * 1000:.0f} ms")
+    for buf in (12_000, 19_000, 25_000, 100_000, 200_000, 250_000):
         for kinds in (("bbr", "newreno"), ("bbr", "cubic"), ("bbr", "bbr")):
             (a, b), res = share(kinds, buf)
             print(f"two flows {kinds[0]}+{kinds[1]}, buffer {buf} B, 30-90 s: {a / R:.2f} / "

@@ -96,8 +96,11 @@ Congestion responses
 * A foreign queue in a shallow buffer (a loss-based flow sharing it; see COMPETITOR_WEIGHT):
   when most cruise rounds show RTT samples above min_rtt that our own pacing cannot explain,
   and our probes have already met a full buffer (inflight_hi set), we cruise for a BDP's worth
-  of rounds between probes, keep 30 % headroom under inflight_hi and cut inflight_hi to 0.9 of
-  the overflowing flight on each repeated probe loss: the other flow gets room to grow.
+  of rounds between probes, keep 30 % headroom under inflight_hi, pace no faster than that
+  window allows at the RTT we get (so a caller's cwnd floor cannot undo it) and cut
+  inflight_hi to 0.9 of the overflowing flight on each repeated probe loss: the other flow
+  gets room to grow. The signal has hysteresis (on at 0.25, off under 0.1), so a loss-based
+  flow that pauses for a timeout does not switch it off.
 * A foreign queue in a deep buffer (a loss-based flow keeps it full, the RTT floor stays several
   min_rtts up; see COEXIST_ENTRY_ROUNDS): after the competitor signal, 10 rounds and 2 s of a
   floor above ``2 x min_rtt`` that our own flight cannot explain, cwnd and the probe phases are
@@ -251,11 +254,32 @@ MAX_UP_ROUNDS = 8
 #: rounds, link model, 1-5 % loss, ack-every-2), so none of this applies there. Measured with
 #: the two-flow link model (ours / NewReno, 30-90 s): 12 KB 4.84 -> 2.96, 25 KB 1.08 -> 0.73;
 #: long cruise alone 3.8, headroom alone ~4.9 (both are needed).
+#: Once on, the responses stay on until the share falls under COMPETITOR_EXIT_THRESH
+#: (hysteresis): in a 12 KB buffer the loss-based flow is often silent for a whole T3 (1 s)
+#: after a burst loss, the share then sank under 0.25 within ~10 cruise rounds, we took the
+#: whole link back with six-round cycles and 15 % headroom, and the other flow came back to
+#: a buffer we kept full (share ~3.4 against the CUBIC-like reference; 1.1-1.8 with this).
+#: From 1.0 the share needs ~17 foreign-free cruise rounds (0.7-0.8 s) to fall under 0.1: a
+#: loss-based flow that left is noticed ~0.4 s later than before. A lone flow's share stays
+#: low but can cross 0.25 now and then (its own probe queues); an exit threshold of 0.05 kept
+#: it on long enough to cost a lone flow 0.5-2 % (1-5 % loss, 12 KB buffer), 0.1 costs
+#: <= 1.3 % there (test_coexistence_mode_costs_a_lone_flow_nothing bounds it at 3 %).
 COMPETITOR_WEIGHT = 1.0 / 8
 COMPETITOR_THRESH = 0.25
+COMPETITOR_EXIT_THRESH = 0.1
 COMPETING_HEADROOM = 0.3
 COEXIST_MAX_ROUNDS = 63
 PROBE_HI_BETA = 0.9
+# The competing pacing cap: while those responses are on, the pacing rate in down and cruise
+# is also capped at the rate the capped window allows, ``inflight_hi * (1 - COMPETING_HEADROOM)``
+# (and inflight_lo) over the recent RTT floor (see COEXIST_RTT_ROUNDS; never under min_rtt).
+# The window alone did not hold in the lab: sctp.py floors cwnd at 48 KiB, about the whole
+# BDP at 10 Mbit/s and 40 ms, so the capped window (~40 KB) never bound and we kept ~48 KiB
+# in flight at the max filter's rate (lab, 15 ms queue, against TCP CUBIC: 3.0-3.4 x its
+# rate; link model with that floor, SACK every 4th packet and a 9 KB pacing burst: 2.8-2.9).
+# A caller's floor cannot undo a pacing rate. Alone, or in a deep foreign queue, nothing
+# changes (the responses are off there).
+
 #: Sharing a *deep* buffer with a loss-based flow. Such a flow keeps the buffer it shares with
 #: us full (a CUBIC cut leaves 0.7 of its window: in a 200 ms buffer the queue never drains),
 #: so every packet of ours waits behind it and the RTT is several times min_rtt. A cwnd of
@@ -378,6 +402,7 @@ class BbrController:
         self._background_loss = 0.0
         self._latest_rtt: Optional[float] = None
         self._competitor = 0.0   # moving share of cruise rounds with a foreign queue
+        self._competing_on = False   # the share crossed COMPETITOR_THRESH and not yet back under EXIT
         # deep-buffer coexistence (see COEXIST_ENTRY_ROUNDS)
         self._coexist = False
         self._foreign_rounds = 0          # consecutive rounds standing on a foreign queue
@@ -835,6 +860,10 @@ class BbrController:
             foreign = self._round_max_rtt > self._min_rtt + max(
                 BACKGROUND_RTT_MARGIN, BACKGROUND_RTT_FRACTION * self._min_rtt)
             self._competitor += COMPETITOR_WEIGHT * ((1.0 if foreign else 0.0) - self._competitor)
+            if self._competitor >= COMPETITOR_THRESH:
+                self._competing_on = True
+            elif self._competitor < COMPETITOR_EXIT_THRESH:
+                self._competing_on = False
         # a path change (every sample far above what a queue of ours explains) is not a queue
         path_inflated = bool(self._round_rtt_samples) and self._round_rtt_inflated
         self._check_path_change(now)
@@ -1032,7 +1061,8 @@ class BbrController:
                 self._enter_probe_bw(now, DOWN)
 
     def _competing(self) -> bool:
-        return self._competitor >= COMPETITOR_THRESH
+        # on at COMPETITOR_THRESH, off under COMPETITOR_EXIT_THRESH (updated at each cruise round)
+        return self._competing_on
 
     def _shallow_competing(self) -> bool:
         # the shallow-buffer responses (long cruise, more headroom, inflight_hi cut to 0.9 on a
@@ -1047,6 +1077,21 @@ class BbrController:
             return CRUISE_ROUNDS
         bdp = self.bdp or self._min_cwnd
         return max(CRUISE_ROUNDS, min(int(bdp / self.mss), COEXIST_MAX_ROUNDS))
+
+    def _competing_rate_cap(self) -> Optional[float]:
+        """While making room in a shallow buffer (down and cruise): the rate our capped window
+        allows at the RTT we currently get, or None (see "the competing pacing cap" by COMPETING_HEADROOM)."""
+        if not (self.state == PROBE_BW and self.phase in (DOWN, CRUISE)
+                and self._inflight_hi != math.inf and self._min_rtt != math.inf
+                and self._shallow_competing()):
+            return None
+        window = self._inflight_hi * (1.0 - COMPETING_HEADROOM)
+        if self._inflight_lo != math.inf:
+            window = min(window, self._inflight_lo)
+        rtt = self._min_rtt
+        if self._recent_round_min_rtts:
+            rtt = max(rtt, min(self._recent_round_min_rtts))
+        return max(window, float(self._min_cwnd)) / rtt
 
     def _probe_rtt_cwnd(self) -> int:
         bdp = self.bdp
@@ -1107,6 +1152,9 @@ class BbrController:
         bw = self.btl_bw
         rtt = self._min_rtt if self._min_rtt != math.inf else INITIAL_RTT_GUESS
         rate = self._pacing_gain * bw * (1.0 - PACING_MARGIN)
+        cap = self._competing_rate_cap()
+        if cap is not None:
+            rate = min(rate, cap)
         if self.state == STARTUP or bw <= 0:
             # startup never paces the initial window slower than over one RTT / gain
             rate = max(rate, self._pacing_gain * self._initial_cwnd / max(rtt, 1e-4))
