@@ -126,10 +126,14 @@ class Pair(Timeline):
                 while (e := core.next_event()) is not None:
                     busy = True
                     self._handle(side, e)
-                for t in core.transmits():
+                for t in self._transmits(side, core):
                     busy = True
                     self._transmit(side, t)
                 self.max_unacked[side] = max(self.max_unacked[side], core.unacked_bytes)
+
+    def _transmits(self, side: str, core):
+        """What ``core`` hands the pump now (a subclass may limit what the path takes)."""
+        return core.transmits()
 
     def _transmit(self, side: str, t) -> None:
         path = self.paths.get(t.path_id)

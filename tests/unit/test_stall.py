@@ -220,20 +220,11 @@ class HandoverPair(ChannelPair):
             return None
         return max(0, self.limit(self.rate) - self._unsent(side))
 
-    def pump(self) -> None:
-        busy = True
-        while busy:
-            busy = False
-            for side, core in self.cores.items():
-                while (e := core.next_event()) is not None:
-                    busy = True
-                    self._handle(side, e)
-                room = self._room(side, core.active) if core.active else None
-                if self.report and room is not None:
-                    core.manager.stall.local_backlog(self._unsent(side) / self.rate)
-                for t in core.transmits(None, None if room is None else (lambda pid, r=room: r)):
-                    busy = True
-                    self._transmit(side, t)
+    def _transmits(self, side: str, core):
+        room = self._room(side, core.active) if core.active else None
+        if self.report and room is not None:
+            core.manager.stall.local_backlog(self._unsent(side) / self.rate)
+        return core.transmits(None, None if room is None else (lambda pid, r=room: r))
 
     def tick(self, every: float = 0.005) -> None:
         """Wake the pump as the path's buffer drains (the session's wait_writable)."""
