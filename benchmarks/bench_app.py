@@ -16,6 +16,7 @@ import random
 import struct
 import time
 
+from benchmarks.stallprobe import StallProbe
 from shortpath.app.desktop import frame_payload, make_host_handler
 from shortpath.errors import SessionClosed
 
@@ -74,6 +75,8 @@ async def bench_mode(session, echo_task: asyncio.Future | None = None) -> None:
     if echo_task is not None:
         echo_task.cancel()              # datagrams are recorded here, not echoed
     rec = _BenchRecord()
+    probe = StallProbe()               # the host's event-loop stalls and GC pauses, per report
+    probe.start()
     streamer: asyncio.Future | None = None
     frames = {"sent": 0, "acked": 0, "skipped": 0}
 
@@ -125,6 +128,7 @@ async def bench_mode(session, echo_task: asyncio.Future | None = None) -> None:
                 elif cmd["cmd"] == "report":
                     out, rec = rec.report(), _BenchRecord()
                     out["frames"] = dict(frames)
+                    out["stalls"] = probe.report()
                     info = getattr(session, "info", None)        # the host's own sender, if on UDP
                     for pth in (getattr(info, "paths", None) or []):
                         if pth.get("active") and pth.get("sctp"):
@@ -133,6 +137,7 @@ async def bench_mode(session, echo_task: asyncio.Future | None = None) -> None:
     except SessionClosed:
         pass
     finally:
+        probe.stop()
         dg.cancel()
         if evt is not None:
             evt.cancel()

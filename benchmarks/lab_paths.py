@@ -398,6 +398,18 @@ def event_stats(ev: dict, channel: int, one_way_ms: float) -> dict | None:
     return out
 
 
+def _stall_fields(ev: dict) -> dict:
+    """The longest event-loop stall and GC pause of each peer during the events run
+    (benchmarks/stallprobe.py; ms), where the peer reported them."""
+    out = {}
+    for who, rep in (("host", (ev.get("host") or {}).get("stalls")), ("client", ev.get("client_stalls"))):
+        if rep:
+            out[f"{who}_max_stall_ms"] = rep["max_stall_ms"]
+            out[f"{who}_stalls_over_5ms"] = rep["stall_count"]
+            out[f"{who}_max_gc_ms"] = rep["max_gc_ms"]
+    return out
+
+
 def analyse(raw: dict) -> dict:
     rows, cdf = [], {}
     for prof, pinfo in raw["profiles"].items():
@@ -422,7 +434,8 @@ def analyse(raw: dict) -> dict:
                              "frame_p50_ms": round(percentile(ev["frame_latency_ms"], 50), 1)
                              if ch == 0 and ev["frame_latency_ms"] else None,
                              "frame_p95_ms": round(percentile(ev["frame_latency_ms"], 95), 1)
-                             if ch == 0 and ev["frame_latency_ms"] else None, **st})
+                             if ch == 0 and ev["frame_latency_ms"] else None,
+                             **(_stall_fields(ev) if ch == 0 else {}), **st})
             b = res.get("bulk")
             if b and not b.get("ok"):
                 rows.append({"profile": prof, "path": name, "error": f"bulk: {b.get('error')}"})
@@ -610,6 +623,12 @@ def print_summary(an: dict) -> None:
                "p999_ms", "max_ms", "wire_bytes_per_event", "frames", "frames_skipped"]
     ev = [r for r in an["rows"] if r.get("channel") in CHANNELS.values()]
     print(table(ev, ev_cols))
+    stall_cols = ["profile", "path", "host_max_stall_ms", "host_stalls_over_5ms", "host_max_gc_ms",
+                  "client_max_stall_ms", "client_stalls_over_5ms", "client_max_gc_ms"]
+    stalls = [r for r in ev if "host_max_stall_ms" in r or "client_max_stall_ms" in r]
+    if stalls:
+        print("event-loop stalls and GC pauses during the events run (benchmarks/stallprobe.py):")
+        print(table(stalls, stall_cols))
     bulk = [r for r in an["rows"] if r.get("channel") == "bulk"]
     if bulk:
         print()
@@ -873,6 +892,10 @@ def _compact(raw: dict) -> dict:
             ev.pop("frame_latency_ms", None)
             if "host" in ev:
                 ev["host"]["events"] = {ch: len(v[0]) for ch, v in ev["host"]["events"].items()}
+            for rep in ((ev.get("host") or {}).get("stalls"), ev.get("client_stalls")):
+                if rep:           # keep the ten longest stalls and collections
+                    rep["stalls"] = sorted(sorted(rep["stalls"], key=lambda x: -x[1])[:10])
+                    rep["gc"] = sorted(sorted(rep["gc"], key=lambda x: -x[2])[:10])
     return out
 
 

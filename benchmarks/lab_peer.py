@@ -41,8 +41,10 @@ from pathlib import Path
 
 from shortpath.app.desktop import check_frame
 from shortpath.errors import SessionClosed
+from shortpath.runtime import settle_gc
 
 from .bench_app import BENCH_ENTRY, bench_entry, bench_mode
+from .stallprobe import StallProbe
 
 PORT_UDP, PORT_TLS, PORT_UDP_CTL, PORT_RTC = 9101, 9102, 9103, 9104
 BENCH_PORTS = (PORT_UDP, PORT_TLS, PORT_UDP_CTL, PORT_RTC)
@@ -301,6 +303,7 @@ async def serve(bind: str, workdir: str, stun: tuple[str, int] | None) -> None:
     servers = [await asyncio.start_server(on_tls, bind, PORT_TLS, ssl=ctx),
                await asyncio.start_server(on_udp_ctl, bind, PORT_UDP_CTL),
                await asyncio.start_server(on_rtc, bind, PORT_RTC)]
+    settle_gc(udp=True)      # as `shortpath host` does: every baseline served alike
     print("READY", flush=True)
     try:
         await asyncio.Event().wait()
@@ -319,6 +322,8 @@ class Client:
         self.frames = 0
         self.frame_lat_ms: list[float] = []
         self.ready = asyncio.get_running_loop().create_future()
+        self.probe = StallProbe()          # this process's event-loop stalls and GC pauses
+        self.probe.start()
         self._tasks = [asyncio.ensure_future(self._reliable()), asyncio.ensure_future(self._dgrams())]
 
     async def _reliable(self) -> None:
@@ -423,6 +428,7 @@ class Client:
         dg_bytes = 0
         start = time.monotonic()
         seen = {t_before}
+        self.probe.reset()
         for i in range(n):
             delay = start + i / rate - time.monotonic()
             if delay > 0:
@@ -454,7 +460,8 @@ class Client:
                 "sctp_before": sctp_before, "sctp_after": self.sctp(),
                 "datagram_bytes": {"1": dg_bytes, "2": redundant.bytes if redundant else 0},
                 "datagrams": {"1": sent[1], "2": redundant.datagrams if redundant else 0},
-                "elapsed_s": time.monotonic() - start}
+                "elapsed_s": time.monotonic() - start, "start_s": start, "rate": rate,
+                "client_stalls": self.probe.report()}
 
     async def op_bulk(self, seconds: float, datagram: bool) -> dict:
         await self.report()
@@ -550,6 +557,7 @@ async def client_main(a) -> int:
     t0 = time.monotonic()
     c = await _open_client(a)
     await asyncio.wait_for(c.ready, 20)
+    settle_gc(udp=True)      # as `shortpath connect` does: every path measured alike
     if a.modes not in (None, "none") and a.path == "shortpath":
         await c.wait_udp(a.wait_udp)
     print("READY " + json.dumps({"transport": c.transport(), "setup_s": round(time.monotonic() - t0, 3)}),

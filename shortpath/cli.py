@@ -28,6 +28,7 @@ import time
 from . import log
 from .config import DEFAULT_GATEWAY_ID, load_gateway_config, state_path
 from .errors import AuthError, ConfigError, PathError, ShortpathError
+from .runtime import settle_gc
 
 #: How long past ``exp`` a verifier still accepts a token (clock skew between the
 #: minting and the checking machine); the value lives in auth/tokens.py.
@@ -150,6 +151,7 @@ def cmd_gateway(args) -> int:
     async def run(stop):
         gw = Gateway(cfg)
         await gw.start()
+        settle_gc()              # short collector pauses from here on (shortpath/runtime.py)
         metrics = None
         if args.metrics:       # Prometheus /metrics (shortpath/metrics.py)
             from .metrics import serve_gateway
@@ -268,6 +270,7 @@ def cmd_host(args) -> int:
             print(json.dumps({"event": "host-registered", "host_id": args.host_id,
                               "fingerprint": agent.fingerprint}), flush=True)
 
+        settle_gc(udp=True)      # short collector pauses from here on (shortpath/runtime.py)
         agent.start()
         waits = [asyncio.ensure_future(w) for w in (announce(), agent.refused.wait(), stop.wait())]
         await asyncio.wait(waits[1:], return_when=asyncio.FIRST_COMPLETED)
@@ -415,6 +418,7 @@ def cmd_connect(args) -> int:
                                       shortpath=not args.no_shortpath, host_ca=args.host_ca,
                                       gateways=all_gateways))
         setup = (time.monotonic() - t0) * 1000
+        settle_gc(udp=session.shortpath_enabled)   # short collector pauses (shortpath/runtime.py)
         async with session:
             if args.workload:
                 return await _connect_workload(session, args, setup)
