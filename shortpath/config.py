@@ -41,7 +41,9 @@ relay_check_after           0.7 s    ... right after a failover from UDP onto th
                                      resume 1.3 s after its last packet while data flows
 resume_retry                0.25 s   client: pause between attempts to reach a gateway for a
                                      resume (a restarting gateway refuses connections until it
-                                     listens; short, so data flows soon after it is back)
+                                     listens; short, so data flows soon after it is back);
+                                     each pause is jittered 0.75-1.25 x so that the clients of
+                                     a gateway that died do not retry in lockstep
 ==========================  =======  ==========================================================
 
 Idle keepalive on a UDP path (one knob, both ends)

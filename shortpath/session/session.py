@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
@@ -56,6 +57,8 @@ from .connection import EVENT_COPIES, MAX_DATAGRAM, MAX_MESSAGE, PEER_GONE, Sess
 
 _log = log.get("session")
 _splog = log.get("shortpath")
+#: Spreads resume retries between clients (the resume loop below); not a secret.
+_RETRY_JITTER = random.Random()
 
 #: Datagrams kept for an application that is not reading; older ones are dropped.
 DATAGRAM_QUEUE = 1024
@@ -367,11 +370,14 @@ class Session:
                 return
             # Detached: every moment counts. On UDP the new leg is only a fallback: back off
             # (up to 5 s) rather than knock on a gateway that is down every quarter second.
+            # Jittered (0.75-1.25 x): the clients of a gateway that died all detach at the same
+            # moment, and would otherwise knock on the next gateway in lockstep.
             detached = self.connection.active is None
             self._resume_kick.clear()
+            pause = (self.timing.resume_retry if detached
+                     else min(5.0, self.timing.resume_retry * 2 ** min(tries, 5)))
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._resume_kick.wait(), self.timing.resume_retry if detached
-                                       else min(5.0, self.timing.resume_retry * 2 ** min(tries, 5)))
+                await asyncio.wait_for(self._resume_kick.wait(), pause * _RETRY_JITTER.uniform(0.75, 1.25))
 
     def add_path(self, path: Path) -> None:
         """Start receiving on ``path`` (it carries nothing of ours until the core switches to it)."""
