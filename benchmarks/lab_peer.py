@@ -502,8 +502,9 @@ class Client:
                     if cc:      # our sender's model as it went (state, bandwidth, cwnd, min RTT)
                         cc_series.append({"t": round(time.monotonic() - t0, 3), "srtt": st.get("srtt"),
                                           "flight": st.get("flight_size"), **{k: cc.get(k) for k in (
-                                              "state", "btl_bw", "pacing_rate", "cwnd", "min_rtt",
-                                              "inflight_hi", "background_loss", "lost", "delivered")}})
+                                              "state", "phase", "btl_bw", "pacing_rate", "cwnd", "min_rtt",
+                                              "inflight_hi", "background_loss", "competitor", "coexist",
+                                              "jitter", "lost", "delivered")}})
                     next_sample += 0.1
                 if since >= 1_000_000:
                     if marker is not None:

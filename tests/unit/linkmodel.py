@@ -19,7 +19,8 @@ like SCTP TSNs), over a one-way bottleneck:
 
 Senders: ``bulk`` (always has data) or an application source (``frames``: bursts of ``frame``
 bytes every ``interval`` s; :meth:`Simulation.set_source` switches during a run). Several flows
-can share one bottleneck queue through a :class:`SharedLink`. Optional: reordering (a fraction
+can share one bottleneck queue through a :class:`SharedLink`. Optional: a slow delay variation
+on each direction (``jitter``: :class:`DelayJitter`, the lab's model; it never reorders), reordering (a fraction
 of packets delayed after the bottleneck), dropping the first transmission of chosen seqs, and a
 cwnd floor of the sender's own (``min_cwnd_bytes``: sctp.py keeps 48 KiB whatever the
 controller says). The congestion controller is anything with the BbrController
@@ -176,6 +177,9 @@ class LinkConfig:
     drop_first_tx: frozenset = frozenset()   # seqs whose first transmission is dropped
     ack_every: int = 1               # receiver acks every n-th packet ...
     ack_delay: float = 0.0           # ... or this long after the first unacked one; at once on a gap
+    jitter: float = 0.0              # sd (s) of a slow one-way delay variation (see DelayJitter); 0: off
+    jitter_corr: float = 0.08        # seconds between its knots (raised to >= 8 * jitter, as the lab)
+    jitter_acks: bool = True         # the ack direction varies too (its own process), as the lab's link
 
 
 @dataclass
@@ -242,6 +246,49 @@ class Result:
         return dropped / max(sent, 1)
 
 
+class DelayJitter:
+    """A slow, seeded variation of one direction's delay, shaped like netns_lab/impair.py's.
+
+    Target offsets ("knots") are drawn every ``period`` seconds from a normal distribution cut
+    off at +-2.5 sd and the offset moves linearly from one knot to the next. A linear ramp
+    between independent knots has a time-averaged variance of 2/3 of the knots', so knots are
+    drawn sqrt(3/2) times wider and the offset's sd over time is ``sd``. With ``period >= 8 sd``
+    the offset changes by less than the time that passes, so it cannot reorder by itself;
+    :meth:`release` also never lets a packet leave before the previous one of its direction (the
+    lab's safety clamp) and never before it was sent (delay + offset clamped at 0).
+    """
+
+    CUT = 2.5
+
+    def __init__(self, sd: float, period: float, rng: random.Random) -> None:
+        self.sd = sd
+        self.period = max(period, 8 * sd)
+        self.rng = rng
+        self._t0: Optional[float] = None
+        self._a = self._b = 0.0
+        self._last = -math.inf
+
+    def _knot(self) -> float:
+        while True:
+            x = self.rng.gauss(0.0, 1.0)
+            if abs(x) <= self.CUT:
+                return x * self.sd * math.sqrt(1.5)
+
+    def offset(self, t: float) -> float:
+        if self._t0 is None:
+            self._t0, self._a, self._b = t, self._knot(), self._knot()
+        while t - self._t0 >= self.period:
+            self._t0 += self.period
+            self._a, self._b = self._b, self._knot()
+        return self._a + (self._b - self._a) * (t - self._t0) / self.period
+
+    def release(self, t: float, delay: float) -> float:
+        """When a packet that enters this direction at ``t`` (with base ``delay``) arrives."""
+        arrive = max(t + max(delay + self.offset(t), 0.0), self._last)
+        self._last = arrive
+        return arrive
+
+
 class SharedLink:
     """The clock (an event heap) and the bottleneck queue that one or more flows share.
 
@@ -259,6 +306,22 @@ class SharedLink:
         self.queued = 0                      # bytes in it
         self.last_departure = start_time
         self.flows: list = []
+        # delay variation, one process per direction, shared by every flow (off when jitter == 0);
+        # its own generator, so the loss draws of a run are the same with and without it
+        self.jitter_data: Optional[DelayJitter] = None
+        self.jitter_ack: Optional[DelayJitter] = None
+        if link.jitter > 0:
+            rng = random.Random(link.seed * 7919 + 13)
+            self.jitter_data = DelayJitter(link.jitter, link.jitter_corr, rng)
+            if link.jitter_acks:
+                self.jitter_ack = DelayJitter(link.jitter, link.jitter_corr, rng)
+
+    def arrival(self, t: float, acks: bool = False) -> float:
+        """When something handed to the propagation delay at ``t`` arrives (data or ack direction)."""
+        jitter = self.jitter_ack if acks else self.jitter_data
+        if jitter is None:
+            return t + self.link.delay
+        return jitter.release(t, self.link.delay)
 
     def at(self, t: float, fn, *args) -> None:
         self.eid += 1
@@ -627,7 +690,7 @@ class Simulation:
         if self.link.loss and self.rng.random() < self.link.loss:
             self.dropped_random += 1
             return
-        arrive = depart + self.link.delay
+        arrive = w.arrival(depart)
         if self.link.reorder and self.rng.random() < self.link.reorder:
             arrive += self.link.reorder_delay
         self._at(arrive, self._receive, seq, size)
@@ -660,7 +723,7 @@ class Simulation:
         self._ack_timer_token += 1
         if self.link.ack_loss and self.rng.random() < self.link.ack_loss:
             return
-        self._at(self.now + self.link.delay, self._on_ack, len(self.rx_log))
+        self._at(self.world.arrival(self.now, acks=True), self._on_ack, len(self.rx_log))
 
 
 def mbit(x: float) -> float:

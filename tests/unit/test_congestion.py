@@ -16,8 +16,8 @@ from shortpath.transport.udp.congestion import (
     MIN_CWND_PACKETS, PROBE_RTT_DRAIN_TIMEOUT, PROBE_RTT_DURATION, PROBE_RTT_INTERVAL,
     BbrController, Pacer,
 )
-from tests.unit.linkmodel import (CubicReference, LinkConfig, NewRenoReference, SharedLink,
-                                  Simulation, mbit)
+from tests.unit.linkmodel import (CubicReference, DelayJitter, LinkConfig, NewRenoReference,
+                                  SharedLink, Simulation, mbit)
 
 R = mbit(10)
 DELAY = 0.02
@@ -547,6 +547,95 @@ def test_two_of_ours_share_fairly_with_a_small_queue():
     assert results[0].queue_delay_percentile(0.5, 30.0) <= RTT
 
 
+# ---- delay jitter ----------------------------------------------------------------------------
+
+def test_link_model_jitter_is_seeded_slow_and_never_reorders():
+    import random
+    sd, delay = 0.01, 0.02
+    a = DelayJitter(sd, 0.08, random.Random(5))
+    b = DelayJitter(sd, 0.08, random.Random(5))
+    times = [i * 0.0005 for i in range(200_000)]          # 100 s, a packet every 0.5 ms
+    offsets = [a.offset(t) for t in times]
+    assert offsets == [b.offset(t) for t in times]        # same seed, same run
+    mean = sum(offsets) / len(offsets)
+    sd_seen = math.sqrt(sum((x - mean) ** 2 for x in offsets) / len(offsets))
+    assert abs(mean) < 0.2 * sd
+    assert 0.8 * sd <= sd_seen <= 1.2 * sd
+    assert max(abs(x) for x in offsets) <= 2.5 * math.sqrt(1.5) * sd + 1e-12
+    c = DelayJitter(sd, 0.08, random.Random(5))
+    arrivals = [c.release(t, delay) for t in times]
+    assert all(y >= x for x, y in zip(arrivals, arrivals[1:]))          # no reordering
+    assert all(arr >= t for arr, t in zip(arrivals, times))               # never before sent
+    # in a timeline: every packet arrives in the order it was sent, over a varying delay
+    sim, res = run(duration=5.0, jitter=sd, buffer_bytes=10**7)
+    assert sim.rx_log == sorted(sim.rx_log) and res.dropped_queue == 0
+    rtts = [r for _, r in res.rtt_samples]
+    assert max(rtts) - min(rtts) > 3 * sd
+
+
+def test_link_model_without_jitter_is_unchanged():
+    # jitter is off by default: the same run twice, once with an explicit 0, is the same run
+    _, a = run(duration=5.0, loss=0.01, seed=4)
+    _, b = run(duration=5.0, loss=0.01, seed=4, jitter=0.0)
+    assert a.send_log == b.send_log and a.deliveries == b.deliveries
+    _, c = run(duration=5.0, loss=0.01, seed=4, jitter=0.005)
+    assert c.deliveries != a.deliveries                   # and on, it does change the run
+
+
+class _JitterBlind(BbrController):
+    """The controller without its delay-jitter handling: the control for the tests below."""
+
+    def _update_jitter(self, path_inflated):
+        return None
+
+
+def jitter_runs(jitter, buffer_bytes, seed, duration=20.0):
+    """Alone on the 10 Mbit/s, 40 ms link with a delay variation of sd ``jitter`` each way (the
+    lab's rtt40-jitter10 model): ours, the NewReno reference and the jitter-blind control."""
+    out = {}
+    for name, cc in (("bbr", BbrController()), ("newreno", NewRenoReference()), ("blind", _JitterBlind())):
+        sim, res = run(cc=cc, duration=duration, buffer_bytes=buffer_bytes, jitter=jitter, seed=seed)
+        out[name] = (sim.cc, res)
+    return out
+
+
+@pytest.mark.parametrize("buffer_bytes", [DEEP, 12_000], ids=["deep-100KB", "shallow-12KB"])
+def test_delay_jitter_is_not_mistaken_for_a_queue(buffer_bytes):
+    # 10 ms sd of delay variation each way: a lucky low sample became min_rtt and cwnd
+    # (2 x bw x min_rtt) capped delivery whenever the RTT was high; the queue signal then
+    # drained and aged the model (before: 0.72 / 0.64 of the link with seed 3)
+    runs = jitter_runs(0.01, buffer_bytes, seed=3)
+    cc, res = runs["bbr"]
+    ours = res.goodput(3.0, 20.0)
+    reno = runs["newreno"][1].goodput(3.0, 20.0)
+    blind = runs["blind"][1].goodput(3.0, 20.0)
+    assert ours >= 0.8 * R
+    assert ours >= 0.95 * reno
+    assert ours > 1.1 * blind                 # the jitter handling is what does it
+    stats = cc.stats()
+    assert stats["jitter"] and stats["coexist_entries"] == 0
+    assert stats["queue_agings"] <= 3
+
+
+@pytest.mark.parametrize("case", [dict(), dict(loss=0.02, ack_loss=0.02, ack_every=2, ack_delay=0.005),
+                                  dict(buffer_bytes=SHALLOW), dict(rate_changes=[(10.0, R / 2)])],
+                         ids=["clean", "2%-loss-ack-every-2", "shallow", "rate-drop"])
+def test_no_jitter_mode_without_jitter(case):
+    # a lone flow's own probe queues, random loss or a rate drop never look like delay jitter
+    cc = BbrController()
+    seen = []
+    orig = cc._update_jitter
+
+    def spy(path_inflated):
+        orig(path_inflated)
+        seen.append(cc.stats()["jitter"])
+    cc._update_jitter = spy
+    link = dict(rate=R, delay=DELAY, buffer_bytes=DEEP, seed=3)
+    link.update(case)
+    Simulation(cc, LinkConfig(**link)).run(20.0)
+    assert len(seen) > 100 and not any(seen)
+
+
 # ---- the report ------------------------------------------------------------------------------
 
 def report() -> None:
@@ -609,6 +698,18 @@ def report() -> None:
                       f"(ratio {a / b:.2f}); queue p50 "
                       f"{res[0].queue_delay_percentile(0.5, start + 4, start + 20) * 1000:.0f} ms; "
                       f"coexistence entered {cc.stats()['coexist_entries']}x")
+    for jitter in (0.005, 0.01):
+        for buf in (DEEP, 12_000, SHALLOW):
+            for seed in (1, 2, 3):
+                runs = jitter_runs(jitter, buf, seed)
+                cc, res = runs["bbr"]
+                st = cc.stats()
+                print(f"jitter sd {jitter * 1000:.0f} ms each way, buffer {buf} B, seed {seed}, 3-20 s: "
+                      + ", ".join(f"{name} {r.goodput(3, 20) / R:.3f} (queue p95 "
+                                  f"{r.queue_delay_percentile(0.95, 3, 20) * 1000:.0f} ms)"
+                                  for name, (_, r) in runs.items())
+                      + f"; bbr min_rtt {st['min_rtt'] * 1000:.1f} ms, competitor {st['competitor']:.2f}, "
+                      f"queue signals {st['queue_signals']}, agings {st['queue_agings']}")
     for loss in (0.0, 0.01, 0.02, 0.05):
         for name, cc in (("bbr", BbrController()), ("newreno", NewRenoReference())):
             sim = Simulation(cc, LinkConfig(rate=R, delay=DELAY, buffer_bytes=DEEP, loss=loss,
