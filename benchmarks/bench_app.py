@@ -30,7 +30,8 @@ from shortpath.errors import SessionClosed
 # redundancy). Other tags: b"P" (echoed back on the channel it came on: RTT probes), b"B"
 # (bulk bytes, counted), b"A" (the client acknowledges a frame), b"C" + JSON command
 # ({"cmd": "frames", "seconds", "fps", "max_inflight"} starts the frame stream towards the
-# client; {"cmd": "report"} answers b"R" + JSON and resets).
+# client; {"cmd": "report", "probe": bool} answers b"R" + JSON and resets; with "probe" the
+# host's stall probe runs until the next report, whose answer carries its "stalls").
 BENCH_EVENT = struct.Struct("!BIQ")
 BENCH_ENTRY = 63
 
@@ -75,8 +76,7 @@ async def bench_mode(session, echo_task: asyncio.Future | None = None) -> None:
     if echo_task is not None:
         echo_task.cancel()              # datagrams are recorded here, not echoed
     rec = _BenchRecord()
-    probe = StallProbe()               # the host's event-loop stalls and GC pauses, per report
-    probe.start()
+    probe = StallProbe()               # the host's event-loop stalls and GC pauses, when asked
     streamer: asyncio.Future | None = None
     frames = {"sent": 0, "acked": 0, "skipped": 0}
 
@@ -128,7 +128,12 @@ async def bench_mode(session, echo_task: asyncio.Future | None = None) -> None:
                 elif cmd["cmd"] == "report":
                     out, rec = rec.report(), _BenchRecord()
                     out["frames"] = dict(frames)
-                    out["stalls"] = probe.report()
+                    if probe.running:
+                        out["stalls"] = probe.report()
+                    probe.stop()
+                    if cmd.get("probe"):       # from now until the next report (lab_peer op_events)
+                        probe.reset()
+                        probe.start()
                     info = getattr(session, "info", None)        # the host's own sender, if on UDP
                     for pth in (getattr(info, "paths", None) or []):
                         if pth.get("active") and pth.get("sctp"):
