@@ -132,7 +132,6 @@ async def bench_mode(session, echo_task: asyncio.Future | None = None) -> None:
                         out["stalls"] = probe.report()
                     probe.stop()
                     if cmd.get("probe"):       # from now until the next report (lab_peer op_events)
-                        probe.reset()
                         probe.start()
                     info = getattr(session, "info", None)        # the host's own sender, if on UDP
                     for pth in (getattr(info, "paths", None) or []):

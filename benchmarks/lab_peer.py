@@ -418,7 +418,6 @@ class Client:
     async def op_events(self, seconds: float, rate: float, reliable: bool, datagram: bool,
                         frames: bool, red: dict | None, grace: float, frames_inflight: int = 2) -> dict:
         await self.report(probe=True)                         # reset the host's record
-        self.probe.reset()
         self.probe.start()
         t_before, sw_before, sctp_before = self.transport(), self.switches(), self.sctp()
         self.frames, self.frame_lat_ms = 0, []
@@ -466,7 +465,7 @@ class Client:
                 "sctp_before": sctp_before, "sctp_after": self.sctp(),
                 "datagram_bytes": {"1": dg_bytes, "2": redundant.bytes if redundant else 0},
                 "datagrams": {"1": sent[1], "2": redundant.datagrams if redundant else 0},
-                "elapsed_s": time.monotonic() - start, "start_s": start, "rate": rate,
+                "elapsed_s": time.monotonic() - start,
                 "client_stalls": self.probe.report()}
 
     async def op_bulk(self, seconds: float, datagram: bool) -> dict:

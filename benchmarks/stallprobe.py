@@ -41,6 +41,8 @@ class StallProbe:
         return self._task is not None
 
     def start(self) -> None:
+        """Start measuring afresh (what an earlier run recorded is dropped)."""
+        self.reset()
         if self._task is None:
             self._task = asyncio.ensure_future(self._run())
             gc.callbacks.append(self._on_gc)
