@@ -303,3 +303,76 @@ async def test_drain_applies_back_pressure(paths):
     client.send_reliable(b"last")  # ordered: arrives after every frame
     await asyncio.wait_for(done.wait(), 5)
     assert got[0] == 60 * 60000
+
+
+# --- path MTU search (pmtu.py) --------------------------------------------------------------
+
+async def test_path_mtu_search_confirms_large_packets_on_loopback(paths):
+    # loopback carries any size: both senders confirm the largest candidate and cut 1404-byte
+    # chunks; a 60 KB message still arrives whole
+    client, host = paths
+    for path in paths:
+        deadline = time.monotonic() + 5
+        while path.info()["sctp"]["pmtu"]["state"] != "done" and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        sc = path.info()["sctp"]
+        assert sc["pmtu"]["state"] == "done" and sc["pmtu"]["packet_size"] == 1432
+        assert sc["chunk_payload"] == 1404
+    got = asyncio.Queue()
+    host.on_reliable = got.put_nowait
+    frame = bytes(range(256)) * 240
+    client.send_reliable(frame)
+    assert await asyncio.wait_for(got.get(), 5) == frame
+
+
+async def test_path_mtu_search_stops_below_a_size_the_path_drops():
+    # a path that silently drops datagrams over 1300 bytes (no ICMP): the probes that fit are
+    # acked, the larger ones are not; the search settles on the largest fitting candidate
+    # (1232-byte SCTP packets + DTLS), and data cut to that size flows
+    from shortpath.transport.udp import pmtu
+    pair = make_pair(DIRECT)
+    pair.client.impairment.max_size = 1300
+    try:
+        client, host = await pair.connect()
+        for path in (client, host):
+            deadline = time.monotonic() + 3 * pmtu.MAX_ROUNDS * pmtu.ROUND_TIMEOUT_MAX
+            while path.info()["sctp"]["pmtu"]["state"] != "done" and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            sc = path.info()["sctp"]
+            assert sc["pmtu"]["state"] == "done", sc["pmtu"]
+            assert sc["pmtu"]["packet_size"] == 1232 and sc["chunk_payload"] == 1204
+        assert client.info()["impairment"]["dropped_out"] + client.info()["impairment"]["dropped_in"] > 0
+        got_host, got_client = asyncio.Queue(), asyncio.Queue()
+        host.on_reliable = got_host.put_nowait
+        client.on_reliable = got_client.put_nowait
+        frame = bytes(range(256)) * 240
+        client.send_reliable(frame)
+        host.send_reliable(frame[::-1])
+        assert await asyncio.wait_for(got_host.get(), 5) == frame
+        assert await asyncio.wait_for(got_client.get(), 5) == frame[::-1]
+        for path in (client, host):
+            assert path.info()["sctp"]["t3_expiries"] == 0
+    finally:
+        await pair.close()
+    await assert_no_leaked_tasks()
+
+
+async def test_timeouts_after_the_path_mtu_shrank_fall_back_to_the_base_chunk_size(paths):
+    # the path carried 1432-byte packets, then starts dropping everything over 1300 bytes
+    # without a word (a route onto a tunnel, ICMP filtered): the large chunks of the next
+    # message time out, and after BLACK_HOLE_T3 timeouts in a row the sender cuts aiortc's
+    # 1160-byte chunks again until a new search
+    from shortpath.transport.udp import pmtu
+    client, host = paths
+    deadline = time.monotonic() + 5
+    while client.info()["sctp"]["pmtu"]["state"] != "done" and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    assert client.info()["sctp"]["chunk_payload"] == 1404
+    client.impairment_max_size(1300)
+    client.send_reliable(bytes(60_000))
+    deadline = time.monotonic() + 5
+    while client.info()["sctp"]["pmtu"]["black_holes"] == 0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    sc = client.info()["sctp"]
+    assert sc["pmtu"]["black_holes"] == 1 and sc["t3_expiries"] >= pmtu.BLACK_HOLE_T3
+    assert sc["chunk_payload"] == 1160 and sc["pmtu"]["packet_size"] == pmtu.BASE_PACKET

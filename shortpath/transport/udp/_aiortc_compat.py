@@ -138,6 +138,12 @@ PRIVATE_NAMES.extend([
      "is O(1) per chunk, right across the TSN wrap (aiortc's numeric sort stalls its cumulative TSN "
      "there when a gap is open), and notes whether the chunk changed the gap picture"),
     (_SCTP, "_receive_forward_tsn_chunk", "wrapped: the SACK answering a FORWARD TSN goes at once"),
+    (_SCTP, "_receive_chunk", "wrapped: a HEARTBEAT-ACK goes to sp_on_heartbeat_ack (path MTU probes, "
+     "pmtu.py); every other chunk to aiortc"),
+    (_SCTP, "_set_state", "wrapped: sp_on_established when the association reaches ESTABLISHED"),
+    (_SCTP + ".State", "ESTABLISHED", "the association state _set_state is compared with"),
+    ("aiortc.rtcsctptransport", "HeartbeatChunk", "built by sp_send_heartbeat (params: [(1, info)])"),
+    ("aiortc.rtcsctptransport", "HeartbeatAckChunk", "recognised in _receive_chunk"),
     (_SCTP, "_handle_data", "wrapped: time of the last packet from the peer (path liveness)"),
     (_SCTP, "_send_chunk", "called to send one chunk; wrapped to count, not raise, errors of a closed "
      "DTLS transport (aiortc sends from fire-and-forget tasks)"),
@@ -261,6 +267,7 @@ def sctp_hook_class() -> type:
                 self._outbound_stream_seq[stream_id] = uint16_add(stream_seq, 1)
             else:
                 stream_seq = 0
+            max_len = self.sp_max_chunk     # may grow once the path MTU search confirms more
             n = max(1, math.ceil(len(user_data) / max_len))
             chunks = []
             for i in range(n):
@@ -376,6 +383,20 @@ def sctp_hook_class() -> type:
                 self._sack_duplicates = [d for d in self._sack_duplicates if uint32_gt(d, cum)]
             return False
 
+        async def _receive_chunk(self, chunk) -> None:
+            if isinstance(chunk, m.HeartbeatAckChunk):
+                # aiortc sends no HEARTBEAT of its own and ignores acks; ours are path MTU probes
+                for ptype, value in chunk.params:
+                    if ptype == 1:             # Heartbeat Information (RFC 9260 3.3.5)
+                        self.sp_on_heartbeat_ack(value)
+                return
+            await super()._receive_chunk(chunk)
+
+        def _set_state(self, state) -> None:
+            super()._set_state(state)
+            if state == self.State.ESTABLISHED:
+                self.sp_on_established()
+
         async def _receive_forward_tsn_chunk(self, chunk) -> None:
             self.sp_sack_urgent = True
             await super()._receive_forward_tsn_chunk(chunk)
@@ -403,6 +424,19 @@ def sctp_hook_class() -> type:
         sp_send_errors = 0
         #: loop time T3 was last (re)started
         sp_t3_since = 0.0
+
+        def sp_on_established(self) -> None:
+            """Hook: the association just reached ESTABLISHED."""
+
+        def sp_on_heartbeat_ack(self, info: bytes) -> None:
+            """Hook: a HEARTBEAT-ACK echoed ``info`` (the Heartbeat Information we sent)."""
+
+        async def sp_send_heartbeat(self, info: bytes) -> None:
+            """Send one HEARTBEAT carrying ``info`` as its Heartbeat Information, alone in its
+            packet (so the packet is ``len(info) + 20`` bytes, info padded to 4)."""
+            chunk = m.HeartbeatChunk()
+            chunk.params = [(1, info)]
+            await self._send_chunk(chunk)
 
         async def sp_transmit(self) -> None:
             """Run the sender (what aiortc calls _transmit: our sp_pump)."""

@@ -98,12 +98,15 @@ class Impairment:
     def __init__(self) -> None:
         self.blackhole = False
         self.drop_every = 0  # drop every Nth datagram (0 = never)
+        #: drop datagrams longer than this (0 = no limit): a path MTU smaller than the
+        #: sender believes, with no ICMP to say so (a "black hole" for large packets)
+        self.max_size = 0
         self._count = 0
         self.dropped_in = 0
         self.dropped_out = 0
 
-    def drop(self, outbound: bool) -> bool:
-        if self.blackhole:
+    def drop(self, outbound: bool, size: int = 0) -> bool:
+        if self.blackhole or (self.max_size and size > self.max_size):
             hit = True
         elif self.drop_every:
             self._count += 1
@@ -254,7 +257,7 @@ def _classes() -> tuple[type, type]:
 
         def datagram_received(self, data: Any, addr: Any) -> None:
             agent = self.receiver
-            if agent.impairment.drop(outbound=False) or not data:
+            if agent.impairment.drop(outbound=False, size=len(data)) or not data:
                 return
             first = data[0]
             if not is_stun(first) and not is_dtls(first):
@@ -268,7 +271,7 @@ def _classes() -> tuple[type, type]:
                 agent.drop_stats["rx_dropped_malformed"] += 1
 
         async def send_data(self, data: bytes, addr: tuple[str, int]) -> None:
-            if self.receiver.impairment.drop(outbound=True):
+            if self.receiver.impairment.drop(outbound=True, size=len(data)):
                 return
             self.transport.sendto(data, addr)
 

@@ -458,9 +458,10 @@ class UdpPath:
                 "stream_priorities": self._sctp.sp_stream_priorities() if self._tuned else None,
                 "tuned": self._tuned,
                 **({k: sctp.get(k) for k in ("pacing_rate", "fast_retransmits", "tlp_probes", "tail_copies",
-                                             "datagrams_expired", "controller")} if self._tuned else {}),
+                                             "datagrams_expired", "chunk_payload", "pmtu",
+                                             "controller")} if self._tuned else {}),
             },
-            "impairment": {"blackhole": st.impairment.blackhole,
+            "impairment": {"blackhole": st.impairment.blackhole, "max_size": st.impairment.max_size,
                            "dropped_in": st.impairment.dropped_in,
                            "dropped_out": st.impairment.dropped_out},
             "closed": self._closed,
@@ -476,6 +477,11 @@ class UdpPath:
         """Test hook: drop every datagram of this path in both directions at our
         socket wrapper (STUN consent included), as if the network went dark."""
         self._stack.impairment.blackhole = on
+
+    def impairment_max_size(self, size: int) -> None:
+        """Test hook: drop datagrams longer than ``size`` bytes in both directions (0 = no
+        limit), as a path whose MTU shrank and that sends no ICMP about it."""
+        self._stack.impairment.max_size = size
 
     def drop_every(self, n: int) -> None:
         """Bench hook: drop every n-th datagram (both directions counted together); 0 = off."""

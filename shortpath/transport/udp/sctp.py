@@ -24,6 +24,9 @@ queues              one FIFO for every channel, handed to SCTP   datagrams (unor
 acknowledgements    one SACK per packet with DATA                one per 2 packets or 5 ms; at
                                                                  once while there is a gap
 RTO.Initial / Min   3 s / 1 s, no back-off, Max 60 s             250 ms / 40 ms, doubling, 1.5 s
+packet size         1189-byte SCTP packets (fits the IPv6         the largest the path carried
+                    minimum MTU): 1160 user bytes a chunk         both ways (pmtu.py: padded
+                                                                 HEARTBEATs): 1404 at MTU 1500
 ==================  ===========================================  ==============================
 
 The association itself (INIT, cookies, the receiver, stream resets) stays aiortc's. The private
@@ -46,6 +49,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -110,6 +114,12 @@ class SctpTuning:
     # for close to a second and the stall detector left the path). Two copies: lost together
     # 0.25 % of the time at 5 % random loss, for one extra small packet per repaired tail.
     tail_copies: int = 2
+
+    # Search the path MTU once the association is up (pmtu.py: padded HEARTBEAT probes) and cut
+    # DATA chunks to the largest packet the path carried both ways: 1404 user bytes a chunk on
+    # a 1500-byte IPv4 path instead of aiortc's 1160, for every path MTU the probes confirm.
+    # False keeps aiortc's size (safe for the IPv6 minimum MTU) and sends no probe.
+    pmtu_search: bool = True
 
     # --- datagram lane -----------------------------------------------------------------------
     # False = datagrams wait in the reliable FIFO, as in aiortc (for A/B measurements only).
@@ -237,6 +247,12 @@ def tuned_sctp_transport_class() -> type:
             self.on_dead: Optional[Callable[[], Any]] = None
             self.on_progress: Optional[Callable[[], Any]] = None
             self.sp_last_rx: Optional[float] = None
+            # path MTU search (pmtu.py): started when the association is established
+            self._sp_pmtu: Any = None
+            self._sp_pmtu_handle: Optional[asyncio.TimerHandle] = None
+            if tuning.pmtu_search:
+                from .pmtu import PmtuSearch
+                self._sp_pmtu = PmtuSearch(os.urandom(8), base=self.sp_max_chunk + 28)
 
         # ---- figures -----------------------------------------------------------------------
         @property
@@ -255,6 +271,8 @@ def tuned_sctp_transport_class() -> type:
                     "t3_expiries": self.sp_t3_expiries, "fast_retransmits": self.sp_fast_retransmits,
                     "tlp_probes": self.sp_tlp_probes, "tail_copies": self.sp_tail_copies,
                     "datagrams_expired": self.sp_datagrams_expired,
+                    "chunk_payload": self.sp_max_chunk,
+                    "pmtu": self._sp_pmtu.stats() if self._sp_pmtu is not None else None,
                     "controller": cc.stats() if hasattr(cc, "stats") else None}
 
         def _sp_cwnd(self) -> int:
@@ -603,6 +621,13 @@ def tuned_sctp_transport_class() -> type:
             now = self.sp_loop.time()
             self._sp_cc.on_timeout(now)
             self._sp_rack.on_timeout(now)
+            pmtu = self._sp_pmtu
+            size = pmtu.packet_size if pmtu is not None else None
+            if pmtu is not None and pmtu.on_black_hole(now, self.sp_t3_consecutive):
+                self.sp_max_chunk = pmtu.chunk_payload
+                logger.info("sctp: %d timeouts in a row with %d-byte packets: back to %d until a "
+                            "new path MTU search", self.sp_t3_consecutive, size, pmtu.packet_size)
+                self._sp_arm_pmtu_timer()
             self._sp_kick()
             if self.sp_t3_consecutive >= t.max_retrans and not self.sp_dead:
                 self.sp_dead = True
@@ -623,6 +648,47 @@ def tuned_sctp_transport_class() -> type:
             t = self._sp_tuning
             rto = max(srtt + 4 * rttvar, 3 * srtt) + t.ack_delay
             return max(t.rto_min, min(rto, t.rto_max))
+
+        # ---- path MTU search (pmtu.py) ----------------------------------------------------------
+        def sp_on_established(self) -> None:
+            if self._sp_pmtu is not None:
+                self._sp_pmtu_send(self._sp_pmtu.start(self.sp_loop.time(), self.sp_srtt))
+
+        def sp_on_heartbeat_ack(self, info: bytes) -> None:
+            pmtu = self._sp_pmtu
+            if pmtu is None:
+                return
+            if pmtu.on_ack(self.sp_loop.time(), info):
+                self.sp_max_chunk = pmtu.chunk_payload
+                logger.debug("sctp: path carries %d-byte SCTP packets: %d user bytes a chunk",
+                             pmtu.packet_size, self.sp_max_chunk)
+            self._sp_arm_pmtu_timer()
+
+        def _sp_on_pmtu_timer(self) -> None:
+            self._sp_pmtu_handle = None
+            if self.state == "closed" or self._sp_pmtu is None:
+                return
+            self._sp_pmtu_send(self._sp_pmtu.on_timer(self.sp_loop.time(), self.sp_srtt))
+
+        def _sp_pmtu_send(self, probes: list) -> None:
+            if probes:
+                asyncio.ensure_future(self._sp_send_probes(probes))
+            self._sp_arm_pmtu_timer()
+
+        async def _sp_send_probes(self, probes: list) -> None:
+            for p in probes:
+                if self.state == "closed":
+                    return
+                await self.sp_send_heartbeat(p.info)
+
+        def _sp_arm_pmtu_timer(self) -> None:
+            h = self._sp_pmtu_handle
+            if h is not None:
+                h.cancel()
+                self._sp_pmtu_handle = None
+            when = self._sp_pmtu.timer() if self._sp_pmtu is not None else None
+            if when is not None and self.state != "closed":
+                self._sp_pmtu_handle = self.sp_loop.call_at(when, self._sp_on_pmtu_timer)
 
         # ---- hooks: our receiver -----------------------------------------------------------
         def sp_on_packet(self) -> None:
@@ -665,7 +731,7 @@ def tuned_sctp_transport_class() -> type:
 
         # ---- closing -----------------------------------------------------------------------
         def _sp_cancel_timers(self) -> None:
-            for name in ("_sp_pace_handle", "_sp_rack_handle", "_sp_sack_handle"):
+            for name in ("_sp_pace_handle", "_sp_rack_handle", "_sp_sack_handle", "_sp_pmtu_handle"):
                 h = getattr(self, name)
                 if h is not None:
                     h.cancel()

@@ -106,7 +106,9 @@ class UdpUpgrader:
         self._listener = managed_listener
         self._inbox: asyncio.Queue = asyncio.Queue()
         self._send_tasks: set = set()
-        self._impairment = Impairment()
+        #: test / bench hook: drops at our socket wrappers for this attempt and the path it
+        #: builds (ice.Impairment; the path's blackhole() / drop_every() set the same object)
+        self.impairment = self._impairment = Impairment()
         # What this attempt holds. Once the path is built these belong to it (_handed_over):
         # the agent/managed references stay only to feed late signalling to them.
         self._agent: Any = None
