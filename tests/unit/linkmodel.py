@@ -369,7 +369,7 @@ class Simulation:
                  bucket: float = 0.1, rack: Optional[RackLossDetector] = None,
                  pacer: Optional[Pacer] = None, min_rto: float = 1.0,
                  start_time: float = 0.0, max_packets: Optional[int] = None,
-                 min_cwnd_bytes: int = 0) -> None:
+                 min_cwnd_bytes: int = 0, max_cwnd_bytes: Optional[int] = None) -> None:
         if world is None:
             if link is None:
                 raise ValueError("a LinkConfig or a SharedLink is needed")
@@ -385,6 +385,7 @@ class Simulation:
         self.frames = frames
         self.max_packets = max_packets
         self.min_cwnd_bytes = min_cwnd_bytes   # a floor the sender applies to cc.cwnd (sctp.py's)
+        self.max_cwnd_bytes = max_cwnd_bytes   # and a ceiling (sctp.py's 1 MiB); None: none
         self.bucket = bucket
         # sender state
         self.next_seq = 0
@@ -530,7 +531,10 @@ class Simulation:
                 retx = False
             else:
                 break
-            if self.inflight + size > max(self.cc.cwnd, self.min_cwnd_bytes):
+            cwnd = max(self.cc.cwnd, self.min_cwnd_bytes)
+            if self.max_cwnd_bytes is not None:
+                cwnd = min(cwnd, self.max_cwnd_bytes)
+            if self.inflight + size > cwnd:
                 break
             t = self.pacer.next_send_time(self.now, size, self.cc.pacing_rate)
             if t > self.now:
@@ -729,3 +733,94 @@ class Simulation:
 def mbit(x: float) -> float:
     """Mbit/s -> bytes/s."""
     return x * 1e6 / 8
+
+
+class WindowedFrames:
+    """The lab's desktop stream as an application on a :class:`Simulation`: every ``interval``
+    s a frame of a seeded random size in ``[min_size, max_size]`` bytes, handed over only if
+    fewer than ``max_unacked`` earlier frames still wait for the client's acknowledgement;
+    otherwise the frame is skipped (never sent). The client acknowledges a frame when it and
+    everything before it arrived (an ordered stream); that acknowledgement reaches the sender
+    one one-way delay later (the link's base delay, as a small message on an idle reverse path).
+
+    Attach with ``WindowedFrames(sim, ...).start(t)`` before ``sim.run``; :meth:`stop` ends it.
+    Read-outs: :attr:`ticks` (frames the application produced), :attr:`skipped`,
+    :meth:`delivered` (frames complete at the receiver), :meth:`latencies` (hand-over to
+    complete, for frames handed over at or after ``t0``).
+    """
+
+    def __init__(self, sim: "Simulation", *, min_size: int = 20_000, max_size: int = 60_000,
+                 interval: float = 1 / 30, max_unacked: int = 2, seed: int = 1) -> None:
+        self.sim = sim
+        self.min_size, self.max_size = min_size, max_size
+        self.interval = interval
+        self.max_unacked = max_unacked
+        self.rng = random.Random(seed)
+        self.ticks: list = []          # (time, handed over?)
+        self.sent: list = []           # (hand-over time, end offset)
+        self._running = False
+        self._until = math.inf
+        # incremental completion scan (frames and seqs in stream order)
+        self._done_times: list = []    # completion time at the receiver, per handed-over frame
+        self._seq = 0
+        self._done = 0.0
+
+    def start(self, t: float, until: float = math.inf) -> "WindowedFrames":
+        self._until = until
+        self.sim.schedule(t, self._begin)
+        return self
+
+    def _begin(self) -> None:
+        self.sim.bulk = False      # the stream replaces any other source
+        self.sim.frames = None
+        self._tick()
+
+    def _scan(self) -> None:
+        sim = self.sim
+        while len(self._done_times) < len(self.sent):
+            end = self.sent[len(self._done_times)][1]
+            while self._seq < sim.next_seq and sim.seq_start[self._seq] < end:
+                t = sim.deliveries.get(self._seq)
+                if t is None:
+                    return
+                self._done = max(self._done, t)
+                self._seq += 1
+            if self._seq >= sim.next_seq and sim.sent_bytes_new < end:
+                return      # part of the frame not even sent yet
+            self._done_times.append(max(self._done, self.sent[len(self._done_times)][0]))
+
+    def _unacked(self, now: float) -> int:
+        self._scan()
+        acked = sum(1 for t in self._done_times if t + self.sim.link.delay <= now)
+        return len(self.sent) - acked
+
+    def _tick(self) -> None:
+        sim = self.sim
+        now = sim.now
+        if now >= self._until:
+            return
+        size = self.rng.randint(self.min_size, self.max_size)
+        if self._unacked(now) < self.max_unacked:
+            sim.app_bytes += size
+            sim.frame_log.append((now, sim.app_bytes))
+            self.sent.append((now, sim.app_bytes))
+            self.ticks.append((now, True))
+            sim._try_send()
+        else:
+            self.ticks.append((now, False))
+        sim.schedule(now + self.interval, self._tick)
+
+    @property
+    def skipped(self) -> int:
+        return sum(1 for _, handed in self.ticks if not handed)
+
+    def delivered(self, t0: float = 0.0, t1: float = math.inf) -> int:
+        self._scan()
+        return sum(1 for (t, _), _d in zip(self.sent, self._done_times) if t0 <= t < t1)
+
+    def produced(self, t0: float = 0.0, t1: float = math.inf) -> int:
+        return sum(1 for t, _ in self.ticks if t0 <= t < t1)
+
+    def latencies(self, t0: float = 0.0, t1: float = math.inf) -> list:
+        self._scan()
+        return sorted(d - t for (t, _), d in zip(self.sent, self._done_times) if t0 <= t < t1)

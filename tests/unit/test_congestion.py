@@ -17,7 +17,7 @@ from shortpath.transport.udp.congestion import (
     BbrController, Pacer,
 )
 from tests.unit.linkmodel import (CubicReference, DelayJitter, LinkConfig, NewRenoReference,
-                                  SharedLink, Simulation, mbit)
+                                  SharedLink, Simulation, WindowedFrames, mbit)
 
 R = mbit(10)
 DELAY = 0.02
@@ -637,6 +637,194 @@ def test_no_jitter_mode_without_jitter(case):
 
 
 # ---- the report ------------------------------------------------------------------------------
+
+
+# ---- an app-limited frame stream over a stale model (issue 13, the lab's bw10) -----------------
+
+FAST = mbit(200)
+LAB_QUEUE = 62_500        # bw10's 50 ms tbf queue at 10 Mbit/s
+
+
+def desktop_frames(cc, *, fast_until=None, slow_until=None, bulk_until=1.5, loss=0.0, seed=1,
+                   duration=14.0, start_slow=False, max_unacked=2):
+    """The lab's desktop stream (30 fps, 20-60 KB, at most 2 frames unacknowledged) from a
+    lab-like sender (sctp.py's SACK every 4th packet or 5 ms, 9 KB pacing burst, 48 KiB-1 MiB
+    cwnd) over a 40 ms RTT link. Bulk first (the model learns the link), frames from
+    ``bulk_until``; the link runs at 200 Mbit/s with a deep buffer, or at 10 Mbit/s with the
+    lab's 62.5 KB queue between ``fast_until`` and ``slow_until`` (or from the start)."""
+    fast_buffer = 1_000_000
+    rate, buf = (R, LAB_QUEUE) if start_slow else (FAST, fast_buffer)
+    changes = []
+    if fast_until is not None:
+        changes.append((fast_until, R))
+    if slow_until is not None:
+        changes.append((slow_until, FAST))
+    sim = Simulation(cc, LinkConfig(rate=rate, delay=DELAY, buffer_bytes=buf, ack_every=4,
+                                    ack_delay=0.005, loss=loss, ack_loss=loss, seed=seed,
+                                    rate_changes=changes),
+                     bulk=bulk_until > 0, min_cwnd_bytes=SCTP_MIN_CWND, max_cwnd_bytes=1024 * 1024,
+                     pacer=Pacer(burst_bytes=8 * 1160))
+    if fast_until is not None:
+        sim.schedule(fast_until, lambda: setattr(sim.link, "buffer_bytes", LAB_QUEUE))
+    if slow_until is not None:
+        sim.schedule(slow_until, lambda: setattr(sim.link, "buffer_bytes", fast_buffer))
+    frames = WindowedFrames(sim, seed=seed, max_unacked=max_unacked).start(bulk_until)
+    res = sim.run(duration)
+    return sim, res, frames
+
+
+class _NoOverflowResponse(BbrController):
+    """The controller without the app-limited overflow response: the control."""
+
+    def _check_app_limited_overflow(self, now):
+        pass
+
+
+def _drops(res, t0, t1):
+    return sum(1 for t in res.drop_log if t0 <= t <= t1)
+
+
+def test_link_model_windowed_frames_skip_when_two_are_unacknowledged():
+    # 10 Mbit/s cannot carry 30 fps of 20-60 KB (9.6 Mbit/s on average plus the RTT each frame
+    # waits for its acknowledgement): some frames are skipped, never more than 2 outstanding
+    sim, res, frames = desktop_frames(BbrController(), bulk_until=0.0, start_slow=True, duration=6.0)
+    assert 0 < frames.skipped < frames.produced()
+    assert frames.delivered() >= len(frames.sent) - 2
+    lat = frames.latencies()
+    assert min(lat) >= DELAY and max(lat) < 0.2
+
+
+def test_app_limited_frames_stop_overflowing_a_shallow_queue_after_a_rate_drop():
+    # the lab's bw10 after a clean profile: the model says 200 Mbit/s, the path now carries 10
+    # behind a 62.5 KB queue. Without the response frames leave at the stale rate and two of
+    # them overflow the queue again and again (lab: ~61 chunks lost in 12 s)
+    t0, t1 = 4.0, 16.0
+    cc = BbrController()
+    _, res, frames = desktop_frames(cc, fast_until=t0, duration=t1)
+    _, res_c, frames_c = desktop_frames(_NoOverflowResponse(), fast_until=t0, duration=t1)
+    ours, control = _drops(res, t0, t1), _drops(res_c, t0, t1)
+    assert control >= 10                          # the failure is reproduced
+    assert ours <= control / 2
+    assert frames.delivered(t0, t1) >= frames_c.delivered(t0, t1)
+    assert cc.stats()["app_overflows"] >= 1
+    assert cc.max_bw < 0.5 * FAST
+
+
+@pytest.mark.parametrize("loss", [0.0, 0.02])
+def test_app_limited_frames_on_a_fast_link_keep_the_fast_rate(loss):
+    # where the model is right, frames must keep leaving at the model's rate: no overflow
+    # response on random loss (it stands on no queue), frame latency as with the control
+    t0, t1 = 2.0, 12.0
+    cc = BbrController()
+    _, res, frames = desktop_frames(cc, loss=loss, duration=t1)
+    _, _, frames_c = desktop_frames(_NoOverflowResponse(), loss=loss, duration=t1)
+    assert cc.stats()["app_overflows"] == 0
+    assert cc.max_bw >= 0.9 * FAST
+    lat, lat_c = frames.latencies(t0, t1), frames_c.latencies(t0, t1)
+    assert frames.delivered(t0, t1) >= frames_c.delivered(t0, t1) - 3
+    assert lat[len(lat) // 2] <= lat_c[len(lat_c) // 2] + 0.002
+    if loss == 0.0:
+        # a 60 KB frame at 200 Mbit/s is 2.4 ms on the wire
+        assert lat[int(0.95 * len(lat))] <= DELAY + 60_000 / FAST + 0.008
+
+
+def test_the_model_regrows_when_the_link_comes_back():
+    # the overflow response cut the model to the slow link; an app-limited flow cannot measure
+    # the fast link back by itself, so the model regrows towards what it had once no overflow
+    # came for a while: frames are fast again within a few seconds of the link's return
+    back = 12.0
+    cc = BbrController()
+    sim, res, frames = desktop_frames(cc, fast_until=3.0, slow_until=back, duration=back + 10.0)
+    assert cc.stats()["app_overflows"] >= 1
+    cut = min(bw for t, _, _, bw, _ in res.cc_samples if 3.0 <= t <= back)
+    assert cut < 0.5 * FAST
+    assert cc.max_bw >= 0.9 * FAST
+    lat = frames.latencies(back + 6.0, back + 10.0)
+    assert lat[int(0.95 * len(lat))] <= DELAY + 60_000 / FAST + 0.008
+
+
+def _route_change_frames(cc, seed):
+    # a short path first (6 ms RTT: the model learns 100 Mbit/s and a 6 ms min_rtt), then a
+    # route change to 34 ms RTT, small enough for the path-change test (4x min_rtt plus our own
+    # queue) not to fire, so min_rtt stays at 6 ms and PROBE_RTT comes every 5 s; frames from 1.5 s
+    sim = Simulation(cc, LinkConfig(rate=mbit(100), delay=0.003, buffer_bytes=1_000_000, ack_every=4,
+                                    ack_delay=0.005, seed=seed, delay_changes=[(2.0, 0.017)]),
+                     bulk=True, min_cwnd_bytes=SCTP_MIN_CWND, max_cwnd_bytes=1024 * 1024,
+                     pacer=Pacer(burst_bytes=8 * 1160))
+    frames = WindowedFrames(sim, seed=seed).start(1.5)
+    return sim.run(16.0), frames
+
+
+class _ProbeRttAges(BbrController):
+    """The controller as before PROBE_RTT_AGING: samples under PROBE_RTT's cap age the model."""
+
+    def on_sent(self, now, seq, size, bytes_in_flight, app_limited):
+        super().on_sent(now, seq, size, bytes_in_flight, app_limited)
+        self._sent[seq].capped = False
+
+
+def test_a_probe_rtt_does_not_age_an_app_limited_model_down_to_its_cap():
+    # PROBE_RTT caps the window at half a BDP of the stale 6 ms min_rtt (the 48 KiB floor):
+    # frames up to 60 KB are then window-limited, and their samples (~10 Mbit/s) were the
+    # first non-app-limited ones the frame stream ever gave: the next cycle aged the 100 Mbit/s
+    # model out and frames were paced at 10 Mbit/s
+    t0, t1 = 4.0, 16.0
+    cc = BbrController()
+    res, frames = _route_change_frames(cc, seed=1)
+    res_c, frames_c = _route_change_frames(_ProbeRttAges(), seed=1)
+    assert cc.stats()["probe_rtt"] >= 1
+    low_c = min(bw for t, _, _, bw, _ in res_c.cc_samples if t0 <= t <= t1)
+    low = min(bw for t, _, _, bw, _ in res.cc_samples if t0 <= t <= t1)
+    assert low_c < 0.3 * mbit(100)                # the failure is reproduced
+    assert low >= 0.9 * mbit(100)
+    lat, lat_c = frames.latencies(t0, t1), frames_c.latencies(t0, t1)
+    assert lat[len(lat) // 2] < lat_c[len(lat_c) // 2] - 0.005
+    assert frames.delivered(t0, t1) >= frames_c.delivered(t0, t1)
+
+
+class _PathChangeAges(BbrController):
+    """The controller as before: after a path change, samples begun under the old RTT's
+    window count, and the window grows back by the bytes acked."""
+
+    def _check_path_change(self, now):
+        before, cwnd = self._counts["path_changes"], self._cwnd
+        super()._check_path_change(now)
+        if self._counts["path_changes"] != before:
+            self._capped_before = -math.inf
+            self._cwnd = cwnd
+            for sent in self._sent.values():
+                sent.capped = False
+
+
+def _lan_to_wan_frames(cc, seed):
+    # a LAN-like path first (0.4 ms RTT: the model learns 200 Mbit/s), then a route change to
+    # 40 ms RTT (the lab's clean -> 40 ms profile switch); frames from 2.5 s
+    sim = Simulation(cc, LinkConfig(rate=FAST, delay=0.0002, buffer_bytes=1_000_000, ack_every=4,
+                                    ack_delay=0.005, seed=seed, delay_changes=[(3.0, 0.020)]),
+                     bulk=True, min_cwnd_bytes=SCTP_MIN_CWND, max_cwnd_bytes=1024 * 1024,
+                     pacer=Pacer(burst_bytes=8 * 1160))
+    frames = WindowedFrames(sim, seed=seed).start(2.5)
+    return sim.run(14.0), frames
+
+
+@pytest.mark.parametrize("seed", [1, 3])
+def test_a_path_change_keeps_the_model_of_an_app_limited_frame_stream(seed):
+    # until the path change is found (a few rounds), the window is the old RTT's (the 48 KiB
+    # floor) and frames are window-limited at ~10 Mbit/s; those samples, acked after the change,
+    # aged the kept 200 Mbit/s model out and the frames were paced at 10 Mbit/s from then on
+    t0, t1 = 4.0, 14.0
+    cc = BbrController()
+    res, frames = _lan_to_wan_frames(cc, seed)
+    res_c, frames_c = _lan_to_wan_frames(_PathChangeAges(), seed)
+    assert cc.stats()["path_changes"] == 1
+    low_c = min(bw for t, _, _, bw, _ in res_c.cc_samples if t0 <= t <= t1)
+    low = min(bw for t, _, _, bw, _ in res.cc_samples if t0 <= t <= t1)
+    assert low_c < 0.3 * FAST                     # the failure is reproduced
+    assert low >= 0.9 * FAST
+    lat, lat_c = frames.latencies(t0, t1), frames_c.latencies(t0, t1)
+    assert lat[len(lat) // 2] < lat_c[len(lat_c) // 2] - 0.005
+    assert frames.delivered(t0, t1) >= frames_c.delivered(t0, t1)
+
 
 def report() -> None:
     """Print the timeline figures: BBR next to the NewReno reference."""
