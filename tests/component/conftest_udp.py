@@ -199,12 +199,36 @@ class Coturn:
         return turn_rest_credentials(self.secret, user)
 
 
+def _bindable(port: int) -> bool:
+    """Can UDP and TCP both bind 127.0.0.1:port right now?"""
+    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
+def coturn_ports() -> tuple[int, int]:
+    """A listening port and a TLS port for coturn. coturn also binds each one's "alternate"
+    port (port + 1, its default), so those must be free too and must not overlap: two
+    independent free ports once came out as N and N + 1, and coturn could not start."""
+    for _ in range(50):
+        port, tls_port = free_udp_tcp_port(), free_udp_tcp_port()
+        if len({port, port + 1, tls_port, tls_port + 1}) == 4 and _bindable(port + 1) \
+                and _bindable(tls_port + 1):
+            return port, tls_port
+    raise RuntimeError("no free pair of coturn ports on 127.0.0.1")
+
+
 def start_coturn(tmp: Path, tls: bool = True) -> Coturn:
     binary = shutil.which("turnserver")
     if binary is None:
         pytest.skip("coturn (turnserver) is not installed")
-    port = free_udp_tcp_port()
-    tls_port = free_udp_tcp_port() if tls else None
+    port, tls_port = coturn_ports()
+    if not tls:
+        tls_port = None
     # A small relay range; coturn skips ports it cannot bind.
     base = random.randrange(40000, 49000, 100)
     min_port, max_port = base, base + 99

@@ -36,12 +36,12 @@ def test_filtering_verdicts(both, port, expect):
 
 @pytest.fixture
 def coturn_two_addresses(tmp_path):
-    from tests.component.conftest_udp import free_udp_tcp_port, make_self_signed, stun_binding_probe
+    from tests.component.conftest_udp import coturn_ports, make_self_signed, stun_binding_probe
     binary = shutil.which("turnserver")
     if binary is None:
         from tests.conftest import is_root
         (pytest.fail if is_root() else pytest.skip)("coturn (turnserver) is not installed")
-    port, tls_port = free_udp_tcp_port(), free_udp_tcp_port()
+    port, tls_port = coturn_ports()
     cert, key = make_self_signed(tmp_path)
     conf = tmp_path / "turnserver.conf"
     conf.write_text("\n".join([
