@@ -646,7 +646,7 @@ LAB_QUEUE = 62_500        # bw10's 50 ms tbf queue at 10 Mbit/s
 
 
 def desktop_frames(cc, *, fast_until=None, slow_until=None, bulk_until=1.5, loss=0.0, seed=1,
-                   duration=14.0, start_slow=False, max_unacked=2):
+                   duration=14.0, start_slow=False):
     """The lab's desktop stream (30 fps, 20-60 KB, at most 2 frames unacknowledged) from a
     lab-like sender (sctp.py's SACK every 4th packet or 5 ms, 9 KB pacing burst, 48 KiB-1 MiB
     cwnd) over a 40 ms RTT link. Bulk first (the model learns the link), frames from
@@ -668,7 +668,7 @@ def desktop_frames(cc, *, fast_until=None, slow_until=None, bulk_until=1.5, loss
         sim.schedule(fast_until, lambda: setattr(sim.link, "buffer_bytes", LAB_QUEUE))
     if slow_until is not None:
         sim.schedule(slow_until, lambda: setattr(sim.link, "buffer_bytes", fast_buffer))
-    frames = WindowedFrames(sim, seed=seed, max_unacked=max_unacked).start(bulk_until)
+    frames = WindowedFrames(sim, seed=seed).start(bulk_until)
     res = sim.run(duration)
     return sim, res, frames
 

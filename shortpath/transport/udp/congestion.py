@@ -478,8 +478,7 @@ class _Sent:
     tx_in_flight: int       # our bytes in flight just after this was sent
     lost: int               # connection's lost bytes when this was sent
     probing: bool           # sent in startup or a probe phase (excluded from the background loss)
-    capped: bool = False    # sent under a window we know was not the path's: PROBE_RTT's cap, or
-                            # the old RTT's before a path change (see PROBE_RTT_AGING)
+    capped: bool = False    # sent under PROBE_RTT's window cap (see PROBE_RTT_AGING)
 
 
 class BbrController:
@@ -923,17 +922,16 @@ class BbrController:
             self._cycle_measured = False
             # what is still in flight left under the window of the old RTT (a few KB on a
             # LAN-sized min_rtt: a frame stream window-limited for once); acked from now on,
-            # those samples would age the kept model away all the same (see PROBE_RTT_AGING)
-            for sent in self._sent.values():
-                sent.capped = True
-            self._capped_before = now     # and samples whose interval started before this
+            # those samples would age the kept model away all the same (see PROBE_RTT_AGING).
+            # Every such sample's interval began before now (it was sent before now)
+            self._capped_before = now
             # ... and the window jumps to the kept model at the new RTT at once: growing it by
             # the bytes acked (as in steady state) kept a frame stream window-limited at the old
             # RTT's size for several rounds, and those samples aged the model all the same.
             # Pacing, not the window, sets the rate, so the jump is no burst.
-            bdp = self._working_bdp()
-            if bdp is not None and self._full_pipe:
-                self._cwnd = max(self._cwnd, int(self._cwnd_gain * bdp) + 2 * self.mss)
+            target = self._cwnd_target()
+            if target is not None and self._full_pipe:
+                self._cwnd = max(self._cwnd, target)
 
     def _take_rate_sample(self, now: float, p: _Sent) -> None:
         delivered = self._delivered - p.delivered
@@ -1413,12 +1411,16 @@ class BbrController:
 
     # ---- control outputs ------------------------------------------------------------------
 
-    def _update_cwnd(self, acked: int) -> None:
+    def _cwnd_target(self) -> Optional[int]:
+        """The window the model asks for (cwnd gain x working BDP + 2 packets); None before
+        the model has a BDP."""
         bdp = self._working_bdp()
-        if bdp is None:
+        return None if bdp is None else int(self._cwnd_gain * bdp) + 2 * self.mss
+
+    def _update_cwnd(self, acked: int) -> None:
+        target = self._cwnd_target()
+        if target is None:
             target = self._initial_cwnd
-        else:
-            target = int(self._cwnd_gain * bdp) + 2 * self.mss
         if self._full_pipe:
             self._cwnd = min(self._cwnd + acked, max(target, self._min_cwnd))
         elif self._cwnd < target or self._delivered < self._initial_cwnd:

@@ -251,8 +251,8 @@ def tuned_sctp_transport_class() -> type:
             self._sp_pmtu: Any = None
             self._sp_pmtu_handle: Optional[asyncio.TimerHandle] = None
             if tuning.pmtu_search:
-                from .pmtu import PmtuSearch
-                self._sp_pmtu = PmtuSearch(os.urandom(8), base=self.sp_max_chunk + 28)
+                from .pmtu import DATA_OVERHEAD, PmtuSearch
+                self._sp_pmtu = PmtuSearch(os.urandom(8), base=self.sp_max_chunk + DATA_OVERHEAD)
 
         # ---- figures -----------------------------------------------------------------------
         @property
@@ -622,12 +622,13 @@ def tuned_sctp_transport_class() -> type:
             self._sp_cc.on_timeout(now)
             self._sp_rack.on_timeout(now)
             pmtu = self._sp_pmtu
-            size = pmtu.packet_size if pmtu is not None else None
-            if pmtu is not None and pmtu.on_black_hole(now, self.sp_t3_consecutive):
-                self.sp_max_chunk = pmtu.chunk_payload
-                logger.info("sctp: %d timeouts in a row with %d-byte packets: back to %d until a "
-                            "new path MTU search", self.sp_t3_consecutive, size, pmtu.packet_size)
-                self._sp_arm_pmtu_timer()
+            if pmtu is not None:
+                size = pmtu.packet_size
+                if pmtu.on_black_hole(now, self.sp_t3_consecutive):
+                    self.sp_max_chunk = pmtu.chunk_payload
+                    logger.info("sctp: %d timeouts in a row with %d-byte packets: back to %d until "
+                                "a new path MTU search", self.sp_t3_consecutive, size, pmtu.packet_size)
+                    self._sp_arm_pmtu_timer()
             self._sp_kick()
             if self.sp_t3_consecutive >= t.max_retrans and not self.sp_dead:
                 self.sp_dead = True

@@ -106,9 +106,7 @@ class UdpUpgrader:
         self._listener = managed_listener
         self._inbox: asyncio.Queue = asyncio.Queue()
         self._send_tasks: set = set()
-        #: test / bench hook: drops at our socket wrappers for this attempt and the path it
-        #: builds (ice.Impairment; the path's blackhole() / drop_every() set the same object)
-        self.impairment = self._impairment = Impairment()
+        self._impairment = Impairment()
         # What this attempt holds. Once the path is built these belong to it (_handed_over):
         # the agent/managed references stay only to feed late signalling to them.
         self._agent: Any = None
@@ -143,6 +141,12 @@ class UdpUpgrader:
         #: (ICE pair selected; host: first responder to win), dtls (handshake done),
         #: sctp (association up, reliable channel open), up (path returned).
         self.timeline: dict[str, float] = {"created": time.monotonic()}
+
+    @property
+    def impairment(self) -> Impairment:
+        """Test / bench hook: the drops at our socket wrappers for this attempt and the path it
+        builds (the path's blackhole() / drop_every() set the same object)."""
+        return self._impairment
 
     def _mark(self, phase: str) -> None:
         self.timeline.setdefault(phase, time.monotonic())
