@@ -39,6 +39,21 @@ PRIVATE_NAMES.extend([
 ])
 
 
+PRIVATE_NAMES.append(
+    ("aiortc.rtcicetransport.RTCIceTransport()", "_connection",
+     "the aioice Connection under an RTCPeerConnection (the host's webrtc lane to a browser), "
+     "so that _aioice_compat.follow_latest_nomination can fix its pair selection"))
+
+
+def ice_connection(ice_transport):
+    """The aioice ``Connection`` an aiortc ``RTCIceTransport`` runs on."""
+    try:
+        return ice_transport._connection
+    except AttributeError:
+        raise RuntimeError("aiortc RTCIceTransport has no _connection; "
+                           "see shortpath/transport/udp/_aiortc_compat.py") from None
+
+
 def dtls_pipe(recv, send, role: str):
     """What RTCDtlsTransport needs from its "ICE transport": ``role`` ("controlling" or
     "controlled"), ``_recv()`` and ``_send(data)``, built from two public coroutines."""
