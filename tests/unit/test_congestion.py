@@ -12,6 +12,8 @@ import math
 
 import pytest
 
+from shortpath.transport.udp import congestion
+
 from shortpath.transport.udp.congestion import (
     MIN_CWND_PACKETS, PROBE_RTT_DRAIN_TIMEOUT, PROBE_RTT_DURATION, PROBE_RTT_INTERVAL,
     BbrController, Pacer,
@@ -882,6 +884,53 @@ def test_a_route_change_found_by_the_min_rtt_expiry_forgets_the_old_bounds(cls, 
         # paced the flow at 0.9 Mbit/s; this loss-free event table lets the next probe regrow
         # it instead, so it shows the surviving bound, not the collapse.
         assert at_adoption is not None and at_adoption <= 8 * MSS
+
+
+# ---- drain under the caller's cwnd floor (DRAIN_MAX_ROUNDS) --------------------------------
+
+def _pipelined(cc, now, seq, seconds, per_round=40, rtt=0.041):
+    """A flight of ``per_round`` packets always in flight (the caller's cwnd floor, whatever
+    cwnd says): each round sends one and the previous one is acked an RTT after it left.
+    Returns (now, seq, [(now, state)])."""
+    out, previous = [], None
+    end = now + seconds
+    while now < end:
+        flight = list(range(seq, seq + per_round))
+        seq += per_round
+        for i, s in enumerate(flight):
+            cc.on_sent(now, s, MSS, (per_round + i + 1) * MSS, False)
+        if previous is not None:
+            for s in previous:
+                cc.on_acked(now, [s], rtt, per_round * MSS)
+        previous = flight
+        now += rtt
+        out.append((now, cc.state))
+    return now, seq, out
+
+
+@pytest.mark.parametrize("limited", [True, False], ids=["fixed", "control"])
+def test_drain_ends_when_the_callers_floor_keeps_the_flight_above_the_bdp(limited, monkeypatch):
+    # min_rtt from three packets on a 0.8 ms LAN, then the bulk on a 41 ms path with 40
+    # packets always in flight: the BDP at the stale min_rtt is under one packet, so drain's
+    # "inflight <= BDP" never comes true
+    if not limited:
+        monkeypatch.setattr(congestion, "DRAIN_MAX_ROUNDS", 10 ** 9)
+    cc = BbrController()
+    now, seq = 0.0, 0
+    for _ in range(3):
+        now = feed_flight(cc, now + 0.01, [seq], 0.0008)
+        seq += 1
+    now, seq, trace = _pipelined(cc, now, seq, 4.0)
+    drained = [t for t, state in trace if state == "drain"]
+    assert drained, "the bulk's startup ended in drain"
+    assert cc.min_rtt < 0.001            # still the LAN's: the situation the floor creates
+    if limited:
+        # (this feeder sends each flight before the previous one's acks, so one of the
+        # controller's rounds spans two of its steps)
+        assert drained[-1] - drained[0] <= (congestion.DRAIN_MAX_ROUNDS + 1) * 2 * 0.041
+        assert trace[-1][1] == "probe_bw"
+    else:
+        assert trace[-1][1] == "drain"
 
 
 def report() -> None:

@@ -59,7 +59,8 @@ States (``state``)
                 to survive, so only an overflow stops startup early) once a round carries
                 two initial windows (a first window lost in a buffer someone else keeps full
                 says nothing about how much we may send).
-``drain``       pacing gain 0.35: empties the queue startup built, until inflight <= BDP.
+``drain``       pacing gain 0.35: empties the queue startup built, until inflight <= BDP (or
+                ``DRAIN_MAX_ROUNDS`` rounds: a caller's cwnd floor can keep it above).
 ``probe_bw``    the steady state, a cycle of four phases (``phase``):
                 ``down``   pacing 0.9 until inflight <= BDP (at least one min_rtt): leaves no
                            queue behind a probe;
@@ -157,6 +158,12 @@ STARTUP_PACING_GAIN = 2.77
 STARTUP_CWND_GAIN = 2.0
 #: Drain pacing gain: empties startup's queue (at most ~1.77 BDP) in about one round.
 DRAIN_PACING_GAIN = 0.35
+#: ... but drain ends after this many rounds even if inflight is still above the BDP: a caller
+#: that keeps a cwnd floor of its own (sctp.py's 48 KiB) above a small BDP never lets inflight
+#: fall that far. Lab (the fairness benchmark, min_rtt still the LAN's 0.8 ms on a 40 ms path):
+#: the sender stayed in drain for 4-5 s, paced at the 4-packets-per-min_rtt floor, 8.0-8.4
+#: Mbit/s of a 10 Mbit/s link. ``down`` (pacing 0.9, at most 3 rounds) drains what is left.
+DRAIN_MAX_ROUNDS = 4
 #: Probe-bw pacing gains per phase: probe 25 % above the model (enough to see a bandwidth
 #: increase within a few cycles, small enough that the queue it builds is a quarter BDP), then
 #: 10 % below it to drain that quarter-BDP queue in ~2.5 rounds.
@@ -1246,7 +1253,8 @@ class BbrController:
                 self._enter_drain(now)
         if self.state == DRAIN:
             bdp = self.bdp
-            if bdp is not None and self._inflight <= bdp:
+            if ((bdp is not None and self._inflight <= bdp)
+                    or self._round - self._phase_start_round >= DRAIN_MAX_ROUNDS):
                 self._enter_probe_bw(now, DOWN)
         if self.state == PROBE_BW:
             self._update_probe_bw(now)
@@ -1273,6 +1281,7 @@ class BbrController:
     def _enter_drain(self, now: float) -> None:
         self.state = DRAIN
         self.phase = ""
+        self._phase_start_round = self._round
         self._pacing_gain = DRAIN_PACING_GAIN
         self._cwnd_gain = STARTUP_CWND_GAIN
 
