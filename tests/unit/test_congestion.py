@@ -890,7 +890,7 @@ def test_a_route_change_found_by_the_min_rtt_expiry_forgets_the_old_bounds(cls, 
 
 def _pipelined(cc, now, seq, seconds, per_round=40, rtt=0.041):
     """A flight of ``per_round`` packets always in flight (the caller's cwnd floor, whatever
-    cwnd says): each round sends one and the previous one is acked an RTT after it left.
+    cwnd says): each step sends a flight and acks the previous one, an RTT after it left.
     Returns (now, seq, [(now, state)])."""
     out, previous = [], None
     end = now + seconds

@@ -133,7 +133,7 @@ def follow_latest_nomination(connection: Any) -> None:
     incoming, complete = connection.check_incoming, connection.check_complete
 
     def key(protocol: Any, addr: Any) -> tuple[int, tuple]:
-        return id(protocol), tuple(addr)
+        return id(protocol), tuple(addr[:2])   # (host, port): an IPv6 source has 4 items
 
     def check_incoming(message: Any, addr: tuple[str, int], protocol: Any) -> None:
         if "USE-CANDIDATE" in message.attributes and not connection.ice_controlling:
