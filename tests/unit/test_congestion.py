@@ -842,8 +842,8 @@ class _MissesPathChange(BbrController):
 class _ExpiryKeepsBounds(_MissesPathChange):
     """The control: the min-RTT expiry adopts the new RTT but keeps the old path's bounds."""
 
-    def _forget_path_bounds(self, now):
-        pass
+    def _on_new_path(self, now):
+        self._counts["path_changes"] += 1
 
 
 def _lan_then_wan(cc, seconds=14.0):
@@ -1018,4 +1018,3 @@ def report() -> None:
 
 if __name__ == "__main__":
     report()
-

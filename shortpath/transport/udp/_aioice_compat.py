@@ -30,6 +30,7 @@ aioice is imported lazily (it takes ~0.2 s to import).
 
 from __future__ import annotations
 
+import itertools
 from functools import lru_cache
 from typing import Any
 
@@ -129,7 +130,7 @@ def follow_latest_nomination(connection: Any) -> None:
     the controlling agent intends. The controlling side is not affected.
     """
     numbers: dict[tuple[int, tuple], int] = {}
-    counter = iter(range(1, 1 << 62))
+    counter = itertools.count(1)
     incoming, complete = connection.check_incoming, connection.check_complete
 
     def key(protocol: Any, addr: Any) -> tuple[int, tuple]:

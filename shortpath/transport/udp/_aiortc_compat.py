@@ -47,11 +47,7 @@ PRIVATE_NAMES.append(
 
 def ice_connection(ice_transport):
     """The aioice ``Connection`` an aiortc ``RTCIceTransport`` runs on."""
-    try:
-        return ice_transport._connection
-    except AttributeError:
-        raise RuntimeError("aiortc RTCIceTransport has no _connection; "
-                           "see shortpath/transport/udp/_aiortc_compat.py") from None
+    return ice_transport._connection
 
 
 def dtls_pipe(recv, send, role: str):

@@ -900,8 +900,7 @@ class BbrController:
             self._min_rtt_stamp = now
             if self._min_rtt >= PATH_RTT_FACTOR * old + PATH_RTT_MARGIN:
                 # a route change the in-flight test missed (see EXPIRED_PATH_CHANGE)
-                self._counts["path_changes"] += 1
-                self._forget_path_bounds(now)
+                self._on_new_path(now)
 
     def _classify_rtt(self, rtt: float, p: _Sent) -> None:
         """Is this sample far above anything our own queue could explain? (path change test)"""
@@ -923,16 +922,17 @@ class BbrController:
             self._path_rounds = 0
             self._path_min_rtt = math.inf
         if self._path_rounds >= PATH_CHANGE_ROUNDS and self._path_min_rtt != math.inf:
-            self._counts["path_changes"] += 1
             self._min_rtt = self._path_min_rtt
             self._min_rtt_stamp = now
             self._probe_rtt_min = self._path_min_rtt
             self._probe_rtt_min_stamp = now
             self._probe_rtt_due = False
-            self._forget_path_bounds(now)
+            self._on_new_path(now)
 
-    def _forget_path_bounds(self, now: float) -> None:
-        """min_rtt now belongs to a new path: drop what was learnt in bytes on the old one."""
+    def _on_new_path(self, now: float) -> None:
+        """min_rtt now belongs to a new path: count it, drop what was learnt in bytes on the
+        old one."""
+        self._counts["path_changes"] += 1
         self._path_rounds = 0
         self._path_min_rtt = math.inf
         self._queue_rounds = 0
