@@ -354,9 +354,9 @@ class BrowserSession:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         if self.pc.sctp is None:
             raise RemoteError("the browser's webrtc offer has no data channel section")
-        # Chromium nominates several pairs; send on the one it nominated last (see there)
+        # resend our check when Chromium's arrives; send on the pair it nominated last (see there)
         from ..transport.udp import _aioice_compat, _aiortc_compat
-        _aioice_compat.follow_latest_nomination(_aiortc_compat.ice_connection(self.pc.sctp.transport.transport))
+        _aioice_compat.fix_incoming_checks(_aiortc_compat.ice_connection(self.pc.sctp.transport.transport))
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         self._signal({"type": "answer", "lane": "webrtc", "sdp": self.pc.localDescription.sdp})
 

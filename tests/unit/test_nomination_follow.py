@@ -1,8 +1,14 @@
-"""A controlled aioice agent sends on the pair the controlling agent nominated last
-(_aioice_compat.follow_latest_nomination), driven through aioice's own Connection with
-hand-made pairs: no sockets, no checks on the wire."""
+"""The incoming-check fixes (_aioice_compat.fix_incoming_checks), driven through aioice's own
+Connection with hand-made pairs: no sockets, no checks on the wire.
+
+* A controlled agent sends on the pair the controlling agent nominated last
+  (follow_latest_nomination).
+* An incoming check re-checks its pair when our own check of it is in flight (resent) or was
+  cancelled by aioice's connect() (a new check): resend_checks_in_progress."""
 
 from __future__ import annotations
+
+import asyncio
 
 import pytest
 
@@ -19,6 +25,7 @@ class _Protocol:
     def __init__(self, host: str, port: int) -> None:
         self.local_candidate = Candidate(foundation=f"f{port}", component=1, transport="udp",
                                          priority=100, host=host, port=port, type="host")
+        self.transactions: dict = {}    # no STUN transaction in flight (nothing to resend)
 
 
 def _remote(host: str, port: int, kind: str) -> Candidate:
@@ -116,3 +123,128 @@ def test_our_ice_agent_class_follows_too():
     conn, sock, pairs = _setup(follow=True, cls=_aioice_compat.connection_class())
     _chromium_sequence(conn, sock, pairs)
     assert _selected(conn) is pairs["direct"]
+
+
+# --- resend_checks_in_progress ------------------------------------------------------------
+class _Socket(_Protocol):
+    """A local socket whose STUN transactions we answer by hand: ``request`` waits for
+    ``answer(addr)``; ``send_stun`` (a resend) is recorded."""
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(host, port)
+        self.transactions: dict = {}
+        self.requests: list[tuple[str, int]] = []
+        self.resent: list[tuple[str, int]] = []
+        self._waiting: dict[tuple[str, int], asyncio.Future] = {}
+
+    async def request(self, request, addr, integrity_key=None, retransmissions=None):
+        self.requests.append(addr)
+        fut = self._waiting[addr] = asyncio.get_running_loop().create_future()
+        return await fut
+
+    def send_stun(self, message, addr) -> None:
+        self.resent.append(addr)
+
+    def answer(self, addr) -> None:
+        response = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.RESPONSE)
+        self._waiting.pop(addr).set_result((response, addr))
+
+
+async def _settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+DIRECT, RELAY = ("198.18.1.2", 33878), ("198.18.0.20", 50000)
+
+
+async def _browser_lab_trace(fixed: bool, cancel: bool = True):
+    """The failing browser-lab cell as the host saw it: our check of the direct pair is in
+    flight (its first requests hit Chromium's NAT before Chromium opened it); Chromium's TURN
+    pair succeeds and is nominated, so aioice's connect() completes and cancels the checks
+    still running (``cancel``)."""
+    conn = aioice.Connection(ice_controlling=False)
+    conn.remote_username, conn.remote_password = "ruser", "r" * 22
+    if fixed:
+        _aioice_compat.fix_incoming_checks(conn)
+    sock = _Socket("10.2.0.10", 40000)
+    direct, relay = _remote(*DIRECT, "srflx"), _remote(*RELAY, "relay")
+    conn._remote_candidates.extend([direct, relay])
+    pairs = {name: CandidatePair(sock, cand) for name, cand in (("direct", direct), ("relay", relay))}
+    conn._check_list.extend(pairs.values())
+    conn.check_start_task(pairs["direct"])
+    await _settle()
+    assert sock.requests == [DIRECT] and pairs["direct"].state == CandidatePair.State.IN_PROGRESS
+    pairs["relay"].state = CandidatePair.State.SUCCEEDED
+    conn.check_incoming(_use_candidate(), RELAY, sock)
+    assert _selected(conn) is pairs["relay"]
+    if cancel:
+        pairs["direct"].task.cancel()                    # connect() on completion
+        await _settle()
+    return conn, sock, pairs
+
+
+@pytest.mark.asyncio
+async def test_a_check_cancelled_by_connect_is_started_again_when_the_peer_checks_the_pair():
+    conn, sock, pairs = await _browser_lab_trace(fixed=True)
+    conn.check_incoming(_use_candidate(), DIRECT, sock)   # Chromium nominates the direct pair
+    await _settle()
+    assert sock.requests == [DIRECT, DIRECT]              # a new check of the direct pair
+    sock.answer(DIRECT)
+    await _settle()
+    assert pairs["direct"].state == CandidatePair.State.SUCCEEDED
+    assert _selected(conn) is pairs["direct"]             # nominated, and newer than the relay pair
+    conn.check_incoming(_use_candidate(), DIRECT, sock)   # later checks start nothing more
+    await _settle()
+    assert sock.requests == [DIRECT, DIRECT] and sock.resent == []
+
+
+@pytest.mark.asyncio
+async def test_stock_aioice_never_checks_the_cancelled_pair_again():
+    """The control: the direct pair stays In-Progress and the host stays on the relay pair
+    however often Chromium nominates the direct one."""
+    conn, sock, pairs = await _browser_lab_trace(fixed=False)
+    _aioice_compat.follow_latest_nomination(conn)      # the fix before this one: not enough
+    for _ in range(5):
+        conn.check_incoming(_use_candidate(), DIRECT, sock)
+        await _settle()
+    assert sock.requests == [DIRECT] and pairs["direct"].state == CandidatePair.State.IN_PROGRESS
+    assert _selected(conn) is pairs["relay"]
+
+
+@pytest.mark.asyncio
+async def test_a_check_in_flight_is_resent_once_not_restarted(monkeypatch):
+    conn, sock, pairs = await _browser_lab_trace(fixed=True, cancel=False)
+    sent = []
+    monkeypatch.setattr(_aioice_compat, "resend_request", lambda proto, addr: sent.append(addr) or True)
+    for _ in range(3):
+        conn.check_incoming(_use_candidate(), DIRECT, sock)
+        await _settle()
+    assert sent == [DIRECT]                             # once per pair
+    assert sock.requests == [DIRECT]                    # and no second check
+    sock.answer(DIRECT)
+    await _settle()
+    assert _selected(conn) is pairs["direct"]
+
+
+@pytest.mark.asyncio
+async def test_the_controlling_side_starts_no_new_check():
+    """A controlling aioice agent nominates in every check it sends: a check started after
+    the nomination is over would nominate a pair nobody chose."""
+    conn = aioice.Connection(ice_controlling=True)
+    conn.remote_username, conn.remote_password = "ruser", "r" * 22
+    _aioice_compat.fix_incoming_checks(conn)
+    sock = _Socket("10.2.0.10", 40000)
+    cand = _remote(*DIRECT, "srflx")
+    conn._remote_candidates.append(cand)
+    pair = CandidatePair(sock, cand)
+    conn._check_list.append(pair)
+    conn.check_start_task(pair)
+    await _settle()
+    pair.task.cancel()
+    await _settle()
+    plain = _use_candidate()
+    del plain.attributes["USE-CANDIDATE"]
+    conn.check_incoming(plain, DIRECT, sock)
+    await _settle()
+    assert sock.requests == [DIRECT] and pair.state == CandidatePair.State.IN_PROGRESS

@@ -19,8 +19,11 @@ What this module offers instead of the private names:
   read access to its check list, nominated pairs and sockets. ice.IceAgent subclasses it.
 * :func:`resend_request` -- resend the STUN request of a transaction in flight.
 * :func:`turn_inner_protocol` -- the TURN client protocol behind a TURN transport.
-* :func:`follow_latest_nomination` -- a controlled agent sends on the pair the controlling
-  agent nominated *last*, not on whichever nominated pair its own check completed last.
+* :func:`fix_incoming_checks` -- applied to every aioice ``Connection`` we run (``IceAgent``
+  and the browser host's aiortc one): :func:`resend_checks_in_progress` (an incoming check
+  re-checks its pair at once when our check of it is in progress or was cancelled) and
+  :func:`follow_latest_nomination` (a controlled agent sends on the pair the controlling
+  agent nominated *last*, not on whichever nominated pair its own check completed last).
 
 No name here is read with ``getattr(..., default)``: a missing one raises :class:`LibraryChanged`
 (callers log it as an error), so a workaround is never switched off silently.
@@ -48,7 +51,7 @@ PRIVATE_NAMES: list[tuple[str, str, str]] = [
     ("aioice.Connection", "_remote_candidates_expected",
      "nomination holds relay pairs back while more remote candidates may still be trickled"),
     ("aioice.Connection()", "_check_list",
-     "our nomination picks from the succeeded pairs; the incoming-check resend finds in-progress pairs"),
+     "our nomination picks from the succeeded pairs; resend_checks_in_progress finds in-progress pairs"),
     ("aioice.Connection()", "_check_list_done",
      "no nomination once aioice has completed or failed the check list"),
     ("aioice.Connection()", "_nominated",
@@ -56,7 +59,8 @@ PRIVATE_NAMES: list[tuple[str, str, str]] = [
     ("aioice.Connection", "check_complete",
      "wrapped by follow_latest_nomination: where aioice records a nominated pair as selected"),
     ("aioice.Connection", "check_incoming",
-     "wrapped by follow_latest_nomination: where an incoming check's USE-CANDIDATE is seen"),
+     "wrapped by fix_incoming_checks: where an authenticated incoming check (and its "
+     "USE-CANDIDATE) is seen"),
     ("aioice.Connection()", "_nominating",
      "marking the component as being nominated keeps aioice from nominating (we nominate ourselves)"),
     ("aioice.Connection()", "_components",
@@ -109,6 +113,65 @@ def resend_request(protocol: Any, addr: tuple[str, int]) -> bool:
 def turn_inner_protocol(turn_transport: Any) -> Any:
     """The TURN client protocol (allocation owner) behind an aioice ``TurnTransport``."""
     return _private(turn_transport, "_TurnTransport__inner_protocol", "bounded TURN deallocation")
+
+
+def fix_incoming_checks(connection: Any) -> None:
+    """Both incoming-check fixes below, on one aioice ``Connection`` (ours or aiortc's)."""
+    resend_checks_in_progress(connection)
+    follow_latest_nomination(connection)
+
+
+def resend_checks_in_progress(connection: Any) -> None:
+    """On an authenticated incoming check for a pair whose own check is in progress, check
+    that pair now, as RFC 8445 section 7.3.1.4 asks (aioice only does it for Frozen and Failed
+    pairs):
+
+    * the check is still running: resend its request at once; aioice would wait for its
+      retransmission timer (0.5, 1, 2, 4 s back-off);
+    * the check was cancelled, which aioice does to every check still running when its
+      ``connect()`` completes, leaving the pair In-Progress for good (and, with a task set,
+      never checked again): on a *controlled* agent, start a new check. The controlling agent
+      is still checking, and maybe nominating, that pair; without a check of our own that
+      succeeds, aioice can never select it.
+
+    Why: in hole punching our first check usually reaches the peer's NAT before the peer's
+    own check has opened it, and is dropped. The peer's check arriving now says the way is
+    open. Without the resend, every udp-direct and udp-turn set-up waited ~0.47 s more in the
+    lab (benchmarks/setup.py). Without the new check, the browser lab's direct cell failed
+    about one run in four with the CPU busy: Chromium's TURN pair succeeded and was nominated
+    first, aioice completed and cancelled the direct pair's check, and the host sent every
+    frame through coturn while Chromium nominated, and sent on, the direct pair
+    (tests/lab/test_browser_lab.py).
+
+    One resend per pair; a new check only when none is running; and only for checks aioice
+    has authenticated (it calls ``check_incoming`` after MESSAGE-INTEGRITY passed), so a peer
+    cannot make us send more than it sends. The resent request is the same transaction's, so
+    a response to any copy counts. The controlling side starts no new check: aioice would
+    nominate with it (aggressive nomination) after the nomination is over.
+    """
+    from aioice.ice import CandidatePair
+
+    in_progress = CandidatePair.State.IN_PROGRESS
+    resent: set[int] = set()   # id() of pairs whose check was resent
+    incoming = connection.check_incoming
+
+    def check_incoming(message: Any, addr: Any, protocol: Any) -> None:
+        source = tuple(addr[:2])   # (host, port): an IPv6 source has four items
+        waiting = [p for p in _private(connection, "_check_list", "the check list")
+                   if p.protocol is protocol and p.remote_addr == source and p.state == in_progress]
+        incoming(message, addr, protocol)
+        for p in waiting:
+            if p.state != in_progress:
+                continue
+            if p.task is not None and p.task.done():
+                if not connection.ice_controlling:
+                    p.task = None
+                    connection.check_start_task(p)
+            elif id(p) not in resent:
+                resent.add(id(p))
+                resend_request(protocol, p.remote_addr)
+
+    connection.check_incoming = check_incoming
 
 
 def follow_latest_nomination(connection: Any) -> None:
@@ -165,7 +228,7 @@ def connection_class() -> type:
     class HookedConnection(Connection):  # type: ignore[misc]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            follow_latest_nomination(self)
+            fix_incoming_checks(self)
 
         # -- read access -------------------------------------------------------------------------
         @property

@@ -246,7 +246,6 @@ def _classes() -> tuple[type, type]:
 
     succeeded_state = CandidatePair.State.SUCCEEDED
     failed_state = CandidatePair.State.FAILED
-    in_progress_state = CandidatePair.State.IN_PROGRESS
     pending_states = (CandidatePair.State.FROZEN, CandidatePair.State.WAITING, CandidatePair.State.IN_PROGRESS)
 
     def is_relay_pair(pair: Any) -> bool:
@@ -332,7 +331,6 @@ def _classes() -> tuple[type, type]:
             self._sp_own_nomination = False
             self._sp_hold_deadline = 0.0
             self._sp_managed_deadline = 0.0
-            self._sp_resent: set[int] = set()  # id() of pairs whose check was resent on an incoming check
             self._sp_hold_timer: Optional[asyncio.TimerHandle] = None
             self._sp_nominate_task: Optional[asyncio.Task] = None
             self._sp_nominate_failed: set[int] = set()  # id() of pairs whose nomination failed
@@ -533,29 +531,6 @@ def _classes() -> tuple[type, type]:
             task, self._sp_nominate_task = self._sp_nominate_task, None
             if task is not None and not task.done():
                 task.cancel()
-
-        def check_incoming(self, message: Any, addr: tuple, protocol: Any) -> None:
-            """aioice's handling of an authenticated incoming check, plus the
-            immediate retransmission RFC 8445 section 7.3.1.4 asks for when
-            the matching pair's own check is already in progress.
-
-            aioice leaves such a check to its retransmission timer (0.5 s).
-            That is the common case in hole punching: our first check hit the
-            peer's NAT before the peer's own check opened it, so it was lost,
-            and the peer's check arriving now says the way is open. Resending
-            at once saved ~0.47 s of every udp-direct and udp-turn set-up
-            measured in the lab (benchmarks/setup.py). One resend per pair,
-            and only for checks that passed MESSAGE-INTEGRITY, so a peer cannot
-            make us send more than it sends."""
-            in_progress = {id(p) for p in self.check_list
-                           if p.protocol is protocol and p.remote_addr == addr and p.state == in_progress_state}
-            super().check_incoming(message, addr, protocol)
-            if not in_progress:
-                return
-            for p in self.check_list:
-                if id(p) in in_progress and p.state == in_progress_state and id(p) not in self._sp_resent:
-                    self._sp_resent.add(id(p))
-                    compat.resend_request(protocol, addr)
 
         def check_complete(self, pair: Any) -> None:
             super().check_complete(pair)
