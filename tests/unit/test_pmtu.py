@@ -207,3 +207,51 @@ def test_every_candidate_fits_a_data_chunk_and_a_probe():
         assert chunk_payload(c) + DATA_OVERHEAD == c                 # no padding wasted
         assert c - PROBE_OVERHEAD >= NONCE_BYTES
     assert pmtu.chunk_payload(BASE_PACKET) == 1160                   # aiortc's own chunk size
+
+
+# --- relayed paths (limit) -----------------------------------------------------------------
+def fragmenting_relay(search, now, probes):
+    """A TURN relay whose kernel fragments what does not fit its link: every probe comes back,
+    whatever its size (the probe cannot see the 4-byte channel header)."""
+    return deliver(search, now, probes, mtu=10_000)
+
+
+def test_a_relayed_path_probes_nothing_above_the_channel_limit():
+    s = PmtuSearch(NONCE)
+    assert s.limit(pmtu.RELAYED_MAX_PACKET) is False          # nothing confirmed above it yet
+    probes = s.start(0.0, 0.05)
+    assert max(p.size for p in probes) == pmtu.RELAYED_MAX_PACKET == 1428
+    fragmenting_relay(s, 0.05, probes)
+    assert (s.state, s.packet_size, s.timer()) == (DONE, 1428, None)   # the largest left: no raise timer
+    # the control: without the limit the fragmenting relay confirms 1432
+    c = PmtuSearch(NONCE)
+    fragmenting_relay(c, 0.05, c.start(0.0, 0.05))
+    assert c.packet_size == 1432
+
+
+def test_a_limit_after_the_search_lowers_the_confirmed_size():
+    """The host learns that the client's pair is relayed after its own search ended."""
+    s = PmtuSearch(NONCE)
+    fragmenting_relay(s, 0.05, s.start(0.0, 0.05))
+    assert s.packet_size == 1432
+    assert s.limit(pmtu.RELAYED_MAX_PACKET) is True
+    assert (s.packet_size, s.chunk_payload) == (1428, 1400)
+    assert s.limit(pmtu.RELAYED_MAX_PACKET) is False           # idempotent
+    assert all(c <= 1428 for c in s.candidates)
+
+
+def test_a_limit_during_a_search_ignores_acks_of_larger_probes():
+    s = PmtuSearch(NONCE)
+    probes = s.start(0.0, 0.05)
+    s.limit(pmtu.RELAYED_MAX_PACKET)
+    assert s.on_ack(0.05, probes[0].info) is False             # the 1432 probe's ack
+    assert s.packet_size == BASE_PACKET
+    assert s.on_ack(0.05, info_of(1428)) is True
+    assert (s.state, s.packet_size) == (DONE, 1428)
+
+
+def test_a_limit_never_goes_under_the_base():
+    s = PmtuSearch(NONCE)
+    fragmenting_relay(s, 0.05, s.start(0.0, 0.05))
+    assert s.limit(BASE_PACKET - 100) is True
+    assert s.packet_size == BASE_PACKET and s.candidates == ()

@@ -169,6 +169,7 @@ class UdpPath:
         self._tuned = stack.config.sctp_tuning is not None
         self._on_release = on_release
         self.kind = kind
+        self._fit_relay()
         self.role = stack.role
         self._max_send = min(peer_max_message_size or (1 << 30), stack.config.max_message_size)
         self._closed = False
@@ -215,6 +216,14 @@ class UdpPath:
         managed listener (a public one), and that path still goes through TURN."""
         if kind == "udp-turn":
             self.kind = "udp-turn"
+            self._fit_relay()
+
+    def _fit_relay(self) -> None:
+        """Through a TURN relay, SCTP packets leave room for the channel header (see
+        pmtu.TURN_CHANNEL_OVERHEAD: probing cannot tell, the relay fragments instead)."""
+        if self.kind == "udp-turn" and self._tuned:
+            from .pmtu import RELAYED_MAX_PACKET
+            self._sctp.sp_limit_packet(RELAYED_MAX_PACKET)
 
     def peer_aborted(self, reason: str) -> None:
         """The peer sent udp.abort: close with reason ``peer-abort:<reason>``."""

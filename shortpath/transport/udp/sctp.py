@@ -655,6 +655,12 @@ def tuned_sctp_transport_class() -> type:
             if self._sp_pmtu is not None:
                 self._sp_pmtu_send(self._sp_pmtu.start(self.sp_loop.time(), self.sp_srtt))
 
+        def sp_limit_packet(self, max_packet: int) -> None:
+            """Never send SCTP packets above ``max_packet`` bytes (pmtu.PmtuSearch.limit):
+            messages queued from now on are cut to fit."""
+            if self._sp_pmtu is not None and self._sp_pmtu.limit(max_packet):
+                self.sp_max_chunk = self._sp_pmtu.chunk_payload
+
         def sp_on_heartbeat_ack(self, info: bytes) -> None:
             pmtu = self._sp_pmtu
             if pmtu is None:
