@@ -52,6 +52,15 @@ async def test_turn_udp_relay_only(coturn):
         assert {c["type"] for c in pair.client.local_candidates} == {"relay"}
         assert {c["type"] for c in pair.host.local_candidates} == {"relay"}
         await _roundtrip(client, host)
+        # SCTP packets leave room for the TURN channel header (pmtu.RELAYED_MAX_PACKET), though
+        # loopback carries 1432 (the path_mtu tests in test_udp_path.py confirm 1432 there)
+        for p in (client, host):
+            for _ in range(100):
+                if p.info()["sctp"]["pmtu"]["state"] == "done":
+                    break
+                await asyncio.sleep(0.02)
+            assert p.info()["sctp"]["pmtu"]["packet_size"] == 1428, p.info()["sctp"]["pmtu"]
+            assert p.info()["sctp"]["chunk_payload"] == 1400
         # 1000 ordered messages through the relay
         got: list[int] = []
         done = asyncio.Event()
