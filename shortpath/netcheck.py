@@ -91,8 +91,8 @@ def _parse(data: bytes, txid: bytes):
         msg = stun.parse_message(data)
     except ValueError:
         return None
-    if msg.transaction_id != txid:
-        return None
+    if msg.transaction_id != txid or msg.message_class not in (stun.Class.RESPONSE, stun.Class.ERROR):
+        return None     # not ours, or our own request reflected (an echo, a self-connected socket)
     return msg
 
 
@@ -222,6 +222,23 @@ async def stun_stream(server: str, *, tls: bool = False, cafile: str | None = No
             writer.close()
 
 
+def _connected_udp(host: str, port: int) -> socket.socket:
+    """A UDP socket connected to (host, port) whose own address is not that one. On loopback
+    the kernel may give the socket the very port it probes; it would then hear its own request
+    and never an ICMP error."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.connect((host, port))
+        if s.getsockname() == s.getpeername():
+            other = _connected_udp(host, port)   # gets another port: this socket still holds that one
+            s.close()
+            return other
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
 def managed_check(address: str, timeout: float = 0.5) -> dict:
     """Can UDP reach a host's managed Shortpath port? The managed listener answers only
     authenticated ICE checks, so a STUN Binding gets silence from it; what we can tell:
@@ -230,8 +247,7 @@ def managed_check(address: str, timeout: float = 0.5) -> dict:
     (something answered STUN there)."""
     host, port = parse_hostport(address, 3390)
     req = _binding()
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.connect((host, port))            # connected: an ICMP error surfaces as ECONNREFUSED
+    with _connected_udp(host, port) as s:   # connected: an ICMP error surfaces as ECONNREFUSED
         t0 = time.monotonic()
         verdict, rtt = "open-or-filtered", None
         for _ in range(2):

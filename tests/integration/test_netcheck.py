@@ -107,3 +107,42 @@ async def test_managed_port_open_vs_closed(tmp_path):
         free = s.getsockname()[1]
     dead = await asyncio.to_thread(managed_check, f"127.0.0.1:{free}", 0.3)
     assert (live["verdict"], dead["verdict"]) == ("open-or-filtered", "closed")
+
+
+def test_a_reflected_request_is_not_an_answer():
+    """A socket connected to its own address hears its own Binding request: no STUN answer."""
+    import socket
+
+    from shortpath import netcheck
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.connect(s.getsockname())
+        req = netcheck._binding()
+        s.send(bytes(req))
+        s.settimeout(2)
+        data = s.recv(2048)
+    assert netcheck._parse(data, req.transaction_id) is None
+
+
+def test_managed_check_never_probes_from_the_port_it_probes(monkeypatch):
+    """On loopback the kernel may give the probing socket the very port it probes (seen once in
+    CI: a free port reported "answered"). The check must move to another port and still see
+    the ICMP error of a port nobody listens on."""
+    import socket
+
+    from shortpath import netcheck
+    real = socket.socket
+    trap = real(socket.AF_INET, socket.SOCK_DGRAM)
+    trap.bind(("127.0.0.1", 0))
+    port = trap.getsockname()[1]
+    made = []
+
+    def kernel(*a, **k):          # the first socket made "happens" to hold the probed port
+        s = trap if not made else real(*a, **k)
+        made.append(s)
+        return s
+    monkeypatch.setattr(socket, "socket", kernel)
+    r = netcheck.managed_check(f"127.0.0.1:{port}", 0.3)
+    monkeypatch.undo()
+    assert len(made) == 2 and made[0].fileno() == -1       # the trapped socket was given up
+    assert r["verdict"] == "closed", r
