@@ -138,7 +138,7 @@ def resend_checks_in_progress(connection: Any) -> None:
     own check has opened it, and is dropped. The peer's check arriving now says the way is
     open. Without the resend, every udp-direct and udp-turn set-up waited ~0.47 s more in the
     lab (benchmarks/setup.py). Without the new check, the browser lab's direct cell failed
-    about one run in four with the CPU busy: Chromium's TURN pair succeeded and was nominated
+    in 5 of 34 runs with the CPU busy: Chromium's TURN pair succeeded and was nominated
     first, aioice completed and cancelled the direct pair's check, and the host sent every
     frame through coturn while Chromium nominated, and sent on, the direct pair
     (tests/lab/test_browser_lab.py).
