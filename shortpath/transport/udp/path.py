@@ -34,6 +34,7 @@ from . import _aiortc_compat as aiortc_compat
 from .config import UdpConfig
 from .ice import Impairment
 from .managed import ManagedSession
+from .pmtu import RELAYED_MAX_PACKET
 
 __all__ = ["DatagramPipe", "UdpStack", "UdpPath", "release_parts"]
 
@@ -222,7 +223,6 @@ class UdpPath:
         """Through a TURN relay, SCTP packets leave room for the channel header (see
         pmtu.TURN_CHANNEL_OVERHEAD: probing cannot tell, the relay fragments instead)."""
         if self.kind == "udp-turn" and self._tuned:
-            from .pmtu import RELAYED_MAX_PACKET
             self._sctp.sp_limit_packet(RELAYED_MAX_PACKET)
 
     def peer_aborted(self, reason: str) -> None:

@@ -78,7 +78,7 @@ CANDIDATES = (1432, 1428, 1412, 1392, 1352, 1292, 1232)
 #: against 82, i.e. twice the loss; TURN's frame p50 was 40 ms against 25 in the full run.
 TURN_CHANNEL_OVERHEAD = 4
 #: The largest SCTP packet a relayed path may use (see :meth:`PmtuSearch.limit`).
-RELAYED_MAX_PACKET = 1432 - TURN_CHANNEL_OVERHEAD
+RELAYED_MAX_PACKET = CANDIDATES[0] - TURN_CHANNEL_OVERHEAD
 #: SCTP bytes around the padded Heartbeat Information: common header 12, chunk header 4,
 #: parameter header 4.
 PROBE_OVERHEAD = 20
