@@ -113,7 +113,8 @@ def wait_ready(host: str, port: int, tls_port: int | None = None, timeout: float
 # ---------------------------------------------------------------- config and server handle
 def render_config(*, listen_ip: str, port: int, tls_port: int, relay_range: tuple[int, int],
                   pidfile: Path, log_file: Path, cert: Path, key: Path, secret: str,
-                  external_ip: str | None = None, loopback_peers: bool = False) -> str:
+                  external_ip: str | None = None, loopback_peers: bool = False,
+                  verbose: bool = False) -> str:
     lines = [BASE_CONF.read_text(), "", "# ---- instance settings (netns_lab/coturn.py) ----",
              f"listening-ip={listen_ip}", f"relay-ip={listen_ip}",
              f"listening-port={port}", f"tls-listening-port={tls_port}",
@@ -130,6 +131,11 @@ def render_config(*, listen_ip: str, port: int, tls_port: int, relay_range: tupl
         # denial beats allow-loopback-peers, so that one address is allowed explicitly (an
         # allowed-peer-ip entry beats a denial); the rest of 127/8 stays denied.
         lines += ["allow-loopback-peers", "allowed-peer-ip=127.0.0.1"]
+    if verbose:
+        # One log line per STUN/TURN message processed (session id, user, method, result):
+        # for tests that need to tell "coturn refused" from "coturn never saw it". Usernames
+        # are logged; passwords and the secret are not (test_secrets_in_logs checks this).
+        lines.append("verbose")
     return "\n".join(lines) + "\n"
 
 
@@ -164,6 +170,10 @@ class CoturnServer:
         return {"turn_server": (self.host, port), "turn_username": u, "turn_password": p,
                 "turn_transport": "tcp" if transport != "udp" else "udp",
                 "turn_ssl": transport == "tls"}
+
+    def log_tail(self, n: int = 15) -> str:
+        """The last ``n`` lines of this instance's log (for failure messages)."""
+        return _tail(self.log_file, n)
 
     def stop(self) -> None:
         if self._stop:
@@ -236,8 +246,10 @@ def _free_port(host: str = "127.0.0.1") -> int:
 
 
 def start_loopback(workdir: str | Path | None = None, timeout: float = 10.0,
-                   relay_ports: int = 200) -> CoturnServer:
-    """Start coturn on 127.0.0.1 (free ports; no root needed) and wait until it answers."""
+                   relay_ports: int = 200, verbose: bool = False) -> CoturnServer:
+    """Start coturn on 127.0.0.1 (free ports; no root needed) and wait until it answers.
+
+    ``verbose`` makes coturn log every message it processes (see ``render_config``)."""
     from .prereq import require
     require("turnserver")
     own_dir = workdir is None
@@ -246,7 +258,7 @@ def start_loopback(workdir: str | Path | None = None, timeout: float = 10.0,
     lo = random.randrange(20000, 30000 - relay_ports)
     conf, log, pidfile, cert, secret = _prepare(
         wd, "coturn", "127.0.0.1", port=port, tls_port=tls_port,
-        relay_range=(lo, lo + relay_ports - 1), loopback_peers=True)
+        relay_range=(lo, lo + relay_ports - 1), loopback_peers=True, verbose=verbose)
     popen = subprocess.Popen([TURNSERVER, "-c", str(conf)], stdin=subprocess.DEVNULL,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)

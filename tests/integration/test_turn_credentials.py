@@ -41,20 +41,35 @@ def turn_server(tmp_path_factory):
     import shutil
     if not shutil.which(coturn_mod.TURNSERVER):
         pytest.skip("coturn (turnserver) not installed")
-    srv = coturn_mod.start_loopback(tmp_path_factory.mktemp("coturn"))
+    # verbose: coturn logs each message it handles, so a failed allocation below can tell
+    # "refused" from "never answered" (the log tail goes into the failure message).
+    srv = coturn_mod.start_loopback(tmp_path_factory.mktemp("coturn"), verbose=True)
     try:
         yield srv
+        # verbose logs usernames; the shared secret must still not be in it
+        assert srv.secret not in srv.log_file.read_text()
     finally:
         srv.stop()
+
+
+# How long one allocation may take. aioice retransmits a request 0.5, 1.5, 3.5, 7.5, 15.5 and
+# 31.5 s after sending it; 30 s lets five retransmissions of each of the two requests (the
+# unauthenticated one and the retry after 401) go out. An allocation here takes a few ms; a
+# CI run once saw coturn answer the first request and then nothing within 10 s (one run of
+# many; not reproduced in 160 runs of this module, 120 of them with two busy loops on the CPU).
+ALLOCATE_TIMEOUT = 30.0
 
 
 async def _allocate(srv, user: str, password: str):
     """A TURN allocation with these credentials: the relayed address, or the STUN error code."""
     try:
         transport, _ = await asyncio.wait_for(aioice.turn.create_turn_endpoint(
-            asyncio.DatagramProtocol, (srv.host, srv.port), user, password), 10)
+            asyncio.DatagramProtocol, (srv.host, srv.port), user, password), ALLOCATE_TIMEOUT)
     except aioice.stun.TransactionFailed as exc:
         return exc.response.attributes["ERROR-CODE"][0]
+    except asyncio.TimeoutError:
+        pytest.fail(f"coturn gave no final answer to an allocation by {user!r} within "
+                    f"{ALLOCATE_TIMEOUT:.0f} s{srv.log_tail(30)}")
     relayed = transport.get_extra_info("sockname")   # the relayed transport address
     transport.close()
     return relayed
