@@ -354,9 +354,13 @@ class BrowserSession:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         if self.pc.sctp is None:
             raise RemoteError("the browser's webrtc offer has no data channel section")
-        # resend our check when Chromium's arrives; send on the pair it nominated last (see there)
+        # resend our check when Chromium's arrives; send on the pair it nominated last; keep
+        # checking pairs better than the selected one, so Chromium can still move to them
+        # (see there)
         from ..transport.udp import _aioice_compat, _aiortc_compat
-        _aioice_compat.fix_incoming_checks(_aiortc_compat.ice_connection(self.pc.sctp.transport.transport))
+        ice = _aiortc_compat.ice_connection(self.pc.sctp.transport.transport)
+        _aioice_compat.fix_incoming_checks(ice)
+        _aioice_compat.check_better_pairs_after_completion(ice)
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         self._signal({"type": "answer", "lane": "webrtc", "sdp": self.pc.localDescription.sdp})
 

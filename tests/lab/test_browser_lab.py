@@ -65,6 +65,7 @@ def drive(argv=None) -> int:
             await asyncio.sleep(a.hold)           # frames keep flowing: the capture's sample
             page = ctx.pages[0]
             result["state"] = await page.evaluate("() => window.shortpath.state")
+            result["pairs"] = await page.evaluate("() => window.shortpath.candidatePairs()")
             result["wall_s"] = time.monotonic() - t0
             await page.screenshot(path=a.shot)
             return result
@@ -141,6 +142,17 @@ def _to(counter: dict, addr: str) -> dict[int, int]:
     return out
 
 
+def _pairs(result: dict) -> str:
+    """For failure messages: the page's selected pair, the pairs it selected before, and
+    Chromium's whole check list at the end (state, checks sent / answered, bytes)."""
+    s = result["state"]
+    hist = "; ".join(f"{h['at']:.0f} ms {h['path']} {h['desc']}" for h in s.get("pairHistory") or [])
+    rows = "\n".join(f"  {p['state']:<11} {'N' if p['nominated'] else ' '} {p['local']} -> {p['remote']} "
+                     f"req {p['requests']} resp {p['responses']} sent {p['bytesSent']} recv {p['bytesReceived']}"
+                     for p in result.get("pairs") or [])
+    return f"{s['pair']} (history: {hist}; marks: {s.get('marks')})\nChromium's pairs:\n{rows}"
+
+
 def _common(result: dict) -> dict:
     s = result["state"]
     assert result["echo"]["sent"] == result["echo"]["received"] == N_MESSAGES, result["echo"]
@@ -164,7 +176,7 @@ def test_browser_managed_path_on_a_private_link():
     result, cap, _ = _run_cell("managed", client_nat="port-restricted", host_nat="port-restricted",
                                private_link=True)
     s = _common(result)
-    assert s["path"] == "managed" and s["lane"] == "managed", s["pair"]
+    assert s["path"] == "managed" and s["lane"] == "managed", _pairs(result)
     assert (s["remote"]["address"], s["remote"]["port"]) == (cap["host_lan"], MANAGED_PORT), s["pair"]
     after = _session_phase(cap)
     # the session's bytes are DTLS with the host's one managed socket, UDP 3390, and nothing else:
@@ -184,7 +196,7 @@ def test_browser_private_link_with_3390_blocked_keeps_the_webrtc_lane():
     result, cap, _ = _run_cell("managed-blocked", client_nat="port-restricted", host_nat="port-restricted",
                                private_link=True, client_fw=("udp-3390-blocked",))
     s = _common(result)
-    assert s["path"] == "direct" and s["lane"] == "webrtc", s["pair"]
+    assert s["path"] == "direct" and s["lane"] == "webrtc", _pairs(result)
     after = _session_phase(cap)
     assert _to(after["udp_bytes"], cap["host_lan"]).get(MANAGED_PORT, 0) < 5_000
     on_path = _bytes(after["udp_bytes"], cap["host_lan"]) + _bytes(after["udp_bytes"], cap["host_public"])
@@ -195,7 +207,7 @@ def test_browser_private_link_with_3390_blocked_keeps_the_webrtc_lane():
 def test_browser_hole_punched_direct_through_two_nats():
     result, cap, _ = _run_cell("direct", client_nat="port-restricted", host_nat="port-restricted")
     s = _common(result)
-    assert s["path"] == "direct" and s["remote"]["address"] == cap["host_public"], s["pair"]
+    assert s["path"] == "direct" and s["remote"]["address"] == cap["host_public"], _pairs(result)
     assert s["local"]["type"] in ("host", "srflx", "prflx")
     after = _session_phase(cap)
     assert _bytes(after["udp_bytes"], cap["host_public"]) > MIN_PATH_BYTES, after["udp_bytes"]
@@ -206,7 +218,7 @@ def test_browser_hole_punched_direct_through_two_nats():
 def test_browser_turn_udp_through_symmetric_nat():
     result, cap, _ = _run_cell("turn-udp", client_nat="symmetric", host_nat="symmetric")
     s = _common(result)
-    assert s["path"] == "turn", s["pair"]
+    assert s["path"] == "turn", _pairs(result)
     after = _session_phase(cap)
     assert _bytes(after["udp_bytes"], cap["turn"]) > MIN_PATH_BYTES, after["udp_bytes"]
     assert _bytes(after["udp_bytes"], cap["host_public"]) < 5_000
@@ -216,7 +228,7 @@ def test_browser_turn_over_tls_443_with_udp_blocked():
     result, cap, _ = _run_cell("turn-tls", client_nat="port-restricted", host_nat="port-restricted",
                                client_fw=("udp-blocked", "tcp-443-only"))
     s = _common(result)
-    assert s["path"] == "turn-tls", s["pair"]
+    assert s["path"] == "turn-tls", _pairs(result)
     assert s["local"]["relayProtocol"] == "tls"
     after = _session_phase(cap)
     assert _bytes(after["tcp_payload_bytes"], cap["turn"], 443) > MIN_PATH_BYTES, after["tcp_payload_bytes"]

@@ -248,3 +248,124 @@ async def test_the_controlling_side_starts_no_new_check():
     conn.check_incoming(plain, DIRECT, sock)
     await _settle()
     assert sock.requests == [DIRECT] and pair.state == CandidatePair.State.IN_PROGRESS
+
+
+# --- check_better_pairs_after_completion ---------------------------------------------------
+TCP_RELAY, UDP_RELAY, WORSE = ("198.18.0.20", 50435), ("198.18.0.20", 50193), ("198.18.0.20", 50999)
+
+
+def _cand(addr, priority: int) -> Candidate:
+    return Candidate(foundation=f"r{addr[1]}", component=1, transport="udp", priority=priority,
+                     host=addr[0], port=addr[1], type="relay")
+
+
+async def _completed_on_tcp_relay(fixed: bool, controlling: bool = False, connect=None):
+    """The browser lab's TURN cell as the host saw it: Chromium's TURN-over-TCP candidate
+    (the lowest relay priority) is checked and nominated, so the check list completes."""
+    conn = aioice.Connection(ice_controlling=controlling)
+    conn.remote_username, conn.remote_password = "ruser", "r" * 22
+    if connect is not None:
+        conn.connect = connect
+    if fixed:
+        _aioice_compat.fix_incoming_checks(conn)
+        _aioice_compat.check_better_pairs_after_completion(conn)
+    sock = _Socket("10.2.0.10", 40000)
+    conn._protocols.append(sock)
+    conn._components = {1}
+    tcp = _cand(TCP_RELAY, 20)
+    conn._remote_candidates.append(tcp)
+    pair = CandidatePair(sock, tcp)
+    conn._check_list.append(pair)
+    pair.state, pair.remote_nominated = CandidatePair.State.SUCCEEDED, True
+    pair.nominated = True
+    conn.check_complete(pair)
+    assert conn._check_list_done and _selected(conn) is pair
+    return conn, sock, pair
+
+
+@pytest.mark.asyncio
+async def test_stock_aioice_never_checks_a_better_candidate_trickled_after_completion():
+    conn, sock, _ = await _completed_on_tcp_relay(fixed=False)
+    await conn.add_remote_candidate(_cand(UDP_RELAY, 60))
+    await asyncio.sleep(0.05)
+    assert sock.requests == []          # Chromium never learns our address for that pair
+
+
+@pytest.mark.asyncio
+async def test_a_better_candidate_trickled_after_completion_is_checked_once():
+    conn, sock, tcp_pair = await _completed_on_tcp_relay(fixed=True)
+    await conn.add_remote_candidate(_cand(WORSE, 10))      # worse than the selected pair: no check
+    await conn.add_remote_candidate(_cand(UDP_RELAY, 60))  # better: one check
+    await asyncio.sleep(0.05)
+    assert sock.requests == [UDP_RELAY]
+    # aioice pairs every trickled candidate itself; the worse pair stays unchecked
+    worse = [p for p in conn._check_list if p.remote_addr == WORSE]
+    assert len(worse) == 1 and worse[0].state == CandidatePair.State.FROZEN
+    sock.answer(UDP_RELAY)
+    await _settle()
+    udp_pair = next(p for p in conn._check_list if p.remote_addr == UDP_RELAY)
+    assert udp_pair.state == CandidatePair.State.SUCCEEDED
+    assert _selected(conn) is tcp_pair         # a check alone does not move the selection
+    conn.check_incoming(_use_candidate(), UDP_RELAY, sock)    # Chromium nominates the better pair
+    assert _selected(conn) is udp_pair
+    await conn.add_remote_candidate(_cand(("198.18.0.20", 50777), 40))   # nothing new to check
+    await asyncio.sleep(0.05)
+    assert sock.requests == [UDP_RELAY]
+
+
+@pytest.mark.asyncio
+async def test_a_better_check_cancelled_at_completion_is_started_again():
+    # connect() as aioice ends it: the better pair's check was in flight and gets cancelled
+    holder: dict = {}
+
+    async def fake_connect():
+        conn, sock = holder["conn"], holder["sock"]
+        udp = _cand(UDP_RELAY, 60)
+        conn._remote_candidates.append(udp)
+        pair = CandidatePair(sock, udp)
+        conn._check_list.insert(0, pair)
+        conn.check_start_task(pair)
+        await _settle()
+        pair.task.cancel()
+        await _settle()
+        holder["pair"] = pair
+
+    conn, sock, _ = await _completed_on_tcp_relay(fixed=True, connect=fake_connect)
+    holder.update(conn=conn, sock=sock)
+    await conn.connect()
+    await asyncio.sleep(0.05)
+    assert sock.requests == [UDP_RELAY, UDP_RELAY]         # the first, then a new check
+    assert holder["pair"].state == CandidatePair.State.IN_PROGRESS and not holder["pair"].task.done()
+
+
+@pytest.mark.asyncio
+async def test_the_controlling_side_checks_nothing_after_completion():
+    conn, sock, _ = await _completed_on_tcp_relay(fixed=True, controlling=True)
+    await conn.add_remote_candidate(_cand(UDP_RELAY, 60))
+    await asyncio.sleep(0.05)
+    assert sock.requests == []
+
+
+@pytest.mark.asyncio
+async def test_a_better_pair_aioice_removed_on_nomination_is_formed_again_and_checked():
+    async def fake_connect():       # the check list completed while the better pair waited
+        pass
+
+    conn = aioice.Connection(ice_controlling=False)
+    conn.remote_username, conn.remote_password = "ruser", "r" * 22
+    conn.connect = fake_connect
+    _aioice_compat.check_better_pairs_after_completion(conn)
+    sock = _Socket("10.2.0.10", 40000)
+    conn._protocols.append(sock)
+    conn._components = {1}
+    tcp, udp = _cand(TCP_RELAY, 20), _cand(UDP_RELAY, 60)
+    conn._remote_candidates.extend([udp, tcp])
+    waiting, chosen = CandidatePair(sock, udp), CandidatePair(sock, tcp)
+    conn._check_list.extend([waiting, chosen])
+    chosen.state, chosen.remote_nominated, chosen.nominated = CandidatePair.State.SUCCEEDED, True, True
+    conn.check_complete(chosen)
+    assert waiting not in conn._check_list          # aioice's rule on nomination (RFC 8445 8.1.2)
+    await conn.connect()
+    await asyncio.sleep(0.05)
+    assert sock.requests == [UDP_RELAY]
+    assert [p.remote_addr for p in conn._check_list] == [UDP_RELAY, TCP_RELAY]

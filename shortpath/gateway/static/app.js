@@ -377,5 +377,21 @@
     screen.addEventListener('keydown', (ev) => { sendEvent('key', { key: ev.key }); ev.preventDefault(); });
   });
 
-  window.shortpath = { state, echo, sendEvent };
+  // Every candidate pair of the peer connection with its state (read by the lab tests, which
+  // print it when the page ends up on another path than the cell expects).
+  async function candidatePairs() {
+    if (!pc) return [];
+    const report = await pc.getStats();
+    const out = [];
+    const name = (c) => c && `${c.candidateType}/${c.relayProtocol || c.protocol} ${c.address}:${c.port}`;
+    report.forEach((s) => {
+      if (s.type !== 'candidate-pair') return;
+      out.push({ state: s.state, nominated: !!s.nominated, priority: String(s.priority),
+                 requests: s.requestsSent, responses: s.responsesReceived,
+                 bytesSent: s.bytesSent, bytesReceived: s.bytesReceived,
+                 local: name(report.get(s.localCandidateId)), remote: name(report.get(s.remoteCandidateId)) });
+    });
+    return out;
+  }
+  window.shortpath = { state, echo, sendEvent, candidatePairs };
 })();

@@ -19,6 +19,9 @@ What this module offers instead of the private names:
   read access to its check list, nominated pairs and sockets. ice.IceAgent subclasses it.
 * :func:`resend_request` -- resend the STUN request of a transaction in flight.
 * :func:`turn_inner_protocol` -- the TURN client protocol behind a TURN transport.
+* :func:`check_better_pairs_after_completion` -- applied to the browser host's aiortc
+  connection: a controlled agent keeps checking the pairs better than the one selected, so the
+  controlling browser can still find and nominate them.
 * :func:`fix_incoming_checks` -- applied to every aioice ``Connection`` we run (``IceAgent``
   and the browser host's aiortc one): :func:`resend_checks_in_progress` (an incoming check
   re-checks its pair at once when our check of it is in progress or was cancelled) and
@@ -33,6 +36,7 @@ aioice is imported lazily (it takes ~0.2 s to import).
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from functools import lru_cache
 from typing import Any
@@ -61,6 +65,14 @@ PRIVATE_NAMES: list[tuple[str, str, str]] = [
     ("aioice.Connection", "check_incoming",
      "wrapped by fix_incoming_checks: where an authenticated incoming check (and its "
      "USE-CANDIDATE) is seen"),
+    ("aioice.Connection()", "_remote_candidates",
+     "check_better_pairs_after_completion forms again the better pairs aioice removed on nomination"),
+    ("aioice.Connection()", "_closing",
+     "check_better_pairs_after_completion starts no check once close() has begun"),
+    ("aioice.Connection", "_pair_remote_candidate",
+     "check_better_pairs_after_completion: pairs a remote candidate (with IceAgent's may_pair rule)"),
+    ("aioice.ice", "candidate_pair_priority",
+     "check_better_pairs_after_completion compares a pair's priority with the selected pair's"),
     ("aioice.Connection()", "_nominating",
      "marking the component as being nominated keeps aioice from nominating (we nominate ourselves)"),
     ("aioice.Connection()", "_components",
@@ -218,6 +230,90 @@ def follow_latest_nomination(connection: Any) -> None:
     # instance attributes: aioice calls self.check_incoming / self.check_complete
     connection.check_incoming = check_incoming
     connection.check_complete = check_complete
+
+
+def check_better_pairs_after_completion(connection: Any) -> None:
+    """Once a *controlled* aioice ``connection`` has completed, check (once each) the pairs
+    whose priority is above the selected pair's, and those formed with remote candidates
+    trickled later.
+
+    Why: aioice stops all checking when its check list completes: ``connect()`` cancels every
+    check still running, ``check_complete`` has removed the pairs not yet checked, and pairs
+    of a remote candidate added afterwards are never checked. RFC 8445 (section 8.1.2) keeps
+    the checks of higher-priority pairs going. It matters where only our check can open the
+    way: behind the host's symmetric NAT the browser learns the host's address for a pair
+    (peer-reflexive) only from a check the host sends on it. In the browser lab's TURN cell,
+    with the CPU busy, Chromium's TURN-over-TCP pair completed first; the host never checked
+    Chromium's better TURN/UDP candidate again, and Chromium stayed on TCP to coturn
+    (tests/lab/test_browser_lab.py, turn-udp cell: once in a full run with a busy loop).
+
+    Each such pair is checked once, 20 ms apart (RFC 8445's Ta). A check that succeeds does
+    not change the selected pair by itself: the controlling agent still has to nominate it
+    (and :func:`follow_latest_nomination` keeps its latest choice). The controlling side is
+    left alone (aioice would nominate with every check).
+    """
+    from aioice.ice import CandidatePair, candidate_pair_priority
+
+    state = CandidatePair.State
+    checked: set[tuple[int, tuple]] = set()     # (id(local socket), remote address)
+    connect, add_remote = connection.connect, connection.add_remote_candidate
+
+    def priority(pair: Any) -> int:
+        return candidate_pair_priority(pair.local_candidate, pair.remote_candidate,
+                                       connection.ice_controlling)
+
+    def better_pairs() -> list:
+        if connection.ice_controlling or not _private(connection, "_check_list_done", "done"):
+            return []
+        nominated = _private(connection, "_nominated", "the selected pair")
+        if not nominated:
+            return []
+        check_list = _private(connection, "_check_list", "the check list")
+        before = set(map(id, check_list))
+        pair_remote = _private(connection, "_pair_remote_candidate", "pairing")
+        for remote in list(_private(connection, "_remote_candidates", "remote candidates")):
+            pair_remote(remote)                         # forms only the missing pairs
+        out = []
+        for pair in list(check_list):
+            selected = nominated.get(pair.component)
+            better = selected is not None and priority(pair) > priority(selected)
+            fresh = id(pair) not in before
+            if fresh and not better:
+                check_list.remove(pair)                 # leave the list as aioice had it
+                continue
+            key = (id(pair.protocol), pair.remote_addr)
+            stalled = pair.state == state.IN_PROGRESS and (pair.task is None or pair.task.done())
+            if better and key not in checked and (fresh or stalled or pair.state in (
+                    state.FROZEN, state.WAITING)):
+                checked.add(key)
+                if pair.state != state.IN_PROGRESS:
+                    pair.state = state.WAITING
+                out.append(pair)
+        if len(check_list) != len(before):
+            connection.sort_check_list()
+        return out
+
+    def start(pair: Any) -> None:
+        if not _private(connection, "_closing", "closed") and (pair.task is None or pair.task.done()):
+            pair.task = None
+            connection.check_start_task(pair)
+
+    def kick() -> None:
+        loop = asyncio.get_running_loop()
+        for i, pair in enumerate(sorted(better_pairs(), key=priority, reverse=True)):
+            loop.call_later(0.02 * i, start, pair)
+
+    async def connect_and_go_on(*args: Any, **kwargs: Any) -> None:
+        await connect(*args, **kwargs)
+        kick()
+
+    async def add_remote_and_check(*args: Any, **kwargs: Any) -> None:
+        await add_remote(*args, **kwargs)
+        kick()
+
+    # instance attributes: aiortc calls connection.connect / connection.add_remote_candidate
+    connection.connect = connect_and_go_on
+    connection.add_remote_candidate = add_remote_and_check
 
 
 @lru_cache(maxsize=None)
