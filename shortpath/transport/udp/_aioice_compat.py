@@ -46,7 +46,8 @@ PRIVATE_NAMES: list[tuple[str, str, str]] = [
     # -- Connection internals read or replaced by HookedConnection -------------------------------
     ("aioice.Connection", "_pair_remote_candidate",
      "overridden (as may_pair) to keep relay candidates away from remote private host candidates "
-     "a public TURN server cannot reach: coturn answers the ICMP error by dropping the allocation"),
+     "a public TURN server cannot reach: coturn answers the ICMP error by dropping the allocation; "
+     "check_better_pairs_after_completion calls it to form again the pairs aioice removed"),
     ("aioice.Connection", "_end_remote_candidates",
      "overridden (as on_remote_candidates_end): our own nomination re-evaluates at end-of-candidates"),
     ("aioice.Connection", "_check_list_maybe_fail",
@@ -69,8 +70,6 @@ PRIVATE_NAMES: list[tuple[str, str, str]] = [
      "check_better_pairs_after_completion forms again the better pairs aioice removed on nomination"),
     ("aioice.Connection()", "_closing",
      "check_better_pairs_after_completion starts no check once close() has begun"),
-    ("aioice.Connection", "_pair_remote_candidate",
-     "check_better_pairs_after_completion: pairs a remote candidate (with IceAgent's may_pair rule)"),
     ("aioice.ice", "candidate_pair_priority",
      "check_better_pairs_after_completion compares a pair's priority with the selected pair's"),
     ("aioice.Connection()", "_nominating",
@@ -287,7 +286,7 @@ def check_better_pairs_after_completion(connection: Any) -> None:
                     state.FROZEN, state.WAITING)):
                 checked.add(key)
                 if pair.state != state.IN_PROGRESS:
-                    pair.state = state.WAITING
+                    connection.check_state(pair, state.WAITING)
                 out.append(pair)
         if len(check_list) != len(before):
             connection.sort_check_list()
