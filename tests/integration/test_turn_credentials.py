@@ -56,7 +56,7 @@ def turn_server(tmp_path_factory):
 # 31.5 s after sending it; 30 s lets five retransmissions of each of the two requests (the
 # unauthenticated one and the retry after 401) go out. An allocation here takes a few ms; a
 # CI run once saw coturn answer the first request and then nothing within 10 s (one run of
-# many; not reproduced in 160 runs of this module, 120 of them with two busy loops on the CPU).
+# many; not reproduced in 185 runs of this module, 160 of them with two busy loops on the CPU).
 ALLOCATE_TIMEOUT = 30.0
 
 
