@@ -259,9 +259,9 @@ def _cand(addr, priority: int) -> Candidate:
                      host=addr[0], port=addr[1], type="relay")
 
 
-async def _completed_on_tcp_relay(fixed: bool, controlling: bool = False, connect=None):
-    """The browser lab's TURN cell as the host saw it: Chromium's TURN-over-TCP candidate
-    (the lowest relay priority) is checked and nominated, so the check list completes."""
+def _agent(fixed: bool, controlling: bool = False, connect=None):
+    """An aioice Connection with one local socket (answered by hand) and one component;
+    ``connect`` stands in for aioice's own; ``fixed``: our hooks applied."""
     conn = aioice.Connection(ice_controlling=controlling)
     conn.remote_username, conn.remote_password = "ruser", "r" * 22
     if connect is not None:
@@ -272,6 +272,13 @@ async def _completed_on_tcp_relay(fixed: bool, controlling: bool = False, connec
     sock = _Socket("10.2.0.10", 40000)
     conn._protocols.append(sock)
     conn._components = {1}
+    return conn, sock
+
+
+async def _completed_on_tcp_relay(fixed: bool, controlling: bool = False, connect=None):
+    """The browser lab's TURN cell as the host saw it: Chromium's TURN-over-TCP candidate
+    (the lowest relay priority) is checked and nominated, so the check list completes."""
+    conn, sock = _agent(fixed, controlling, connect)
     tcp = _cand(TCP_RELAY, 20)
     conn._remote_candidates.append(tcp)
     pair = CandidatePair(sock, tcp)
@@ -351,13 +358,7 @@ async def test_a_better_pair_aioice_removed_on_nomination_is_formed_again_and_ch
     async def fake_connect():       # the check list completed while the better pair waited
         pass
 
-    conn = aioice.Connection(ice_controlling=False)
-    conn.remote_username, conn.remote_password = "ruser", "r" * 22
-    conn.connect = fake_connect
-    _aioice_compat.check_better_pairs_after_completion(conn)
-    sock = _Socket("10.2.0.10", 40000)
-    conn._protocols.append(sock)
-    conn._components = {1}
+    conn, sock = _agent(fixed=True, connect=fake_connect)
     tcp, udp = _cand(TCP_RELAY, 20), _cand(UDP_RELAY, 60)
     conn._remote_candidates.extend([udp, tcp])
     waiting, chosen = CandidatePair(sock, udp), CandidatePair(sock, tcp)

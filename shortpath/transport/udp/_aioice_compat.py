@@ -126,6 +126,13 @@ def turn_inner_protocol(turn_transport: Any) -> Any:
     return _private(turn_transport, "_TurnTransport__inner_protocol", "bounded TURN deallocation")
 
 
+def _check_again(connection: Any, pair: Any) -> None:
+    """Start a new check of ``pair``, whose last one has ended (or was cancelled): aioice's
+    ``check_start_task`` assumes no task is set."""
+    pair.task = None
+    connection.check_start_task(pair)
+
+
 def fix_incoming_checks(connection: Any) -> None:
     """Both incoming-check fixes below, on one aioice ``Connection`` (ours or aiortc's)."""
     resend_checks_in_progress(connection)
@@ -176,8 +183,7 @@ def resend_checks_in_progress(connection: Any) -> None:
                 continue
             if p.task is not None and p.task.done():
                 if not connection.ice_controlling:
-                    p.task = None
-                    connection.check_start_task(p)
+                    _check_again(connection, p)
             elif id(p) not in resent:
                 resent.add(id(p))
                 resend_request(protocol, p.remote_addr)
@@ -294,8 +300,7 @@ def check_better_pairs_after_completion(connection: Any) -> None:
 
     def start(pair: Any) -> None:
         if not _private(connection, "_closing", "closed") and (pair.task is None or pair.task.done()):
-            pair.task = None
-            connection.check_start_task(pair)
+            _check_again(connection, pair)
 
     def kick() -> None:
         loop = asyncio.get_running_loop()
