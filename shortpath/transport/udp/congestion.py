@@ -241,6 +241,34 @@ MIN_RTT_WINDOW = 10.0
 PATH_RTT_FACTOR = 4.0
 PATH_RTT_MARGIN = 0.005
 PATH_CHANGE_ROUNDS = 4
+#: (STEP_PATH_CHANGE) A moderate route change (the RTT grows 2-4x: 9 -> 40 ms, Wi-Fi to LTE, a
+#: VPN switched on) passes under the 4x test above, and min_rtt then stays the old path's for
+#: MIN_RTT_WINDOW or longer. A cwnd of ``CWND_GAIN x bw x old min_rtt`` cannot cover the new
+#: RTT, the window-limited rate samples age the model down round after round (lab, a clean ->
+#: 40 ms switch that left min_rtt at 8.8 ms: 247 -> 92 -> 41 -> 18 Mbit/s in 1.3 s), and the
+#: RTT standing above min_rtt then reads as a competitor's queue: coexistence, which holds
+#: min_rtt for as long as that "queue" stands, i.e. for good. Link model, bulk at 100-200
+#: Mbit/s, 9 -> 40, 6 -> 34 and 10 -> 40 ms: 14-22 % of the link for 2 s, ~70 % for 4 s more,
+#: min_rtt never updated.
+#: The step test: STEP_ROUNDS consecutive rounds in which every RTT sample stands above
+#: ``CWND_GAIN x min_rtt + our own possible queue + PATH_RTT_MARGIN`` (our usual window could
+#: not have caused it; "own queue" here is the flight at send beyond a BDP, over the bandwidth
+#: estimate), whose minima are flat (within STEP_FLAT_MARGIN or STEP_FLAT_FRACTION of each
+#: other), the first of them at least STEP_JUMP_FRACTION (and PATH_RTT_MARGIN) above the
+#: round before, which saw no such RTT. That is the shape of a route change: a step, flat from
+#: its first round. A loss-based competitor builds its queue over several rounds (a ramp that
+#: crosses the threshold by a little, or a slow start whose rounds keep rising) and is left
+#: to the coexistence logic (link model, NewReno filling a 250 KB buffer: without the jump
+#: condition its slow ramp passed as a step); under delay jitter or while coexisting the test
+#: does not run.
+#: A step is then checked by draining: a PROBE_RTT at once, and if even the drained flight's
+#: RTT stands above ``CWND_GAIN x min_rtt + PATH_RTT_MARGIN``, it becomes min_rtt and the
+#: path is new (_on_new_path). A rate drop, whose standing queue is our own (the stale
+#: bandwidth estimate under-counts it), drains in that probe and is not taken for a new path.
+STEP_ROUNDS = 6
+STEP_FLAT_MARGIN = 0.002
+STEP_FLAT_FRACTION = 0.1
+STEP_JUMP_FRACTION = 0.5
 #: probe_rtt: when no RTT sample matched the minimum for this long, drain for a fresh one.
 PROBE_RTT_INTERVAL = 5.0
 #: (PROBE_RTT_AGING) Rate samples limited by a window we know is not the path's are treated
@@ -258,8 +286,8 @@ PROBE_RTT_INTERVAL = 5.0
 #: 6 -> 34 ms at 100 Mbit/s (no path change, PROBE_RTT every 5 s), seeds 1-2: 10-11 Mbit/s,
 #: 342-346 frames, p50 31-32 ms before; seed 1 keeps 100 Mbit/s after (358 frames, 20 ms), seed
 #: 2 still falls: the cwnd sized on the stale 6 ms min_rtt (~150 KB) limits two overlapping
-#: frames on the 34 ms path. Curing that needs a faster min_rtt update after a moderate route
-#: change (the path-change test wants 4x); not done.
+#: frames on the 34 ms path. Curing that needed a faster min_rtt update after a moderate route
+#: change (the path-change test wants 4x): the step test (STEP_PATH_CHANGE) now finds this one.
 PROBE_RTT_DURATION = 0.2
 #: (EXPIRED_PATH_CHANGE) When the MIN_RTT_WINDOW expiry replaces min_rtt by one at least
 #: PATH_RTT_FACTOR x larger, that is a route change the in-flight test missed, handled like
@@ -592,6 +620,13 @@ class BbrController:
         self._round_rtt_inflated = True    # no sample of this round was near min_rtt so far
         self._round_rtt_samples = 0
         self._round_max_tx_in_flight = 0   # largest flight (at send) among this round's acks
+        # the step test (see STEP_PATH_CHANGE)
+        self._round_step_inflated = True   # every sample of this round above the step threshold
+        self._step_armed = True            # the last round with samples had no such RTT
+        self._step_prev_floor = math.inf   # ... and this smallest RTT
+        self._step_floors: list[float] = []   # round minima of the current run of step rounds
+        self._step_verifying = False       # a PROBE_RTT was started to check a step
+        self._step_verify_min = math.inf   # smallest RTT of packets sent in that PROBE_RTT
 
         # state machine
         self.state = STARTUP
@@ -618,7 +653,7 @@ class BbrController:
         self._capped_before = -math.inf   # rate samples that began before this do not age the model
         self._counts = {"sent": 0, "acked": 0, "lost": 0, "spurious_ack": 0, "loss_too_high": 0,
                         "lower_bound_cuts": 0, "queue_signals": 0, "queue_agings": 0, "probe_rtt": 0, "cycles": 0,
-                        "path_changes": 0, "coexist_entries": 0,
+                        "path_changes": 0, "step_checks": 0, "coexist_entries": 0,
                         "app_overflows": 0}
 
     # ---- public read-outs -----------------------------------------------------------------
@@ -815,6 +850,8 @@ class BbrController:
             self._round_min_rtt = min(self._round_min_rtt, rtt_sample)
             self._round_max_rtt = max(self._round_max_rtt, rtt_sample)
             self._classify_rtt(rtt_sample, newest)
+            if self._step_verifying and newest.capped:
+                self._step_verify_min = min(self._step_verify_min, rtt_sample)
         self._round_max_tx_in_flight = max(self._round_max_tx_in_flight, newest.tx_in_flight)
         self._update_state(now)
         self._update_cwnd(acked_bytes)
@@ -858,6 +895,7 @@ class BbrController:
         self._app_limited_until = 0
         if self.state == PROBE_RTT:
             self._prior_cwnd = 0
+            self._step_verifying = False     # the drain was cut short: no verdict on a step
             if self._full_pipe:
                 self._enter_probe_bw(now, DOWN)
             else:
@@ -911,6 +949,9 @@ class BbrController:
         own_queue = p.tx_in_flight / bw if bw > 0 else 0.0
         if rtt <= PATH_RTT_FACTOR * (self._min_rtt + own_queue) + PATH_RTT_MARGIN:
             self._round_rtt_inflated = False
+        excess = max(p.tx_in_flight - bw * self._min_rtt, 0.0) / bw if bw > 0 else 0.0
+        if rtt <= CWND_GAIN * self._min_rtt + excess + PATH_RTT_MARGIN:
+            self._round_step_inflated = False
 
     def _check_path_change(self, now: float) -> None:
         """At a round's end: count rounds whose every RTT sample was inflated; adopt a new
@@ -929,12 +970,69 @@ class BbrController:
             self._probe_rtt_due = False
             self._on_new_path(now)
 
+    def _check_step_change(self, now: float) -> None:
+        """At a round's end: a flat step of the RTT right after a round without one starts a
+        PROBE_RTT that checks it (see STEP_PATH_CHANGE)."""
+        if not self._round_rtt_samples or self._min_rtt == math.inf:
+            return
+        rtt = self._round_min_rtt
+        if rtt <= CWND_GAIN * self._min_rtt + PATH_RTT_MARGIN:
+            # a round our usual window covers: no step (yet); the next one is measured from here
+            self._step_armed = True
+            self._step_prev_floor = rtt
+            self._step_floors.clear()
+            return
+        if not self._round_step_inflated:
+            return      # high, but our own flight could explain it (a probe): no verdict
+        if not self._step_armed or self._coexist or self._jittery() or self._step_verifying:
+            self._step_floors.clear()
+            return
+        floors = self._step_floors
+        base = max(floors) if floors else self._step_prev_floor
+        if not floors or rtt > max(floors) + max(STEP_FLAT_MARGIN, STEP_FLAT_FRACTION * max(floors)):
+            # a (new) run must begin with a jump; a later jump restarts it (the round that
+            # straddled the change sees part of the old RTT and part of the new)
+            if rtt - base <= max(PATH_RTT_MARGIN, STEP_JUMP_FRACTION * base):
+                self._step_armed = False     # the RTT crept up: a growing queue, not a step
+                floors.clear()
+                return
+            floors.clear()
+        floors.append(rtt)
+        low, high = min(floors), max(floors)
+        if high - low > max(STEP_FLAT_MARGIN, STEP_FLAT_FRACTION * low):
+            # fell back within the run: not a flat step (a queue that moves)
+            self._step_armed = False
+            floors.clear()
+            return
+        if len(floors) >= STEP_ROUNDS and self.state == PROBE_BW:
+            floors.clear()
+            self._step_armed = False
+            self._step_verifying = True
+            self._step_verify_min = math.inf
+            self._probe_rtt_due = True
+            self._counts["step_checks"] += 1
+
+    def _end_step_check(self, now: float) -> None:
+        """PROBE_RTT ends: was the step still there with our flight drained?"""
+        self._step_verifying = False
+        rtt = self._step_verify_min
+        self._step_verify_min = math.inf
+        if rtt != math.inf and rtt > CWND_GAIN * self._min_rtt + PATH_RTT_MARGIN:
+            self._min_rtt = rtt
+            self._min_rtt_stamp = now
+            self._probe_rtt_min = rtt
+            self._probe_rtt_min_stamp = now
+            self._on_new_path(now)
+
     def _on_new_path(self, now: float) -> None:
         """min_rtt now belongs to a new path: count it, drop what was learnt in bytes on the
         old one."""
         self._counts["path_changes"] += 1
         self._path_rounds = 0
         self._path_min_rtt = math.inf
+        self._step_floors.clear()
+        self._step_armed = True
+        self._step_prev_floor = self._min_rtt
         self._queue_rounds = 0
         self._queue_bw = 0.0
         # the bounds were learnt in bytes on the old path (a BDP of the old RTT), and the
@@ -1082,6 +1180,7 @@ class BbrController:
         # a path change (every sample far above what a queue of ours explains) is not a queue
         path_inflated = bool(self._round_rtt_samples) and self._round_rtt_inflated
         self._check_path_change(now)
+        self._check_step_change(now)
         # persistent queue: RTT stays high across non-probing rounds
         queued = False
         if (self._min_rtt != math.inf and self._round_min_rtt != math.inf
@@ -1241,6 +1340,7 @@ class BbrController:
         self._prev_round_app_limited = self._round_app_limited
         self._round_app_limited = True
         self._round_rtt_inflated = True
+        self._round_step_inflated = True
         self._round_rtt_samples = 0
         self._round_max_tx_in_flight = 0
 
@@ -1430,6 +1530,8 @@ class BbrController:
             if self._probe_rtt_min <= self._min_rtt or now - self._min_rtt_stamp > MIN_RTT_WINDOW:
                 self._min_rtt = self._probe_rtt_min
                 self._min_rtt_stamp = now
+            if self._step_verifying:
+                self._end_step_check(now)
             self._cwnd = max(self._cwnd, self._prior_cwnd)
             self._prior_cwnd = 0
             if self._full_pipe:
