@@ -119,6 +119,17 @@ Congestion responses
   acknowledged, then returns to its previous value (a dead path gets probed gently; a T3 that
   merely repaired a lost tail costs nothing); the model itself is kept.
 
+Route changes
+-------------
+min_rtt is a minimum over 10 s, so a longer route would otherwise be seen only when it expires,
+and meanwhile a cwnd sized on the old RTT throttles the flow. Two tests suspect a new route at
+a round's end: every RTT sample of 4 rounds above 4x what min_rtt plus our own possible queue
+explains (a LAN -> WAN switch), or a flat step of the RTT above 2x min_rtt, right after a round
+without one, for 6 rounds (9 -> 40 ms; STEP_PATH_CHANGE). Either starts a PROBE_RTT at the floor
+window (PATH_CHECK): if the RTT stays up with our queue drained, it is min_rtt on a new path and
+the bounds learnt in bytes on the old one go; if it falls, it was our own queue after a rate
+drop, and the rate those rounds delivered replaces the model.
+
 Delay jitter
 ------------
 When the path's own delay varies (see JITTER_ROUNDS: the round minima wander far above the
@@ -229,8 +240,8 @@ QUEUE_SHORTFALL = 0.6
 MIN_RTT_WINDOW = 10.0
 #: Path change: when every RTT sample of this many consecutive rounds exceeds
 #: ``PATH_RTT_FACTOR x (min_rtt + our own possible queue) + PATH_RTT_MARGIN``, the path's delay
-#: grew (a new route, an emulator's profile change, a radio handover): the smallest RTT of those
-#: rounds becomes min_rtt at once instead of after MIN_RTT_WINDOW. "Our own possible queue" is
+#: grew (a new route, an emulator's profile change, a radio handover): after a drain that
+#: confirms it (PATH_CHECK), the new RTT becomes min_rtt instead of after MIN_RTT_WINDOW. "Our own possible queue" is
 #: what the packet had ahead of it at most if we were alone: the flight at its send divided by
 #: the bandwidth estimate, so our own standing queue never counts as a path change (no feedback
 #: of a larger cwnd into a larger min_rtt). Without it a session measured on a 0.35 ms LAN and
@@ -241,6 +252,20 @@ MIN_RTT_WINDOW = 10.0
 PATH_RTT_FACTOR = 4.0
 PATH_RTT_MARGIN = 0.005
 PATH_CHANGE_ROUNDS = 4
+#: (PATH_CHECK) Neither this test nor the step test below adopts a new RTT at once: each
+#: starts a PROBE_RTT whose window is the floor (``min_cwnd``: all of our queue drains), and
+#: only if the smallest RTT of packets sent in it still stands above ``CWND_GAIN x min_rtt +
+#: PATH_RTT_MARGIN`` is it min_rtt on a new path. Why: our own queue after a large rate drop
+#: passes the 4x test (the stale bandwidth estimate counts 1 MiB in flight at 10 Mbit/s as
+#: 80 ms, not 800). Link model, 100 -> 10 Mbit/s at 40 ms with a 2 MB buffer: adopted at
+#: once, the 800 ms RTT became min_rtt and cwnd kept that queue standing for good (queue p50
+#: 795 ms from 2 to 10 s after the drop). Drained, the RTT is 40 ms again: min_rtt stays, and
+#: as the inflated rounds were kept from the queue test (they might have been a new path),
+#: their delivery rate, if far below the model (QUEUE_SHORTFALL), replaces it (queue p50
+#: 4 ms from 2 s after the drop; the model at 10 Mbit/s 5 s after it, where the slow aging
+#: of a cycle took 8 s). The cost for a real change: ~0.4 s more at the old window (the
+#: LAN -> 40 ms switch: 71-73 % of the link in the 2 s after it, against 88-90 % adopted at
+#: once; both 97-100 % from then on).
 #: (STEP_PATH_CHANGE) A moderate route change (the RTT grows 2-4x: 9 -> 40 ms, Wi-Fi to LTE, a
 #: VPN switched on) passes under the 4x test above, and min_rtt then stays the old path's for
 #: MIN_RTT_WINDOW or longer. A cwnd of ``CWND_GAIN x bw x old min_rtt`` cannot cover the new
@@ -261,10 +286,9 @@ PATH_CHANGE_ROUNDS = 4
 #: to the coexistence logic (link model, NewReno filling a 250 KB buffer: without the jump
 #: condition its slow ramp passed as a step); under delay jitter or while coexisting the test
 #: does not run.
-#: A step is then checked by draining: a PROBE_RTT at once, and if even the drained flight's
-#: RTT stands above ``CWND_GAIN x min_rtt + PATH_RTT_MARGIN``, it becomes min_rtt and the
-#: path is new (_on_new_path). A rate drop, whose standing queue is our own (the stale
-#: bandwidth estimate under-counts it), drains in that probe and is not taken for a new path.
+#: A step is then checked by draining (PATH_CHECK). A rate drop, whose standing queue is our
+#: own (the stale bandwidth estimate under-counts it), drains in that probe and is not taken
+#: for a new path (link model, 100 -> 20 Mbit/s at 10 ms: one check, min_rtt kept).
 STEP_ROUNDS = 6
 STEP_FLAT_MARGIN = 0.002
 STEP_FLAT_FRACTION = 0.1
@@ -625,8 +649,10 @@ class BbrController:
         self._step_armed = True            # the last round with samples had no such RTT
         self._step_prev_floor = math.inf   # ... and this smallest RTT
         self._step_floors: list[float] = []   # round minima of the current run of step rounds
-        self._step_verifying = False       # a PROBE_RTT was started to check a step
-        self._step_verify_min = math.inf   # smallest RTT of packets sent in that PROBE_RTT
+        self._path_verifying = False       # a PROBE_RTT was started to check a step
+        self._path_verify_min = math.inf   # smallest RTT of packets sent in that PROBE_RTT
+        self._path_bw = 0.0                # best round rate of the current inflated rounds
+        self._path_check_bw = 0.0          # ... of those that started the check (4x test)
 
         # state machine
         self.state = STARTUP
@@ -653,7 +679,7 @@ class BbrController:
         self._capped_before = -math.inf   # rate samples that began before this do not age the model
         self._counts = {"sent": 0, "acked": 0, "lost": 0, "spurious_ack": 0, "loss_too_high": 0,
                         "lower_bound_cuts": 0, "queue_signals": 0, "queue_agings": 0, "probe_rtt": 0, "cycles": 0,
-                        "path_changes": 0, "step_checks": 0, "coexist_entries": 0,
+                        "path_changes": 0, "path_checks": 0, "step_checks": 0, "coexist_entries": 0,
                         "app_overflows": 0}
 
     # ---- public read-outs -----------------------------------------------------------------
@@ -850,8 +876,8 @@ class BbrController:
             self._round_min_rtt = min(self._round_min_rtt, rtt_sample)
             self._round_max_rtt = max(self._round_max_rtt, rtt_sample)
             self._classify_rtt(rtt_sample, newest)
-            if self._step_verifying and newest.capped:
-                self._step_verify_min = min(self._step_verify_min, rtt_sample)
+            if self._path_verifying and newest.capped:
+                self._path_verify_min = min(self._path_verify_min, rtt_sample)
         self._round_max_tx_in_flight = max(self._round_max_tx_in_flight, newest.tx_in_flight)
         self._update_state(now)
         self._update_cwnd(acked_bytes)
@@ -895,7 +921,7 @@ class BbrController:
         self._app_limited_until = 0
         if self.state == PROBE_RTT:
             self._prior_cwnd = 0
-            self._step_verifying = False     # the drain was cut short: no verdict on a step
+            self._path_verifying = False     # the drain was cut short: no verdict on a step
             if self._full_pipe:
                 self._enter_probe_bw(now, DOWN)
             else:
@@ -959,16 +985,18 @@ class BbrController:
         if self._round_rtt_samples and self._round_rtt_inflated:
             self._path_rounds += 1
             self._path_min_rtt = min(self._path_min_rtt, self._round_min_rtt)
+            self._path_bw = max(self._path_bw, self._round_bw)
         elif self._round_rtt_samples:
             self._path_rounds = 0
             self._path_min_rtt = math.inf
-        if self._path_rounds >= PATH_CHANGE_ROUNDS and self._path_min_rtt != math.inf:
-            self._min_rtt = self._path_min_rtt
-            self._min_rtt_stamp = now
-            self._probe_rtt_min = self._path_min_rtt
-            self._probe_rtt_min_stamp = now
-            self._probe_rtt_due = False
-            self._on_new_path(now)
+            self._path_bw = 0.0
+        if (self._path_rounds >= PATH_CHANGE_ROUNDS and self._path_min_rtt != math.inf
+                and not self._path_verifying):
+            self._path_rounds = 0
+            self._path_min_rtt = math.inf
+            self._start_path_check()
+            self._path_check_bw = self._path_bw
+            self._path_bw = 0.0
 
     def _check_step_change(self, now: float) -> None:
         """At a round's end: a flat step of the RTT right after a round without one starts a
@@ -984,7 +1012,7 @@ class BbrController:
             return
         if not self._round_step_inflated:
             return      # high, but our own flight could explain it (a probe): no verdict
-        if not self._step_armed or self._coexist or self._jittery() or self._step_verifying:
+        if not self._step_armed or self._coexist or self._jittery() or self._path_verifying:
             self._step_floors.clear()
             return
         floors = self._step_floors
@@ -1007,22 +1035,38 @@ class BbrController:
         if len(floors) >= STEP_ROUNDS and self.state == PROBE_BW:
             floors.clear()
             self._step_armed = False
-            self._step_verifying = True
-            self._step_verify_min = math.inf
-            self._probe_rtt_due = True
             self._counts["step_checks"] += 1
+            self._start_path_check()
 
-    def _end_step_check(self, now: float) -> None:
-        """PROBE_RTT ends: was the step still there with our flight drained?"""
-        self._step_verifying = False
-        rtt = self._step_verify_min
-        self._step_verify_min = math.inf
+    def _start_path_check(self) -> None:
+        """A path change is suspected: drain in a PROBE_RTT at the floor window, and decide at
+        its end (see PATH_CHECK)."""
+        self._path_verifying = True
+        self._path_verify_min = math.inf
+        self._path_check_bw = 0.0
+        self._probe_rtt_due = True
+        self._counts["path_checks"] += 1
+
+    def _end_path_check(self, now: float) -> None:
+        """PROBE_RTT ends: was the higher RTT still there with our flight drained?"""
+        self._path_verifying = False
+        self._path_rounds = 0
+        self._path_min_rtt = math.inf
+        rtt = self._path_verify_min
+        self._path_verify_min = math.inf
+        delivered, self._path_check_bw = self._path_check_bw, 0.0
         if rtt != math.inf and rtt > CWND_GAIN * self._min_rtt + PATH_RTT_MARGIN:
             self._min_rtt = rtt
             self._min_rtt_stamp = now
             self._probe_rtt_min = rtt
             self._probe_rtt_min_stamp = now
             self._on_new_path(now)
+        elif 0 < delivered < QUEUE_SHORTFALL * self.max_bw:
+            # the RTT fell back when we drained: the inflated rounds stood in our own queue,
+            # delivering far less than the model (a rate drop). Those rounds were kept from
+            # the queue test as a possible path change; act on them now as it would have
+            self._counts["queue_agings"] += 1
+            self._bw_hi = [delivered, 0.0]
 
     def _on_new_path(self, now: float) -> None:
         """min_rtt now belongs to a new path: count it, drop what was learnt in bytes on the
@@ -1495,6 +1539,8 @@ class BbrController:
         return max(window, float(self._min_cwnd)) / rtt
 
     def _probe_rtt_cwnd(self) -> int:
+        if self._path_verifying:
+            return self._min_cwnd     # drain all of our queue (see PATH_CHECK)
         bdp = self.bdp
         if bdp is None:
             return self._min_cwnd
@@ -1530,8 +1576,8 @@ class BbrController:
             if self._probe_rtt_min <= self._min_rtt or now - self._min_rtt_stamp > MIN_RTT_WINDOW:
                 self._min_rtt = self._probe_rtt_min
                 self._min_rtt_stamp = now
-            if self._step_verifying:
-                self._end_step_check(now)
+            if self._path_verifying:
+                self._end_path_check(now)
             self._cwnd = max(self._cwnd, self._prior_cwnd)
             self._prior_cwnd = 0
             if self._full_pipe:
