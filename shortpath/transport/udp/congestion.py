@@ -653,7 +653,7 @@ class BbrController:
         self._step_armed = True            # the last round with samples had no such RTT
         self._step_prev_floor = math.inf   # ... and this smallest RTT
         self._step_floors: list[float] = []   # round minima of the current run of step rounds
-        self._path_verifying = False       # a PROBE_RTT was started to check a step
+        self._path_verifying = False       # a PROBE_RTT checks a suspected new path (PATH_CHECK)
         self._path_verify_min = math.inf   # smallest RTT of packets sent in that PROBE_RTT
         self._path_bw = 0.0                # best round rate of the current inflated rounds
         self._path_check_bw = 0.0          # ... of those that started the check (4x test)
@@ -925,7 +925,7 @@ class BbrController:
         self._app_limited_until = 0
         if self.state == PROBE_RTT:
             self._prior_cwnd = 0
-            self._path_verifying = False     # the drain was cut short: no verdict on a step
+            self._path_verifying = False     # the drain was cut short: no verdict
             if self._full_pipe:
                 self._enter_probe_bw(now, DOWN)
             else:
@@ -984,8 +984,9 @@ class BbrController:
             self._round_step_inflated = False
 
     def _check_path_change(self, now: float) -> None:
-        """At a round's end: count rounds whose every RTT sample was inflated; adopt a new
-        min_rtt after PATH_CHANGE_ROUNDS of them (see PATH_RTT_FACTOR)."""
+        """At a round's end: count rounds whose every RTT sample was inflated; after
+        PATH_CHANGE_ROUNDS of them a new path is suspected and checked (see PATH_RTT_FACTOR,
+        PATH_CHECK)."""
         if self._round_rtt_samples and self._round_rtt_inflated:
             self._path_rounds += 1
             self._path_min_rtt = min(self._path_min_rtt, self._round_min_rtt)
@@ -1056,6 +1057,7 @@ class BbrController:
         self._path_verifying = False
         self._path_rounds = 0
         self._path_min_rtt = math.inf
+        self._probe_rtt_due = False    # this was the drain (a check may start inside a PROBE_RTT)
         rtt = self._path_verify_min
         self._path_verify_min = math.inf
         delivered, self._path_check_bw = self._path_check_bw, 0.0
