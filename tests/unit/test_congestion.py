@@ -40,6 +40,16 @@ def run(cc=None, duration=20.0, **link):
     return sim, sim.run(duration)
 
 
+def sctp_sender(cc, *, bulk=True, **link):
+    """A simulation of ``cc`` driven as sctp.py drives it (48 KiB cwnd floor, 1 MiB cap, 8-packet
+    pacing bursts) over a link that acks every 4th packet or after 5 ms; ``link``: LinkConfig
+    fields."""
+    link.setdefault("ack_every", 4)
+    link.setdefault("ack_delay", 0.005)
+    return Simulation(cc, LinkConfig(**link), bulk=bulk, min_cwnd_bytes=SCTP_MIN_CWND,
+                      max_cwnd_bytes=1024 * 1024, pacer=Pacer(burst_bytes=8 * 1160))
+
+
 # ---- Pacer -----------------------------------------------------------------------------------
 
 def test_pacer_spaces_packets_at_the_rate_after_the_burst():
@@ -366,11 +376,8 @@ class _NoStepTest(BbrController):
 def _route_step(cc, rtt0, rtt1, loss, step=4.0, duration=9.0, rate=mbit(100)):
     """Bulk on a 100 Mbit/s path of ``rtt0``, whose RTT becomes ``rtt1`` at ``step``; the
     sender as sctp.py drives it (48 KiB floor, 1 MiB cap, 8-packet pacing bursts)."""
-    sim = Simulation(cc, LinkConfig(rate=rate, delay=rtt0 / 2, buffer_bytes=1_000_000, ack_every=4,
-                                    ack_delay=0.005, seed=1, loss=loss,
-                                    delay_changes=[(step, rtt1 / 2)]),
-                     bulk=True, min_cwnd_bytes=SCTP_MIN_CWND, max_cwnd_bytes=1024 * 1024,
-                     pacer=Pacer(burst_bytes=8 * 1160))
+    sim = sctp_sender(cc, rate=rate, delay=rtt0 / 2, buffer_bytes=1_000_000, seed=1, loss=loss,
+                      delay_changes=[(step, rtt1 / 2)])
     return sim.run(duration)
 
 
@@ -402,10 +409,8 @@ def test_a_rate_drop_drains_in_the_step_check_and_is_no_new_path():
     # PROBE_RTT sees the path's 10 ms again, so min_rtt stays and no queue is left standing
     rate = mbit(100)
     cc = BbrController()
-    sim = Simulation(cc, LinkConfig(rate=rate, delay=0.005, buffer_bytes=1_000_000, ack_every=4,
-                                    ack_delay=0.005, seed=1, rate_changes=[(5.0, 0.2 * rate)]),
-                     bulk=True, min_cwnd_bytes=SCTP_MIN_CWND, max_cwnd_bytes=1024 * 1024,
-                     pacer=Pacer(burst_bytes=8 * 1160))
+    sim = sctp_sender(cc, rate=rate, delay=0.005, buffer_bytes=1_000_000, seed=1,
+                      rate_changes=[(5.0, 0.2 * rate)])
     res = sim.run(12.0)
     stats = cc.stats()
     assert stats["step_checks"] >= 1
@@ -419,14 +424,19 @@ class _AdoptsAtOnce(BbrController):
     """The controller as before PATH_CHECK: the 4x path-change test adopts the inflated RTT
     at once, without draining first."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._inflated_min = math.inf      # the smallest RTT of the inflated rounds
+
     def _check_path_change(self, now):
         if self._round_rtt_samples and self._round_rtt_inflated:
             self._path_rounds += 1
-            self._path_min_rtt = min(self._path_min_rtt, self._round_min_rtt)
+            self._inflated_min = min(self._inflated_min, self._round_min_rtt)
         elif self._round_rtt_samples:
-            self._path_rounds, self._path_min_rtt = 0, math.inf
-        if self._path_rounds >= congestion.PATH_CHANGE_ROUNDS and self._path_min_rtt != math.inf:
-            self._min_rtt = self._probe_rtt_min = self._path_min_rtt
+            self._path_rounds, self._inflated_min = 0, math.inf
+        if self._path_rounds >= congestion.PATH_CHANGE_ROUNDS:
+            self._min_rtt = self._probe_rtt_min = self._inflated_min
+            self._inflated_min = math.inf
             self._min_rtt_stamp = self._probe_rtt_min_stamp = now
             self._probe_rtt_due = False
             self._on_new_path(now)
@@ -435,10 +445,8 @@ class _AdoptsAtOnce(BbrController):
 def _deep_rate_drop(cc, duration=15.0):
     """Bulk at 100 Mbit/s, 40 ms, a 2 MB buffer; the rate falls to 10 Mbit/s at 5 s."""
     rate = mbit(100)
-    sim = Simulation(cc, LinkConfig(rate=rate, delay=DELAY, buffer_bytes=2_000_000, ack_every=4,
-                                    ack_delay=0.005, seed=1, rate_changes=[(5.0, 0.1 * rate)]),
-                     bulk=True, min_cwnd_bytes=SCTP_MIN_CWND, max_cwnd_bytes=1024 * 1024,
-                     pacer=Pacer(burst_bytes=8 * 1160))
+    sim = sctp_sender(cc, rate=rate, delay=DELAY, buffer_bytes=2_000_000, seed=1,
+                      rate_changes=[(5.0, 0.1 * rate)])
     return sim.run(duration)
 
 
@@ -775,11 +783,8 @@ def desktop_frames(cc, *, fast_until=None, slow_until=None, bulk_until=1.5, loss
         changes.append((fast_until, R))
     if slow_until is not None:
         changes.append((slow_until, FAST))
-    sim = Simulation(cc, LinkConfig(rate=rate, delay=DELAY, buffer_bytes=buf, ack_every=4,
-                                    ack_delay=0.005, loss=loss, ack_loss=loss, seed=seed,
-                                    rate_changes=changes),
-                     bulk=bulk_until > 0, min_cwnd_bytes=SCTP_MIN_CWND, max_cwnd_bytes=1024 * 1024,
-                     pacer=Pacer(burst_bytes=8 * 1160))
+    sim = sctp_sender(cc, bulk=bulk_until > 0, rate=rate, delay=DELAY, buffer_bytes=buf,
+                      loss=loss, ack_loss=loss, seed=seed, rate_changes=changes)
     if fast_until is not None:
         sim.schedule(fast_until, lambda: setattr(sim.link, "buffer_bytes", LAB_QUEUE))
     if slow_until is not None:
@@ -865,10 +870,8 @@ def _route_change_frames(cc, seed):
     # queue) not to fire, so min_rtt stays at 6 ms and PROBE_RTT comes every 5 s; frames from 1.5 s.
     # (The step test finds this route change; the tests below turn it off to keep min_rtt stale,
     # as it still is whenever a step is not flat enough to be taken for one.)
-    sim = Simulation(cc, LinkConfig(rate=mbit(100), delay=0.003, buffer_bytes=1_000_000, ack_every=4,
-                                    ack_delay=0.005, seed=seed, delay_changes=[(2.0, 0.017)]),
-                     bulk=True, min_cwnd_bytes=SCTP_MIN_CWND, max_cwnd_bytes=1024 * 1024,
-                     pacer=Pacer(burst_bytes=8 * 1160))
+    sim = sctp_sender(cc, rate=mbit(100), delay=0.003, buffer_bytes=1_000_000, seed=seed,
+                      delay_changes=[(2.0, 0.017)])
     frames = WindowedFrames(sim, seed=seed).start(1.5)
     return sim.run(16.0), frames
 
@@ -917,10 +920,8 @@ class _PathChangeAges(_AdoptsAtOnce):
 def _lan_to_wan_frames(cc, seed):
     # a LAN-like path first (0.4 ms RTT: the model learns 200 Mbit/s), then a route change to
     # 40 ms RTT (the lab's clean -> 40 ms profile switch); frames from 2.5 s
-    sim = Simulation(cc, LinkConfig(rate=FAST, delay=0.0002, buffer_bytes=1_000_000, ack_every=4,
-                                    ack_delay=0.005, seed=seed, delay_changes=[(3.0, 0.020)]),
-                     bulk=True, min_cwnd_bytes=SCTP_MIN_CWND, max_cwnd_bytes=1024 * 1024,
-                     pacer=Pacer(burst_bytes=8 * 1160))
+    sim = sctp_sender(cc, rate=FAST, delay=0.0002, buffer_bytes=1_000_000, seed=seed,
+                      delay_changes=[(3.0, 0.020)])
     frames = WindowedFrames(sim, seed=seed).start(2.5)
     return sim.run(14.0), frames
 

@@ -644,7 +644,6 @@ class BbrController:
         self._queue_bw = 0.0
         self._queue_aged_this_cycle = False
         self._path_rounds = 0              # consecutive rounds whose every RTT was inflated
-        self._path_min_rtt = math.inf      # the smallest RTT of those rounds
         self._round_rtt_inflated = True    # no sample of this round was near min_rtt so far
         self._round_rtt_samples = 0
         self._round_max_tx_in_flight = 0   # largest flight (at send) among this round's acks
@@ -655,8 +654,8 @@ class BbrController:
         self._step_floors: list[float] = []   # round minima of the current run of step rounds
         self._path_verifying = False       # a PROBE_RTT checks a suspected new path (PATH_CHECK)
         self._path_verify_min = math.inf   # smallest RTT of packets sent in that PROBE_RTT
-        self._path_bw = 0.0                # best round rate of the current inflated rounds
-        self._path_check_bw = 0.0          # ... of those that started the check (4x test)
+        self._path_bw = 0.0                # best round rate of the rounds _path_rounds counts
+        self._path_check_bw = 0.0          # ... of those that started the check (4x test only)
 
         # state machine
         self.state = STARTUP
@@ -989,19 +988,12 @@ class BbrController:
         PATH_CHECK)."""
         if self._round_rtt_samples and self._round_rtt_inflated:
             self._path_rounds += 1
-            self._path_min_rtt = min(self._path_min_rtt, self._round_min_rtt)
             self._path_bw = max(self._path_bw, self._round_bw)
         elif self._round_rtt_samples:
             self._path_rounds = 0
-            self._path_min_rtt = math.inf
             self._path_bw = 0.0
-        if (self._path_rounds >= PATH_CHANGE_ROUNDS and self._path_min_rtt != math.inf
-                and not self._path_verifying):
-            self._path_rounds = 0
-            self._path_min_rtt = math.inf
-            self._start_path_check()
-            self._path_check_bw = self._path_bw
-            self._path_bw = 0.0
+        if self._path_rounds >= PATH_CHANGE_ROUNDS and not self._path_verifying:
+            self._start_path_check(delivered=self._path_bw)
 
     def _check_step_change(self, now: float) -> None:
         """At a round's end: a flat step of the RTT right after a round without one starts a
@@ -1041,14 +1033,17 @@ class BbrController:
             floors.clear()
             self._step_armed = False
             self._counts["step_checks"] += 1
-            self._start_path_check()
+            self._start_path_check(delivered=0.0)
 
-    def _start_path_check(self) -> None:
+    def _start_path_check(self, delivered: float) -> None:
         """A path change is suspected: drain in a PROBE_RTT at the floor window, and decide at
-        its end (see PATH_CHECK)."""
+        its end (see PATH_CHECK). ``delivered``: the suspect rounds' best rate, which replaces
+        the model if the RTT falls back (0: do not)."""
         self._path_verifying = True
         self._path_verify_min = math.inf
-        self._path_check_bw = 0.0
+        self._path_check_bw = delivered
+        self._path_rounds = 0
+        self._path_bw = 0.0
         self._probe_rtt_due = True
         self._counts["path_checks"] += 1
 
@@ -1056,7 +1051,7 @@ class BbrController:
         """PROBE_RTT ends: was the higher RTT still there with our flight drained?"""
         self._path_verifying = False
         self._path_rounds = 0
-        self._path_min_rtt = math.inf
+        self._path_bw = 0.0
         self._probe_rtt_due = False    # this was the drain (a check may start inside a PROBE_RTT)
         rtt = self._path_verify_min
         self._path_verify_min = math.inf
@@ -1081,7 +1076,7 @@ class BbrController:
         old one."""
         self._counts["path_changes"] += 1
         self._path_rounds = 0
-        self._path_min_rtt = math.inf
+        self._path_bw = 0.0
         self._step_floors.clear()
         self._step_armed = True
         self._step_prev_floor = self._min_rtt
